@@ -1,0 +1,107 @@
+"""All settings in one place: defaults, then `LIVECOMMERCE_*` environment variables, then flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENVIRONMENT_PREFIX = "LIVECOMMERCE_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """A setting has a value it cannot take; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data")
+    demo: bool = False
+    # Empty means embedded: in-process broker and stock, no Redis needed.
+    redis_url: str = ""
+    static_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "static")
+    # The public origin printed in URLs; derived from host and port when empty.
+    public_url: str = ""
+
+    # The hub's limits. Every queue and history is bounded; units are in the names.
+    frame_bytes_max: int = 16 * 1024
+    viewer_buffer_bytes_max: int = 256 * 1024
+    viewer_buffer_bytes_soft: int = 64 * 1024
+    history_events_max: int = 1000
+    snapshot_comments_max: int = 50
+    comment_chars_max: int = 300
+    comments_per_10s_max: int = 5
+    connections_per_address_max: int = 200
+    connections_per_process_max: int = 30000
+    state_flush_interval_ms: int = 100
+    viewer_count_heartbeat_ms: int = 1000
+    rooms_max: int = 10000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"port must be 0..65535, got {self.port}")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(
+                f"redis_url must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
+            )
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if item.type == "int" and item.name != "port" and value <= 0:
+                raise SettingsError(f"{item.name} must be positive, got {value}")
+        if self.viewer_buffer_bytes_soft > self.viewer_buffer_bytes_max:
+            raise SettingsError("viewer_buffer_bytes_soft must not exceed viewer_buffer_bytes_max")
+
+    @property
+    def embedded(self) -> bool:
+        return not self.redis_url
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then `LIVECOMMERCE_<NAME>` variables, then non-None `overrides`."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for item in dataclasses.fields(cls):
+            raw = environ.get(ENVIRONMENT_PREFIX + item.name.upper())
+            if raw is not None:
+                values[item.name] = _parse(item.name, str(item.type), raw)
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = value
+        return cls(**values)
+
+
+def _parse(name: str, type_name: str, raw: str) -> Any:
+    if type_name == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(
+                f"{ENVIRONMENT_PREFIX}{name.upper()} must be an integer, got {raw!r}"
+            ) from None
+    if type_name == "bool":
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise SettingsError(
+            f"{ENVIRONMENT_PREFIX}{name.upper()} must be true or false, got {raw!r}"
+        )
+    if type_name == "Path":
+        return Path(raw)
+    return raw
