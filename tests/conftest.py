@@ -1,10 +1,18 @@
 from __future__ import annotations
 
-from collections.abc import Generator
+import subprocess
+from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.support import STRICT_ENVIRONMENT_VARIABLE, strict
+from tests.support import (
+    STRICT_ENVIRONMENT_VARIABLE,
+    free_port,
+    require_binary,
+    strict,
+    wait_for_port,
+)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -17,3 +25,50 @@ def pytest_runtest_makereport(
         report.outcome = "failed"
         report.longrepr = f"skipped under {STRICT_ENVIRONMENT_VARIABLE}=1: {report.longrepr}"
     return report
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, private to the test session."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._binary = binary
+        self._directory = directory
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [
+                self._binary,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self._directory),
+                "--logfile", str(self._directory / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_port("127.0.0.1", self.port, timeout_s=10)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(require_binary("redis-server"), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

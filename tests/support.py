@@ -41,3 +41,20 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def wait_for_port(host: str, port: int, timeout_s: float) -> None:
+    """Poll until something accepts on host:port, or raise TimeoutError."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"nothing listening on {host}:{port} after {timeout_s} s"
+                ) from None
+            time.sleep(0.02)
