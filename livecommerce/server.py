@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import uvicorn
 
 from livecommerce.app import create_app
+from livecommerce.hub.uvicorn_fanout import FanoutWebSocketProtocol
 from livecommerce.settings import Settings
 
 
-def serve(settings: Settings) -> int:
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
+def uvicorn_config(settings: Settings, log_level: str = "info") -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(settings),
         host=settings.host,
         port=settings.port,
+        ws=FanoutWebSocketProtocol,
+        # Compression would make each socket's bytes different; the fan-out writes one frame.
         ws_per_message_deflate=False,
         ws_max_size=settings.frame_bytes_max,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         lifespan="on",
-        log_level="info",
+        log_level=log_level,
+        access_log=False,
     )
-    uvicorn.Server(config).run()
+
+
+def serve(settings: Settings) -> int:
+    uvicorn.Server(uvicorn_config(settings)).run()
     return 0

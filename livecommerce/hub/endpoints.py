@@ -1,0 +1,138 @@
+"""Starlette endpoints for the hub: parse, call the hub, serialise. Nothing else."""
+
+from __future__ import annotations
+
+import contextlib
+
+import anyio
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from livecommerce.hub import messages as m
+from livecommerce.hub.broker import BrokerUnavailable
+from livecommerce.hub.fanout import Outgoing, QueueSink, TransportSink
+from livecommerce.hub.hub import CLOSE_UNSUPPORTED_DATA, Hub, JoinRefused
+from livecommerce.hub.uvicorn_fanout import FANOUT_EXTENSION
+
+
+def _hub(scope_holder: Request | WebSocket) -> Hub:
+    hub: Hub = scope_holder.app.state.hub
+    return hub
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+async def room_socket(websocket: WebSocket) -> None:
+    hub = _hub(websocket)
+    room_id = websocket.path_params["room_id"]
+    since_text = websocket.query_params.get("since", "")
+    since = int(since_text) if since_text.isdigit() and len(since_text) <= 18 else None
+    await websocket.accept()
+    channel = websocket.scope.get("extensions", {}).get(FANOUT_EXTENSION)
+    queue_sink = None if channel is not None else QueueSink(websocket)
+    sink = TransportSink(channel) if channel is not None else queue_sink
+    assert sink is not None
+    address = websocket.client.host if websocket.client else "unknown"
+    try:
+        connection = await hub.join(
+            room_id, sink, address, websocket.query_params.get("viewer", ""), since
+        )
+    except JoinRefused as refused:
+        sink.write(Outgoing(m.encode(m.Error(code=refused.code, message=refused.message))))
+        sink.close(refused.close_code, refused.message)
+        if queue_sink is not None:
+            await queue_sink.drain()
+        return
+    except BrokerUnavailable as error:
+        sink.write(Outgoing(m.encode(m.Error(code="unavailable", message=str(error)))))
+        sink.close(1013, "try again later")
+        if queue_sink is not None:
+            await queue_sink.drain()
+        return
+    try:
+        async with anyio.create_task_group() as tasks:
+            if queue_sink is not None:
+                tasks.start_soon(_drain_then_stop, queue_sink, tasks.cancel_scope)
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is None:
+                    sink.close(
+                        CLOSE_UNSUPPORTED_DATA, "binary frames are not accepted; send JSON text"
+                    )
+                    if queue_sink is None:
+                        break
+                    continue
+                await hub.receive(connection, text)
+            tasks.cancel_scope.cancel()
+    finally:
+        hub.leave(connection)
+
+
+async def _drain_then_stop(sink: QueueSink, scope: anyio.CancelScope) -> None:
+    with contextlib.suppress(Exception):
+        await sink.drain()
+    scope.cancel()
+
+
+class CreateRoom(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    title: str
+    host_name: str
+
+
+async def create_room(request: Request) -> Response:
+    try:
+        body = msgspec.json.decode(await request.body(), type=CreateRoom)
+    except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        return _error(400, "invalid_request", str(error))
+    try:
+        room_id, host_token = await _hub(request).create_room(body.title, body.host_name)
+    except ValueError as error:
+        return _error(400, "invalid_request", str(error))
+    return JSONResponse({"room_id": room_id, "host_token": host_token}, status_code=201)
+
+
+async def room_snapshot(request: Request) -> Response:
+    hub = _hub(request)
+    replica = await hub.replica(request.path_params["room_id"])
+    if replica is None:
+        return _error(404, "room_not_found", "no such room")
+    return Response(m.encode(replica.room.snapshot(hub.clock_ms())), media_type="application/json")
+
+
+async def host_command(request: Request) -> Response:
+    authorization = request.headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return _error(401, "unauthorized", "send the room's host credential as a Bearer token")
+    body = await request.body()
+    if len(body) > 16 * 1024:
+        return _error(413, "too_large", "request bodies are at most 16 KiB")
+    try:
+        command = m.host_command_decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        return _error(400, "invalid_request", str(error))
+    try:
+        refusal = await _hub(request).host_command(request.path_params["room_id"], token, command)
+    except BrokerUnavailable as error:
+        return _error(503, "unavailable", f"not done, retry: {error}")
+    if refusal is None:
+        return JSONResponse({"ok": True})
+    status = {"room_not_found": 404, "bad_credential": 403}.get(refusal.code, 409)
+    return _error(status, refusal.code, refusal.message)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        WebSocketRoute("/ws/rooms/{room_id}", room_socket),
+        Route("/api/rooms", create_room, methods=["POST"]),
+        Route("/api/rooms/{room_id}", room_snapshot, methods=["GET"]),
+        Route("/api/rooms/{room_id}/host", host_command, methods=["POST"]),
+    ]

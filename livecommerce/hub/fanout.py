@@ -1,0 +1,200 @@
+"""Fan-out: one encoding per broadcast, the same bytes to every socket, no task per client.
+
+Each connection has a bounded outgoing buffer. Events (comments, pins, sales) must all
+arrive, so a connection whose buffer is past `buffer_bytes_max` is closed with 4008 and
+resumes from its last sequence number. State (likes, shares, viewers, stock) is coalesced:
+a connection past `buffer_bytes_soft` skips state messages and is sent the newest state
+once it has drained, so only the newest value ever waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections import deque
+from typing import Protocol
+
+from starlette.websockets import WebSocket
+
+from livecommerce.hub.uvicorn_fanout import TransportChannel
+
+CLOSE_TOO_SLOW = 4008
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, final text frame (RFC 6455 §5.2): servers never mask."""
+    length = len(payload)
+    if length < 126:
+        return bytes((0x81, length)) + payload
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, length) + payload
+    return struct.pack("!BBQ", 0x81, 127, length) + payload
+
+
+class Outgoing:
+    """A message encoded once; its frame and text forms are made once, when first asked."""
+
+    __slots__ = ("_frame", "_text", "payload")
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self._frame: bytes | None = None
+        self._text: str | None = None
+
+    @property
+    def frame(self) -> bytes:
+        if self._frame is None:
+            self._frame = text_frame(self.payload)
+        return self._frame
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self.payload.decode()
+        return self._text
+
+
+class Sink(Protocol):
+    @property
+    def open(self) -> bool: ...
+    def buffered_bytes(self) -> int: ...
+    def write(self, message: Outgoing) -> None: ...
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class TransportSink:
+    """The fast path: frames go straight to the transport (see uvicorn_fanout)."""
+
+    __slots__ = ("_channel",)
+
+    def __init__(self, channel: TransportChannel) -> None:
+        self._channel = channel
+
+    @property
+    def open(self) -> bool:
+        return self._channel.open
+
+    def buffered_bytes(self) -> int:
+        return self._channel.buffered_bytes()
+
+    def write(self, message: Outgoing) -> None:
+        self._channel.write(message.frame)
+
+    def close(self, code: int, reason: str) -> None:
+        self._channel.close(code, reason)
+
+
+class QueueSink:
+    """The portable path for any ASGI server: a byte-bounded queue that `drain` empties.
+
+    `drain` runs in the connection's own ASGI task beside its receive loop; writes never
+    wait, and the bound is enforced by the fan-out rules, which read `buffered_bytes`.
+    """
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._websocket = websocket
+        self._queue: deque[Outgoing] = deque()
+        self._queued_bytes = 0
+        self._wakeup = asyncio.Event()
+        self._close: tuple[int, str] | None = None
+
+    @property
+    def open(self) -> bool:
+        return self._close is None
+
+    def buffered_bytes(self) -> int:
+        return self._queued_bytes
+
+    def write(self, message: Outgoing) -> None:
+        if self._close is None:
+            self._queue.append(message)
+            self._queued_bytes += len(message.payload)
+            self._wakeup.set()
+
+    def close(self, code: int, reason: str) -> None:
+        if self._close is None:
+            self._close = (code, reason)
+            self._queue.clear()
+            self._queued_bytes = 0
+            self._wakeup.set()
+
+    async def drain(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                message = self._queue.popleft()
+                self._queued_bytes -= len(message.payload)
+                await self._websocket.send_text(message.text)
+            if self._close is not None:
+                await self._websocket.close(*self._close)
+                return
+
+
+class Member:
+    """What a room group needs of a connection: its sink and whether state is owed."""
+
+    __slots__ = ("sink", "stale")
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.stale = False
+
+
+class RoomGroup:
+    """The connections one process holds for one room."""
+
+    def __init__(self, buffer_bytes_max: int, buffer_bytes_soft: int) -> None:
+        self.members: set[Member] = set()
+        self.buffer_bytes_max = buffer_bytes_max
+        self.buffer_bytes_soft = buffer_bytes_soft
+        self.stale: set[Member] = set()
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def add(self, member: Member) -> None:
+        self.members.add(member)
+
+    def discard(self, member: Member) -> None:
+        self.members.discard(member)
+        self.stale.discard(member)
+
+    def broadcast(self, message: Outgoing, resume_hint: str) -> int:
+        """Write an event to every member; close those that fell behind. Returns deliveries."""
+        frame_limit = self.buffer_bytes_max
+        behind: list[Member] = []
+        delivered = 0
+        for member in self.members:
+            sink = member.sink
+            if sink.buffered_bytes() > frame_limit:
+                behind.append(member)
+            else:
+                sink.write(message)
+                delivered += 1
+        for member in behind:
+            self.discard(member)
+            member.sink.close(CLOSE_TOO_SLOW, resume_hint)
+        return delivered
+
+    def broadcast_state(self, message: Outgoing) -> int:
+        """Write coalesced state to members with room for it; mark the others stale."""
+        soft_limit = self.buffer_bytes_soft
+        delivered = 0
+        for member in self.members:
+            if member.sink.buffered_bytes() > soft_limit:
+                member.stale = True
+                self.stale.add(member)
+            else:
+                member.sink.write(message)
+                delivered += 1
+        return delivered
+
+    def catch_up_stale(self, full_state: Outgoing) -> None:
+        """Send the newest full state to stale members that have drained."""
+        soft_limit = self.buffer_bytes_soft
+        for member in list(self.stale):
+            if member.sink.buffered_bytes() <= soft_limit:
+                member.sink.write(full_state)
+                member.stale = False
+                self.stale.discard(member)

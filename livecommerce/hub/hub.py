@@ -1,0 +1,556 @@
+"""The hub: rooms, their connections in this process, and the ticker that flushes state.
+
+Adapters call in (`join`, `receive`, `leave`, `host_command`, `set_stock`, `publish_sale`);
+the broker calls back with sequenced events and coalesced totals. Everything that changes
+a room goes through the broker, so embedded and scaled-out runs take one code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from livecommerce.hub import messages as m
+from livecommerce.hub.broker import Broker, BrokerUnavailable, LoadedRoom, Totals
+from livecommerce.hub.fanout import Member, Outgoing, RoomGroup, Sink
+from livecommerce.hub.ratelimit import TokenBucket
+from livecommerce.hub.room import Rejection, Room, RoomInfo, RoomLimits
+
+log = logging.getLogger("livecommerce.hub")
+
+CLOSE_FLOOD = 1008
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_SERVER_FULL = 1013
+CLOSE_BANNED = 4003
+CLOSE_ROOM_NOT_FOUND = 4004
+CLOSE_ROOM_ENDED = 4010
+CLOSE_TOO_MANY_CONNECTIONS = 4029
+
+
+@dataclass(frozen=True)
+class HubLimits:
+    room: RoomLimits
+    buffer_bytes_max: int
+    buffer_bytes_soft: int
+    comments_per_10s_max: int
+    frames_per_s_max: int
+    frames_burst_max: int
+    shares_per_min_max: int
+    host_auth_failures_max: int
+    connections_per_address_max: int
+    connections_max: int
+    rooms_max: int
+    state_flush_interval_ms: int
+    viewer_heartbeat_ms: int
+
+
+class Connection(Member):
+    """One client socket in one room."""
+
+    __slots__ = (
+        "address",
+        "admitted",
+        "comment_bucket",
+        "frame_bucket",
+        "host_auth_failures",
+        "is_host",
+        "replica",
+        "share_bucket",
+        "viewer_id",
+    )
+
+    def __init__(
+        self,
+        sink: Sink,
+        replica: Replica,
+        viewer_id: str,
+        address: str,
+        limits: HubLimits,
+        now_ms: int,
+    ) -> None:
+        super().__init__(sink)
+        self.replica = replica
+        self.viewer_id = viewer_id
+        self.address = address
+        self.is_host = False
+        self.admitted = False
+        self.host_auth_failures = 0
+        self.frame_bucket = TokenBucket(
+            limits.frames_burst_max, max(1, 1000 // limits.frames_per_s_max), now_ms
+        )
+        self.comment_bucket = TokenBucket(
+            limits.comments_per_10s_max, 10_000 // limits.comments_per_10s_max, now_ms
+        )
+        self.share_bucket = TokenBucket(
+            limits.shares_per_min_max, 60_000 // limits.shares_per_min_max, now_ms
+        )
+
+    def send(self, message: Any) -> None:
+        self.sink.write(Outgoing(m.encode(message)))
+
+    def error(self, code: str, text: str) -> None:
+        self.send(m.Error(code=code, message=text))
+
+
+class Replica:
+    """This process's copy of one room, its connections here and its unflushed counters."""
+
+    def __init__(self, room: Room, group: RoomGroup) -> None:
+        self.room = room
+        self.group = group
+        self.likes_delta = 0
+        self.shares_delta = 0
+        self.stock_changes: dict[str, int] = {}
+        self.viewers_flushed = -1
+        self.flushed_at_ms = 0
+        self.changed: set[str] = set()  # totals changed since the last state broadcast
+        self.syncing = False
+
+
+class JoinRefused(Exception):
+    def __init__(self, close_code: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+        self.code = code
+        self.message = message
+
+
+class Hub:
+    def __init__(
+        self, broker: Broker, limits: HubLimits, secret: bytes, clock_ms: Callable[[], int]
+    ) -> None:
+        self.broker = broker
+        self.limits = limits
+        self._secret = secret
+        self.clock_ms = clock_ms
+        self.replicas: dict[str, Replica] = {}
+        self._loading: dict[str, asyncio.Future[Replica | None]] = {}
+        self.connections = 0
+        self._per_address: dict[str, int] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self.deliveries = 0
+
+    async def start(self) -> None:
+        await self.broker.start(self._on_event, self._on_state, self._resync)
+        self._ticker = asyncio.create_task(self._tick_forever(), name="hub-ticker")
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        for replica in self.replicas.values():
+            for member in list(replica.group.members):
+                member.sink.close(1001, "server shutting down")
+        await self.broker.close()
+
+    # Rooms
+
+    async def create_room(self, title: str, host_name: str, room_id: str = "") -> tuple[str, str]:
+        """A new room and its host credential; the credential is returned once, never stored."""
+        if len(self.replicas) >= self.limits.rooms_max:
+            raise ValueError(f"this server holds at most {self.limits.rooms_max} rooms")
+        host_token = secrets.token_urlsafe(24)
+        info = RoomInfo(
+            room_id=room_id or secrets.token_urlsafe(8),
+            title=title,
+            host_name=host_name,
+            host_token_sha256=hashlib.sha256(host_token.encode()).hexdigest(),
+        )
+        if not await self.broker.create_room(info):
+            raise ValueError(f"room {info.room_id!r} exists already")
+        return info.room_id, host_token
+
+    async def replica(self, room_id: str) -> Replica | None:
+        """This process's replica of the room, loading it (once) on first use."""
+        replica = self.replicas.get(room_id)
+        if replica is not None:
+            return replica
+        loading = self._loading.get(room_id)
+        if loading is not None:
+            return await loading
+        future: asyncio.Future[Replica | None] = asyncio.get_running_loop().create_future()
+        self._loading[room_id] = future
+        try:
+            # Subscribe first, so no event falls between the load and the subscription;
+            # events up to the loaded sequence are dropped as duplicates in `_on_event`.
+            replica = await self._load(room_id)
+            future.set_result(replica)
+            return replica
+        except BaseException as error:
+            future.set_exception(error)
+            raise
+        finally:
+            del self._loading[room_id]
+            if future.done() and future.exception() is not None:
+                future.exception()  # retrieved: waiting joiners got it too
+
+    async def _load(self, room_id: str) -> Replica | None:
+        if len(self.replicas) >= self.limits.rooms_max:
+            raise BrokerUnavailable("this process holds as many rooms as it may")
+        await self.broker.subscribe(room_id)
+        loaded = await self.broker.load_room(room_id)
+        if loaded is None:
+            return None
+        replica = Replica(
+            self._room_from(loaded),
+            RoomGroup(self.limits.buffer_bytes_max, self.limits.buffer_bytes_soft),
+        )
+        self.replicas[room_id] = replica
+        return replica
+
+    def _room_from(self, loaded: LoadedRoom) -> Room:
+        first = loaded.history[0][0] - 1 if loaded.history else loaded.sequence
+        room = Room(loaded.info, self.limits.room, sequence=first)
+        for sequence, body in loaded.history:
+            room.apply(sequence, m.decode_event(body), m.with_sequence(sequence, body))
+        room.sequence = loaded.sequence
+        # The broker's state fields are as of `loaded.sequence`, newer than any history.
+        room.pinned = loaded.pinned
+        room.live = loaded.live
+        room.ended = loaded.ended
+        room.slow_mode_ms = loaded.slow_mode_ms
+        room.sale = loaded.sale
+        room.keywords = loaded.keywords
+        room.banned = set(loaded.banned)
+        room.muted_until_ms = dict(loaded.muted_until_ms)
+        self._apply_totals(room, loaded.totals)
+        return room
+
+    # Connections
+
+    def viewer_token(self, viewer_id: str) -> str:
+        mac = hmac.new(self._secret, viewer_id.encode(), hashlib.sha256).digest()[:16]
+        return f"{viewer_id}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+    def viewer_from_token(self, token: str) -> str | None:
+        viewer_id, _, _ = token.partition(".")
+        if viewer_id and hmac.compare_digest(self.viewer_token(viewer_id), token):
+            return viewer_id
+        return None
+
+    async def join(
+        self, room_id: str, sink: Sink, address: str, viewer_token: str, since: int | None
+    ) -> Connection:
+        """Admit a socket to a room: welcome, then a snapshot or the missed events."""
+        if self.connections >= self.limits.connections_max:
+            raise JoinRefused(CLOSE_SERVER_FULL, "server_full", "this server is full; try again")
+        if self._per_address.get(address, 0) >= self.limits.connections_per_address_max:
+            raise JoinRefused(
+                CLOSE_TOO_MANY_CONNECTIONS,
+                "too_many_connections",
+                "too many connections from your address",
+            )
+        replica = await self.replica(room_id)
+        if replica is None:
+            raise JoinRefused(CLOSE_ROOM_NOT_FOUND, "room_not_found", f"no room {room_id!r}")
+        viewer_id = self.viewer_from_token(viewer_token) or secrets.token_urlsafe(12)
+        room = replica.room
+        if viewer_id in room.banned:
+            raise JoinRefused(CLOSE_BANNED, "banned", "you are banned from this room")
+        now_ms = self.clock_ms()
+        connection = Connection(sink, replica, viewer_id, address, self.limits, now_ms)
+        missed = None if since is None or since < 0 else room.history_since(since)
+        connection.send(
+            m.Welcome(
+                protocol=m.PROTOCOL_VERSION,
+                room_id=room_id,
+                viewer_id=viewer_id,
+                viewer_token=self.viewer_token(viewer_id),
+                mode="snapshot" if missed is None else "resume",
+                limits={
+                    "comment_chars_max": room.limits.comment_chars_max,
+                    "name_chars_max": room.limits.name_chars_max,
+                    "comments_per_10s_max": self.limits.comments_per_10s_max,
+                },
+            )
+        )
+        if missed is None:
+            connection.send(room.snapshot(now_ms))
+        else:
+            for wire in missed:
+                sink.write(Outgoing(wire))
+            connection.send(room.full_state(now_ms))
+        if room.ended:
+            sink.close(CLOSE_ROOM_ENDED, "the room has ended")
+            return connection
+        replica.group.add(connection)
+        connection.admitted = True
+        self.connections += 1
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+        return connection
+
+    def leave(self, connection: Connection) -> None:
+        """The socket is gone; forget it. Safe to call more than once."""
+        connection.replica.group.discard(connection)
+        if not connection.admitted:
+            return
+        connection.admitted = False
+        self.connections -= 1
+        remaining = self._per_address[connection.address] - 1
+        if remaining:
+            self._per_address[connection.address] = remaining
+        else:
+            del self._per_address[connection.address]
+
+    # What clients send
+
+    async def receive(self, connection: Connection, frame: str) -> None:
+        now_ms = self.clock_ms()
+        if not connection.frame_bucket.take(now_ms):
+            connection.replica.group.discard(connection)
+            connection.sink.close(CLOSE_FLOOD, "too many messages; slow down and reconnect")
+            return
+        try:
+            message = m.decode_client(frame)
+        except m.ProtocolError as error:
+            connection.error(error.code, error.message)
+            return
+        replica = connection.replica
+        match message:
+            case m.PostComment():
+                if not connection.comment_bucket.take(now_ms):
+                    connection.error("rate_limited", "too many comments; wait a few seconds")
+                    return
+                comment = replica.room.check_comment(
+                    connection.viewer_id, message, secrets.token_urlsafe(9), now_ms
+                )
+                await self._publish_or_refuse(connection, replica, comment, ack=False)
+            case m.Like():
+                replica.likes_delta += message.count
+            case m.Share():
+                if connection.share_bucket.take(now_ms):
+                    replica.shares_delta += 1
+            case m.Ping():
+                connection.send(m.Pong(id=message.id, ts_ms=now_ms))
+            case m.HostAuth():
+                if connection.host_auth_failures >= self.limits.host_auth_failures_max:
+                    connection.error("too_many_failures", "too many wrong host credentials")
+                elif replica.room.info.host_token_matches(message.token):
+                    connection.is_host = True
+                    connection.send(m.Ack(ref="host.auth/v1"))
+                else:
+                    connection.host_auth_failures += 1
+                    connection.error("bad_credential", "that is not this room's host credential")
+            case _:
+                if not connection.is_host:
+                    connection.error("not_host", "host commands need host.auth/v1 first")
+                    return
+                decision = replica.room.check_host(message, now_ms)
+                await self._publish_or_refuse(connection, replica, decision, ack=True)
+
+    async def _publish_or_refuse(
+        self,
+        connection: Connection,
+        replica: Replica,
+        decision: m.RoomEvent | Rejection,
+        ack: bool,
+    ) -> None:
+        if isinstance(decision, Rejection):
+            connection.error(decision.code, decision.message)
+            return
+        try:
+            await self.publish(replica.room.info.room_id, decision)
+        except BrokerUnavailable as error:
+            connection.error("unavailable", f"not done, retry: {error}")
+            return
+        if ack:
+            connection.send(m.Ack(ref=_tag(decision)))
+
+    async def host_command(
+        self, room_id: str, token: str, command: m.HostCommand
+    ) -> Rejection | None:
+        """A host command from the HTTP API: None when done, else why not."""
+        replica = await self.replica(room_id)
+        if replica is None:
+            return Rejection("room_not_found", f"no room {room_id!r}")
+        if not replica.room.info.host_token_matches(token):
+            return Rejection("bad_credential", "that is not this room's host credential")
+        decision = replica.room.check_host(command, self.clock_ms())
+        if isinstance(decision, Rejection):
+            return decision
+        await self.publish(room_id, decision)
+        return None
+
+    # What the commerce side pushes
+
+    async def publish(self, room_id: str, event: m.RoomEvent) -> int:
+        return await self.broker.publish(room_id, event, m.encode_event(event))
+
+    async def publish_sale(self, room_id: str, sale: dict[str, Any]) -> int:
+        return await self.publish(room_id, m.SaleChanged(sale=sale, ts_ms=self.clock_ms()))
+
+    async def set_stock(self, room_id: str, product_id: str, remaining: int) -> None:
+        """Record a product's units left; viewers get it with the next state flush."""
+        replica = await self.replica(room_id)
+        if replica is None:
+            raise KeyError(room_id)
+        refusal = replica.room.check_stock(product_id)
+        if refusal is not None:
+            raise ValueError(refusal.message)
+        replica.stock_changes[product_id] = remaining
+
+    # What the broker delivers
+
+    def _on_event(self, room_id: str, sequence: int, body: bytes) -> None:
+        replica = self.replicas.get(room_id)
+        if replica is None or sequence <= replica.room.sequence:
+            return  # not ours, or already in the loaded state
+        room = replica.room
+        if sequence != room.sequence + 1:
+            # Events were missed (the broker's connection dropped): reload the room.
+            self._resync(room_id)
+            return
+        event = m.decode_event(body)
+        wire = m.with_sequence(sequence, body)
+        room.apply(sequence, event, wire)
+        if not isinstance(event, m.PRIVATE_EVENTS):
+            self.deliveries += replica.group.broadcast(
+                Outgoing(wire), f"resume with since={sequence - 1}"
+            )
+        if isinstance(event, m.ViewerBanned):
+            for member in list(replica.group.members):
+                if isinstance(member, Connection) and member.viewer_id == event.viewer_id:
+                    replica.group.discard(member)
+                    member.sink.close(CLOSE_BANNED, "you are banned from this room")
+        elif isinstance(event, m.RoomEnded):
+            for member in list(replica.group.members):
+                replica.group.discard(member)
+                member.sink.close(CLOSE_ROOM_ENDED, "the room has ended")
+
+    def _on_state(self, room_id: str, totals: Totals) -> None:
+        replica = self.replicas.get(room_id)
+        if replica is not None:
+            replica.changed |= self._apply_totals(replica.room, totals)
+
+    @staticmethod
+    def _apply_totals(room: Room, totals: Totals) -> set[str]:
+        changed = set()
+        if totals.likes is not None and totals.likes != room.likes:
+            room.likes = totals.likes
+            changed.add("likes")
+        if totals.shares is not None and totals.shares != room.shares:
+            room.shares = totals.shares
+            changed.add("shares")
+        if totals.viewers is not None and totals.viewers != room.viewers:
+            room.viewers = totals.viewers
+            changed.add("viewers")
+        if totals.stock:
+            for product_id, remaining in totals.stock.items():
+                if room.stock.get(product_id) != remaining:
+                    room.stock[product_id] = remaining
+                    changed.add("stock")
+        return changed
+
+    def _resync(self, room_id: str) -> None:
+        replica = self.replicas.get(room_id)
+        if replica is not None and not replica.syncing:
+            replica.syncing = True
+            task = asyncio.get_running_loop().create_task(self._reload(room_id))
+            task.add_done_callback(_log_failure)
+
+    async def _reload(self, room_id: str) -> None:
+        """Catch a replica up after missed events: replay them, or send everyone a snapshot."""
+        replica = self.replicas[room_id]
+        try:
+            loaded = await self.broker.load_room(room_id)
+            if loaded is None:
+                return
+            old = replica.room
+            fresh = self._room_from(loaded)
+            missed = [
+                (sequence, body) for sequence, body in loaded.history if sequence > old.sequence
+            ]
+            # The broker's history holds every event, private ones too, so a gap is a real loss.
+            contiguous = not missed or missed[0][0] == old.sequence + 1
+            replica.room = fresh
+            now_ms = self.clock_ms()
+            if contiguous:
+                for sequence, body in missed:
+                    if not isinstance(m.decode_event(body), m.PRIVATE_EVENTS):
+                        replica.group.broadcast(
+                            Outgoing(m.with_sequence(sequence, body)),
+                            f"resume with since={sequence - 1}",
+                        )
+            else:
+                snapshot = Outgoing(m.encode(fresh.snapshot(now_ms)))
+                for member in list(replica.group.members):
+                    member.sink.write(snapshot)
+        finally:
+            replica.syncing = False
+
+    # The ticker: counters out to the broker, coalesced state out to viewers.
+
+    async def _tick_forever(self) -> None:
+        interval_s = self.limits.state_flush_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.tick()
+            except BrokerUnavailable as error:
+                log.warning("state flush skipped: %s", error)
+            except Exception:
+                log.exception("state flush failed")
+
+    async def tick(self) -> None:
+        now_ms = self.clock_ms()
+        for room_id, replica in list(self.replicas.items()):
+            viewers_here = len(replica.group)
+            heartbeat_due = now_ms - replica.flushed_at_ms >= self.limits.viewer_heartbeat_ms
+            if (
+                replica.likes_delta
+                or replica.shares_delta
+                or replica.stock_changes
+                or viewers_here != replica.viewers_flushed
+                or heartbeat_due
+            ):
+                likes, shares, stock = (
+                    replica.likes_delta,
+                    replica.shares_delta,
+                    replica.stock_changes,
+                )
+                replica.likes_delta, replica.shares_delta, replica.stock_changes = 0, 0, {}
+                try:
+                    await self.broker.flush_counters(room_id, likes, shares, viewers_here, stock)
+                except BrokerUnavailable:
+                    # Nothing was counted: keep the deltas for the next flush.
+                    replica.likes_delta += likes
+                    replica.shares_delta += shares
+                    replica.stock_changes = {**stock, **replica.stock_changes}
+                    raise
+                replica.viewers_flushed = viewers_here
+                replica.flushed_at_ms = now_ms
+            self._flush_state(replica, now_ms)
+
+    def _flush_state(self, replica: Replica, now_ms: int) -> None:
+        room = replica.room
+        if replica.changed:
+            changed, replica.changed = replica.changed, set()
+            state = m.State(
+                seq=room.sequence,
+                ts_ms=now_ms,
+                likes=room.likes if "likes" in changed else None,
+                shares=room.shares if "shares" in changed else None,
+                viewers=room.viewers if "viewers" in changed else None,
+                stock=dict(room.stock) if "stock" in changed else None,
+            )
+            self.deliveries += replica.group.broadcast_state(Outgoing(m.encode(state)))
+        if replica.group.stale:
+            replica.group.catch_up_stale(Outgoing(m.encode(room.full_state(now_ms))))
+
+
+def _tag(event: m.RoomEvent) -> str:
+    return str(type(event).__struct_config__.tag)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("room reload failed", exc_info=task.exception())

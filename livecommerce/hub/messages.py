@@ -1,0 +1,309 @@
+"""The WebSocket protocol's messages, version 1 (docs/protocol.md is the prose of this file).
+
+Every frame is a JSON object whose `type` names the message and its version (`comment/v1`).
+Client messages are decoded into frozen structs in one step, which validates field types,
+ranges and lengths and rejects unknown types and unknown fields. Server messages are encoded
+once per broadcast and the same bytes go to every socket.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, cast
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+ViewerId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+CommentId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+# Raw lengths before sanitising; the room applies the real limits to the cleaned text.
+RawText = Annotated[str, msgspec.Meta(max_length=4000)]
+RawName = Annotated[str, msgspec.Meta(max_length=200)]
+Keyword = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+
+
+class _Client(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=True):
+    """A message from a client."""
+
+
+class PostComment(_Client, tag="comment/v1", frozen=True):
+    text: RawText
+    name: RawName
+
+
+class Like(_Client, tag="like/v1", frozen=True):
+    # Clients batch taps and send a count; the server adds, never relays one by one.
+    count: Annotated[int, msgspec.Meta(ge=1, le=100)] = 1
+
+
+class Share(_Client, tag="share/v1", frozen=True):
+    pass
+
+
+class Ping(_Client, tag="ping/v1", frozen=True):
+    id: Annotated[int, msgspec.Meta(ge=0, le=2**53)] = 0
+
+
+class HostAuth(_Client, tag="host.auth/v1", frozen=True):
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class PinnedProduct(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    product_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
+    price_cents: Annotated[int, msgspec.Meta(ge=0, le=10**9)]
+    currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
+    image: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class HostPin(_Client, tag="host.pin/v1", frozen=True):
+    product: PinnedProduct | None
+
+
+class HostLive(_Client, tag="host.live/v1", frozen=True):
+    live: bool
+
+
+class HostEnd(_Client, tag="host.end/v1", frozen=True):
+    pass
+
+
+class HostDeleteComment(_Client, tag="host.delete_comment/v1", frozen=True):
+    comment_id: CommentId
+
+
+class HostMute(_Client, tag="host.mute/v1", frozen=True):
+    viewer_id: ViewerId
+    duration_ms: Annotated[int, msgspec.Meta(ge=1000, le=7 * 24 * 3600 * 1000)] = 10 * 60 * 1000
+
+
+class HostBan(_Client, tag="host.ban/v1", frozen=True):
+    viewer_id: ViewerId
+
+
+class HostUnban(_Client, tag="host.unban/v1", frozen=True):
+    viewer_id: ViewerId
+
+
+class HostKeywords(_Client, tag="host.keywords/v1", frozen=True):
+    words: Annotated[list[Keyword], msgspec.Meta(max_length=200)]
+
+
+class HostSlowMode(_Client, tag="host.slow_mode/v1", frozen=True):
+    interval_ms: Annotated[int, msgspec.Meta(ge=0, le=10 * 60 * 1000)]
+
+
+HostCommand = (
+    HostPin
+    | HostLive
+    | HostEnd
+    | HostDeleteComment
+    | HostMute
+    | HostBan
+    | HostUnban
+    | HostKeywords
+    | HostSlowMode
+)
+ClientMessage = PostComment | Like | Share | Ping | HostAuth | HostCommand
+HOST_COMMANDS: tuple[type[_Client], ...] = (
+    HostPin,
+    HostLive,
+    HostEnd,
+    HostDeleteComment,
+    HostMute,
+    HostBan,
+    HostUnban,
+    HostKeywords,
+    HostSlowMode,
+)
+
+client_decoder = msgspec.json.Decoder(ClientMessage)
+host_command_decoder = msgspec.json.Decoder(HostCommand)
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a valid client message; `code` is stable, the text says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def decode_client(frame: str | bytes) -> ClientMessage:
+    try:
+        return cast(ClientMessage, client_decoder.decode(frame))
+    except msgspec.ValidationError as error:
+        text = str(error)
+        if "at `$.type`" in text or "missing required field `type`" in text:
+            raise ProtocolError(
+                "unknown_type", f"unknown or missing message type: {text}"
+            ) from None
+        raise ProtocolError("invalid_message", text) from None
+    except msgspec.DecodeError as error:
+        raise ProtocolError("malformed_json", f"not a JSON object: {error}") from None
+
+
+# Events: what the room's log holds. Each carries the server time it was made (`ts_ms`); the
+# sequence number is added in front when the event is sequenced (see `with_sequence`).
+
+
+class _Event(msgspec.Struct, tag_field="type", frozen=True, kw_only=True):
+    ts_ms: int
+
+
+class CommentPosted(_Event, tag="comment/v1", frozen=True):
+    id: str
+    viewer_id: str
+    name: str
+    text: str
+
+
+class CommentRemoved(_Event, tag="comment.removed/v1", frozen=True):
+    id: str
+
+
+class ProductPinned(_Event, tag="pin/v1", frozen=True):
+    product: PinnedProduct | None
+
+
+class LiveChanged(_Event, tag="room.live/v1", frozen=True):
+    live: bool
+
+
+class RoomEnded(_Event, tag="room.ended/v1", frozen=True):
+    pass
+
+
+class SlowModeChanged(_Event, tag="slow_mode/v1", frozen=True):
+    interval_ms: int
+
+
+class SaleChanged(_Event, tag="sale/v1", frozen=True):
+    # The commerce core's view of a flash sale; opened, closed and scheduled all come here.
+    sale: dict[str, Any]
+
+
+class ViewerMuted(_Event, tag="viewer.muted/v1", frozen=True):
+    viewer_id: str
+    until_ms: int
+
+
+class ViewerBanned(_Event, tag="viewer.banned/v1", frozen=True):
+    viewer_id: str
+
+
+class ViewerUnbanned(_Event, tag="viewer.unbanned/v1", frozen=True):
+    viewer_id: str
+
+
+class KeywordsChanged(_Event, tag="keywords/v1", frozen=True):
+    words: list[str]
+
+
+RoomEvent = (
+    CommentPosted
+    | CommentRemoved
+    | ProductPinned
+    | LiveChanged
+    | RoomEnded
+    | SlowModeChanged
+    | SaleChanged
+    | ViewerMuted
+    | ViewerBanned
+    | ViewerUnbanned
+    | KeywordsChanged
+)
+# Moderation state every process must know but viewers must not see (the keyword list would
+# teach spammers what to avoid). They take a sequence number like any event, so viewers see
+# gaps in `seq`: the protocol promises increasing numbers, not consecutive ones.
+PRIVATE_EVENTS: tuple[type[_Event], ...] = (
+    ViewerMuted,
+    ViewerBanned,
+    ViewerUnbanned,
+    KeywordsChanged,
+)
+
+event_encoder = msgspec.json.Encoder()
+event_decoder = msgspec.json.Decoder(RoomEvent)
+
+
+def encode_event(event: RoomEvent) -> bytes:
+    return event_encoder.encode(event)
+
+
+def decode_event(body: bytes) -> RoomEvent:
+    return cast(RoomEvent, event_decoder.decode(body))
+
+
+def with_sequence(sequence: int, body: bytes) -> bytes:
+    """`{"seq":N,` + the event's own members: the wire form of a sequenced event."""
+    assert body[:1] == b"{"
+    assert sequence > 0
+    return b'{"seq":%d,%s' % (sequence, body[1:])
+
+
+# Messages that are not in the log: addressed to one connection, or coalesced state.
+
+
+class Welcome(msgspec.Struct, tag_field="type", tag="welcome/v1", frozen=True):
+    protocol: int
+    room_id: str
+    viewer_id: str
+    viewer_token: str
+    mode: str  # "snapshot": a snapshot follows; "resume": the missed events follow, then state
+    limits: dict[str, int]
+
+
+class Comment(msgspec.Struct, frozen=True):
+    seq: int
+    id: str
+    viewer_id: str
+    name: str
+    text: str
+    ts_ms: int
+
+
+class Snapshot(msgspec.Struct, tag_field="type", tag="snapshot/v1", frozen=True):
+    seq: int
+    ts_ms: int
+    room_id: str
+    title: str
+    host_name: str
+    live: bool
+    ended: bool
+    pinned: PinnedProduct | None
+    slow_mode_ms: int
+    likes: int
+    shares: int
+    viewers: int
+    comments: list[Comment]
+    stock: dict[str, int]
+    sale: dict[str, Any] | None
+
+
+class State(msgspec.Struct, tag_field="type", tag="state/v1", frozen=True, omit_defaults=True):
+    seq: int
+    ts_ms: int
+    likes: int | None = None
+    shares: int | None = None
+    viewers: int | None = None
+    stock: dict[str, int] | None = None
+
+
+class Error(msgspec.Struct, tag_field="type", tag="error/v1", frozen=True):
+    code: str
+    message: str
+
+
+class Ack(msgspec.Struct, tag_field="type", tag="ack/v1", frozen=True):
+    ref: str
+
+
+class Pong(msgspec.Struct, tag_field="type", tag="pong/v1", frozen=True):
+    id: int
+    ts_ms: int
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    return event_encoder.encode(message)
