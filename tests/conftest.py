@@ -30,8 +30,9 @@ def pytest_runtest_makereport(
 class RedisServer:
     """A real redis-server on a free loopback port, private to the test session."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
+        self._extra_args = extra_args
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._binary = binary
         self._directory = directory
@@ -47,6 +48,7 @@ class RedisServer:
                 "--appendonly", "no",
                 "--dir", str(self._directory),
                 "--logfile", str(self._directory / "redis.log"),
+                *self._extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -54,6 +56,7 @@ class RedisServer:
         wait_for_port("127.0.0.1", self.port, timeout_s=10)
 
     def stop(self) -> None:
+        """SIGKILL: Redis goes away as it would in a crash."""
         if self._process is not None:
             self._process.kill()
             self._process.wait(timeout=10)
