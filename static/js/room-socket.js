@@ -1,0 +1,45 @@
+// A room connection that reconnects with backoff and resumes from the last sequence number
+// (docs/protocol.md). `onMessage` gets every server message; `onStatus` a short status text.
+export function connectRoom(roomId, { onMessage, onStatus }) {
+  const tokenKey = `livecommerce.viewer.${roomId}`;
+  let lastSeq = null;
+  let socket = null;
+  let retryMs = 250;
+  let stopped = false;
+
+  function url() {
+    const base = new URL(`/ws/rooms/${encodeURIComponent(roomId)}`, location.href);
+    base.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    const token = localStorage.getItem(tokenKey);
+    if (token) base.searchParams.set("viewer", token);
+    if (lastSeq !== null) base.searchParams.set("since", String(lastSeq));
+    return base;
+  }
+
+  function open() {
+    socket = new WebSocket(url());
+    socket.onopen = () => { retryMs = 250; onStatus("connected"); };
+    socket.onmessage = (frame) => {
+      const message = JSON.parse(frame.data);
+      if (message.type === "welcome/v1") localStorage.setItem(tokenKey, message.viewer_token);
+      if (typeof message.seq === "number" && (lastSeq === null || message.seq > lastSeq)) lastSeq = message.seq;
+      onMessage(message);
+    };
+    socket.onclose = (event) => {
+      const final = [4003, 4004, 4010, 1003, 1009].includes(event.code);
+      if (stopped || final) { onStatus(`closed: ${event.reason || event.code}`); return; }
+      onStatus(`connection lost, retrying in ${Math.round(retryMs / 1000 * 10) / 10} s…`);
+      setTimeout(open, retryMs);
+      retryMs = Math.min(retryMs * 2, 8000);
+    };
+  }
+
+  open();
+  return {
+    send(message) {
+      if (socket && socket.readyState === WebSocket.OPEN) { socket.send(JSON.stringify(message)); return true; }
+      return false;
+    },
+    close() { stopped = true; socket?.close(); },
+  };
+}
