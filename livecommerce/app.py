@@ -20,6 +20,7 @@ from livecommerce.hub import endpoints as hub_endpoints
 from livecommerce.hub.broker import Broker, InProcessBroker
 from livecommerce.hub.hub import Hub, HubLimits
 from livecommerce.hub.room import RoomLimits
+from livecommerce.metrics import metrics
 from livecommerce.settings import Settings
 
 
@@ -93,6 +94,7 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         Route("/healthz", healthz),
+        Route("/metrics", metrics),
         *hub_endpoints.routes(),
         Mount("/", app=StaticFiles(directory=settings.static_dir, html=True), name="static"),
     ]

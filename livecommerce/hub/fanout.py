@@ -149,6 +149,7 @@ class RoomGroup:
         self.buffer_bytes_max = buffer_bytes_max
         self.buffer_bytes_soft = buffer_bytes_soft
         self.stale: set[Member] = set()
+        self.closed_too_slow = 0
 
     def __len__(self) -> int:
         return len(self.members)
@@ -175,6 +176,7 @@ class RoomGroup:
         for member in behind:
             self.discard(member)
             member.sink.close(CLOSE_TOO_SLOW, resume_hint)
+        self.closed_too_slow += len(behind)
         return delivered
 
     def broadcast_state(self, message: Outgoing) -> int:

@@ -312,6 +312,10 @@ async def test_a_slow_client_is_closed_and_never_slows_the_others(tmp_path: Path
         assert b"\x88" in tail
         close_payload = tail[tail.rindex(b"\x88") + 2 :]
         assert int.from_bytes(close_payload[:2], "big") == 4008
+        async with httpx.AsyncClient() as client:
+            exposition = (await client.get(f"{server.http}/metrics")).text
+        assert "livecommerce_closed_too_slow_total 1.0" in exposition
+        assert "livecommerce_connections 1.0" in exposition
         await healthy.close()
 
 

@@ -1,0 +1,46 @@
+"""`GET /metrics` in the Prometheus text format, read from the hub when scraped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from livecommerce.hub.hub import Hub
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class HubCollector(Collector):
+    """Reads the hub's own counters at scrape time: nothing is counted twice."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        hub = self._hub
+        yield GaugeMetricFamily(
+            "livecommerce_connections", "WebSocket connections admitted to rooms", value=hub.connections
+        )
+        yield GaugeMetricFamily("livecommerce_rooms", "rooms this process serves", value=len(hub.replicas))
+        yield CounterMetricFamily(
+            "livecommerce_deliveries", "messages written to room sockets by broadcasts", value=hub.deliveries
+        )
+        yield CounterMetricFamily(
+            "livecommerce_closed_too_slow",
+            "connections closed with 4008 because their buffer filled",
+            value=sum(replica.group.closed_too_slow for replica in hub.replicas.values()),
+        )
+
+
+async def metrics(request: Request) -> Response:
+    registry: CollectorRegistry | None = getattr(request.app.state, "metrics_registry", None)
+    if registry is None:
+        registry = CollectorRegistry()
+        registry.register(HubCollector(request.app.state.hub))
+        request.app.state.metrics_registry = registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE)
