@@ -8,8 +8,10 @@ sender packs into RTP without encoding (its public pre-encoded path).
 Video rules (each viewer on its own):
 - a new viewer, or one whose host reconnected, waits for a keyframe;
 - its queue is bounded; on overflow it empties and waits for the next keyframe;
-- while any viewer waits, the broadcast asks the host for a keyframe (PLI), at most once
-  per `keyframe_request_interval_ms`, repeated until one arrives.
+- while any viewer waits, the broadcast asks the host for a keyframe (PLI): one request
+  serves every viewer that starts waiting before its answer arrives, requests are spaced
+  by `keyframe_request_spacing_ms_min`, and repeated every
+  `keyframe_request_interval_ms` until a keyframe arrives.
 """
 
 from __future__ import annotations
@@ -136,9 +138,14 @@ KeyframeRequester = Callable[[], None]
 class Broadcast:
     """One room's relay: the current host's frames to every viewer's tracks."""
 
-    def __init__(self, keyframe_request_interval_ms: int) -> None:
+    def __init__(
+        self, keyframe_request_interval_ms: int, keyframe_request_spacing_ms_min: int = 50
+    ) -> None:
         assert keyframe_request_interval_ms > 0
+        assert 0 <= keyframe_request_spacing_ms_min <= keyframe_request_interval_ms
         self._keyframe_request_interval_s = keyframe_request_interval_ms / 1000
+        self._keyframe_request_spacing_s = keyframe_request_spacing_ms_min / 1000
+        self._keyframe_seen_at_s = -1e9
         self._viewer_tracks: set[ViewerTrack] = set()
         self._request_keyframe: KeyframeRequester | None = None
         self._keyframe_requested_at_s = -1e9
@@ -168,6 +175,8 @@ class Broadcast:
             return  # a replaced host session still delivering its last packets
         self.frames_in += 1
         self.last_frame_at_s = time.monotonic()
+        if frame.keyframe and frame.kind == "video":
+            self._keyframe_seen_at_s = self.last_frame_at_s
         for track in self._viewer_tracks:
             if track.kind == frame.kind:
                 track.offer(frame, generation)
@@ -183,12 +192,26 @@ class Broadcast:
         track.end()
 
     def viewer_wants_keyframe(self) -> None:
-        """A viewer sent PLI/FIR, or one waits for a keyframe: ask the host, rate-limited."""
+        """A viewer sent PLI/FIR, or one waits for a keyframe: ask the host.
+
+        A request still on its way (sent after the last keyframe, younger than the retry
+        interval) serves every viewer that starts waiting before its keyframe arrives, so
+        a wave of joins costs one keyframe. Otherwise ask now, but never more often than
+        every `keyframe_request_spacing_ms_min`.
+        """
         now_s = time.monotonic()
-        waited_s = now_s - self._keyframe_requested_at_s
-        if waited_s >= self._keyframe_request_interval_s:
+        since_request_s = now_s - self._keyframe_requested_at_s
+        outstanding = (
+            self._keyframe_requested_at_s > self._keyframe_seen_at_s
+            and since_request_s < self._keyframe_request_interval_s
+        )
+        if outstanding:
+            self._schedule(self._keyframe_request_interval_s - since_request_s)
+        elif since_request_s >= self._keyframe_request_spacing_s:
             self._send_keyframe_request(now_s)
-        self._schedule_retry()
+            self._schedule(self._keyframe_request_interval_s)
+        else:
+            self._schedule(self._keyframe_request_spacing_s - since_request_s)
 
     def _send_keyframe_request(self, now_s: float) -> None:
         if self._request_keyframe is None:
@@ -197,19 +220,21 @@ class Broadcast:
         self.keyframe_requests += 1
         self._request_keyframe()
 
-    def _schedule_retry(self) -> None:
-        # Repeat the request while any viewer still waits (the PLI or the keyframe may
-        # be lost, or the host may not be connected yet).
-        if self._retry_handle is not None:
-            return
+    def _schedule(self, delay_s: float) -> None:
+        # Repeat while any viewer still waits: the PLI or the keyframe may be lost, or the
+        # host may not be connected yet. One timer per broadcast, the earliest wins.
         loop = asyncio.get_running_loop()
-        self._retry_handle = loop.call_later(self._keyframe_request_interval_s, self._retry)
+        when_s = loop.time() + max(delay_s, 0.0)
+        if self._retry_handle is not None:
+            if self._retry_handle.when() <= when_s:
+                return
+            self._retry_handle.cancel()
+        self._retry_handle = loop.call_at(when_s, self._retry)
 
     def _retry(self) -> None:
         self._retry_handle = None
         if any(track.waiting_for_keyframe for track in self._viewer_tracks):
-            self._send_keyframe_request(time.monotonic())
-            self._schedule_retry()
+            self.viewer_wants_keyframe()
 
     def close(self) -> None:
         if self._retry_handle is not None:

@@ -311,7 +311,11 @@ class StreamingService:
     def _room(self, room_id: str) -> _Room:
         room = self._rooms.get(room_id)
         if room is None:
-            room = _Room(room_id, Broadcast(self.settings.keyframe_request_interval_ms))
+            broadcast = Broadcast(
+                self.settings.keyframe_request_interval_ms,
+                self.settings.keyframe_request_spacing_ms_min,
+            )
+            room = _Room(room_id, broadcast)
             self._rooms[room_id] = room
         return room
 

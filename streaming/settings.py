@@ -36,7 +36,10 @@ class StreamingSettings:
     peers_total_max: int = 1_000
     viewer_video_queue_frames_max: int = 30
     viewer_audio_queue_frames_max: int = 50
+    # Repeat a keyframe request this often while a viewer waits; never send two closer
+    # than the spacing (a join wave must not turn the stream into keyframes).
     keyframe_request_interval_ms: int = 500
+    keyframe_request_spacing_ms_min: int = 50
     sdp_bytes_max: int = 32_768
     peer_connect_timeout_ms: int = 15_000
     host_reconnect_grace_ms: int = 15_000
@@ -53,6 +56,8 @@ class StreamingSettings:
             raise ValueError("viewer queues must hold at least one frame")
         if self.keyframe_request_interval_ms < 1:
             raise ValueError("keyframe_request_interval_ms must be positive")
+        if not 0 <= self.keyframe_request_spacing_ms_min <= self.keyframe_request_interval_ms:
+            raise ValueError("keyframe_request_spacing_ms_min must be within the interval")
         if self.sdp_bytes_max < 256:
             raise ValueError("sdp_bytes_max is too small for any offer")
         if self.peer_connect_timeout_ms < 1 or self.host_reconnect_grace_ms < 0:

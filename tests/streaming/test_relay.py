@@ -83,13 +83,13 @@ async def test_end_wakes_a_waiting_recv() -> None:
 
 
 async def test_broadcast_fans_out_and_repeats_keyframe_requests_while_a_viewer_waits() -> None:
-    broadcast = Broadcast(keyframe_request_interval_ms=20)
+    broadcast = Broadcast(keyframe_request_interval_ms=20, keyframe_request_spacing_ms_min=5)
     requests: list[int] = []
     generation = broadcast.attach_host(lambda: requests.append(1))
     viewers = [ViewerTrack("video", 8, broadcast.viewer_wants_keyframe) for _ in range(3)]
     for viewer in viewers:
         broadcast.add_viewer_track(viewer)
-    broadcast.push(frame(0), generation)  # a delta: every viewer waits, asks once
+    broadcast.push(frame(0), generation)  # a delta: every viewer waits; one request serves all
     assert len(requests) == 1
     await asyncio.sleep(0.1)
     assert len(requests) >= 3, "the request repeats while viewers wait"
