@@ -1,0 +1,392 @@
+"""Video relay benchmark: server CPU per viewer and per packet, latency, time to first frame.
+
+    /work/venv/bin/python bench/video.py                  # relay and re-encode, 10/20/40
+    /work/venv/bin/python bench/video.py --viewers 10 --modes relay --window-s 5
+
+For each mode and viewer count it starts a server process (`serve` below) on a free
+loopback port, publishes a generated 320x240 30 fps VP8 stream over WHIP from this
+process, connects the viewers over WHEP, and measures over a window:
+
+- server CPU (user + system time of the server process, from psutil) with the host
+  alone, then with the viewers; per viewer = the difference / viewers, in % of a core;
+  per packet = the difference / RTP packets the viewers received;
+- latency: frames carry their index in 16 luma blocks; a few "probe" viewers decode
+  each frame as soon as it is complete and look up when the host captured it (same
+  process, same clock). The host's encoder time is inside the figure; a direct
+  host-to-viewer connection (no server) measured in the same run gives the baseline,
+  so "server-added" is relay median - direct median;
+- time to first frame: from the WHEP POST to the viewer's first complete frame.
+
+Modes: `relay` is streaming/ (forwards encoded frames); `reencode` is aiortc's default
+(decode the host's track once, one encoder per viewer via MediaRelay), for the ratio.
+Viewers other than the probes never decode (they count packets): the client process
+must not be the bottleneck. Figures print; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import av  # noqa: E402
+import psutil  # noqa: E402
+from aiortc import (  # noqa: E402
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamTrack, VideoStreamTrack  # noqa: E402
+
+from streaming import StreamingService, StreamingSettings, client  # noqa: E402
+from streaming.aiortc_internals import (  # noqa: E402
+    EncodedFrame,
+    enable_loopback_candidates,
+    tap_encoded_frames,
+)
+
+WIDTH, HEIGHT = 320, 240
+INDEX_BITS = 16
+BLOCK_WIDTH = WIDTH // INDEX_BITS
+BLOCK_HEIGHT = 16
+HOST_TOKEN = "bench-token"
+ROOM = "bench"
+PROBES = 3
+
+
+# --- the server process -----------------------------------------------------------------
+
+
+def serve(mode: str, port: int) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+
+    if mode == "relay":
+
+        async def authorize(room_id: str, token: str) -> bool:
+            return token == HOST_TOKEN
+
+        async def exists(room_id: str) -> bool:
+            return True
+
+        settings = StreamingSettings(peers_per_room_max=200, peers_total_max=400, ice_loopback=True)
+        routes = StreamingService(settings, authorize, exists).routes
+    else:
+        routes = reencoding_routes()
+    app = Starlette(routes=routes)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+
+
+def reencoding_routes() -> list[Any]:
+    """aiortc's usual server: decode the host once, encode again for every viewer."""
+    from aiortc.contrib.media import MediaRelay
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    enable_loopback_candidates()
+    state: dict[str, Any] = {"relay": MediaRelay(), "track": None, "peers": set()}
+
+    def vp8_only(transceiver: Any) -> None:
+        codecs = RTCRtpSender.getCapabilities("video").codecs
+        transceiver.setCodecPreferences([c for c in codecs if c.mimeType == "video/VP8"])
+
+    async def whip(request: Request) -> Response:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        state["peers"].add(pc)
+        vp8_only(pc.addTransceiver("video", direction="recvonly"))
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            state["track"] = track
+
+        offer = (await request.body()).decode()
+        await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        headers = {"Location": "/whip/x/host"}
+        return Response(pc.localDescription.sdp, 201, headers, "application/sdp")
+
+    async def whep(request: Request) -> Response:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        state["peers"].add(pc)
+        track = state["relay"].subscribe(state["track"])
+        vp8_only(pc.addTransceiver(track, direction="sendonly"))
+        offer = (await request.body()).decode()
+        await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        headers = {"Location": f"/whep/x/{id(pc)}"}
+        return Response(pc.localDescription.sdp, 201, headers, "application/sdp")
+
+    return [
+        Route("/whip/{room_id}", whip, methods=["POST"]),
+        Route("/whep/{room_id}", whep, methods=["POST"]),
+    ]
+
+
+# --- the client side --------------------------------------------------------------------
+
+
+class IndexedVideo(VideoStreamTrack):
+    """320x240 frames at 30 fps whose top row of blocks spells the frame index."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.index = 0
+        self.captured_at_s: dict[int, float] = {}
+
+    async def recv(self) -> av.VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        index = self.index % (1 << INDEX_BITS)
+        self.index += 1
+        frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
+        luma = bytearray([(self.index * 3) % 200 + 28]) * (WIDTH * HEIGHT)
+        for bit in range(INDEX_BITS):
+            value = 235 if index >> bit & 1 else 16
+            for row in range(BLOCK_HEIGHT):
+                start = row * WIDTH + bit * BLOCK_WIDTH
+                luma[start : start + BLOCK_WIDTH] = bytes([value]) * BLOCK_WIDTH
+        frame.planes[0].update(bytes(luma))
+        for plane in frame.planes[1:]:
+            plane.update(bytes([128]) * plane.buffer_size)
+        frame.pts = pts
+        frame.time_base = time_base
+        self.captured_at_s[index] = time.perf_counter()
+        return frame
+
+
+def read_index(frame: av.VideoFrame) -> int:
+    plane = frame.planes[0]
+    data = bytes(plane)
+    index = 0
+    for bit in range(INDEX_BITS):
+        offset = (BLOCK_HEIGHT // 2) * plane.line_size + bit * BLOCK_WIDTH + BLOCK_WIDTH // 2
+        if data[offset] > 128:
+            index |= 1 << bit
+    return index
+
+
+@dataclass
+class Viewer:
+    """One viewer: counts frames; a probe also decodes them to measure latency."""
+
+    host: IndexedVideo
+    probe: bool
+    started_at_s: float = 0.0
+    first_frame_s: float | None = None
+    frames: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    recording: bool = False
+    decoder: Any = None
+    peer_connection: Any = None
+    got_frame: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def on_frame(self, frame: EncodedFrame) -> None:
+        now_s = time.perf_counter()
+        if self.first_frame_s is None:
+            self.first_frame_s = now_s - self.started_at_s
+            self.got_frame.set()
+        self.frames += 1
+        if not self.probe:
+            return
+        if self.decoder is None:
+            self.decoder = av.CodecContext.create("libvpx", "r")
+        for decoded in self.decoder.decode(av.Packet(frame.data)):
+            captured = self.host.captured_at_s.get(read_index(decoded))
+            if self.recording and captured is not None:
+                self.latencies_ms.append((time.perf_counter() - captured) * 1000)
+
+    async def packets_received(self) -> int:
+        report = await self.peer_connection.getStats()
+        return sum(s.packetsReceived for s in report.values() if s.type == "inbound-rtp")
+
+
+async def connect_viewer(base_url: str, host: IndexedVideo, probe: bool) -> Viewer:
+    viewer = Viewer(host, probe, started_at_s=time.perf_counter())
+    session = await client.play(f"{base_url}/whep/{ROOM}", kinds=("video",))
+    viewer.peer_connection = session.peer_connection
+    tap_encoded_frames(session.peer_connection.getReceivers()[0], viewer.on_frame)
+    return viewer
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def wait_for_frames(viewers: list[Viewer], timeout_s: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(v.got_frame.wait() for v in viewers)), timeout_s)
+
+
+async def run_mode(mode: str, viewers_count: int, window_s: float) -> dict[str, Any]:
+    from tests.support import free_port, wait_for_port
+
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "serve", "--mode", mode, "--port", str(port), cwd=ROOT
+    )
+    try:
+        await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 20)
+        process = psutil.Process(server.pid)
+        base_url = f"http://127.0.0.1:{port}"
+        host_track = IndexedVideo()
+        host = await client.publish(f"{base_url}/whip/{ROOM}", HOST_TOKEN, [host_track])
+        await asyncio.sleep(2)
+        idle_start = cpu_seconds(process)
+        await asyncio.sleep(window_s / 2)
+        host_only_core = (cpu_seconds(process) - idle_start) / (window_s / 2)
+
+        viewers = []
+        for number in range(viewers_count):
+            viewers.append(await connect_viewer(base_url, host_track, number < PROBES))
+        await wait_for_frames(viewers, 15)
+        await asyncio.sleep(2)
+        client_process = psutil.Process(os.getpid())
+        client_start = cpu_seconds(client_process)
+        packets_start = sum([await v.packets_received() for v in viewers])
+        cpu_start = cpu_seconds(process)
+        wall_start = time.perf_counter()
+        for viewer in viewers:
+            viewer.recording = True
+        await asyncio.sleep(window_s)
+        for viewer in viewers:
+            viewer.recording = False
+        wall_s = time.perf_counter() - wall_start
+        server_core = (cpu_seconds(process) - cpu_start) / wall_s
+        client_core = (cpu_seconds(client_process) - client_start) / wall_s
+        packets = sum([await v.packets_received() for v in viewers]) - packets_start
+        latencies = [ms for v in viewers for ms in v.latencies_ms]
+        first_frames = [v.first_frame_s * 1000 for v in viewers if v.first_frame_s is not None]
+        added_core = server_core - host_only_core
+        for viewer in viewers:
+            await viewer.peer_connection.close()
+        await host.peer_connection.close()
+        return {
+            "mode": mode,
+            "viewers": viewers_count,
+            "server_core_pct": 100 * server_core,
+            "host_only_core_pct": 100 * host_only_core,
+            "per_viewer_core_pct": 100 * added_core / viewers_count,
+            "packets_per_s": packets / wall_s,
+            "per_packet_us": 1e6 * added_core * wall_s / packets if packets else float("nan"),
+            "latency_median_ms": statistics.median(latencies) if latencies else float("nan"),
+            "latency_p95_ms": percentile(latencies, 0.95) if latencies else float("nan"),
+            "first_frame_median_ms": statistics.median(first_frames) if first_frames else -1,
+            "first_frame_max_ms": max(first_frames) if first_frames else -1,
+            "viewers_with_frames": len(first_frames),
+            "client_core_pct": 100 * client_core,
+        }
+    finally:
+        server.terminate()
+        try:
+            await asyncio.wait_for(server.wait(), 5)
+        except TimeoutError:
+            server.kill()
+            await server.wait()
+
+
+async def run_direct(window_s: float) -> dict[str, Any]:
+    """The host straight to one probe viewer, no server: the latency baseline."""
+    host_track = IndexedVideo()
+    sender_pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    receiver_pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    sender_pc.addTransceiver(host_track, direction="sendonly")
+    transceiver = receiver_pc.addTransceiver("video", direction="recvonly")
+    viewer = Viewer(host_track, probe=True, started_at_s=time.perf_counter())
+    tap_encoded_frames(transceiver.receiver, viewer.on_frame)
+    await sender_pc.setLocalDescription(await sender_pc.createOffer())
+    await receiver_pc.setRemoteDescription(sender_pc.localDescription)
+    await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
+    await sender_pc.setRemoteDescription(receiver_pc.localDescription)
+    await wait_for_frames([viewer], 15)
+    await asyncio.sleep(1)
+    viewer.recording = True
+    await asyncio.sleep(window_s)
+    viewer.recording = False
+    await receiver_pc.close()
+    await sender_pc.close()
+    latencies = viewer.latencies_ms
+    return {
+        "latency_median_ms": statistics.median(latencies) if latencies else float("nan"),
+        "latency_p95_ms": percentile(latencies, 0.95) if latencies else float("nan"),
+    }
+
+
+async def main(arguments: argparse.Namespace) -> None:
+    enable_loopback_candidates()
+    print(f"machine: {os.cpu_count()} cores, {sys.platform}, python {sys.version.split()[0]}")
+    direct = await run_direct(arguments.window_s)
+    print(
+        f"direct host->viewer (no server): latency median {direct['latency_median_ms']:.1f} ms"
+        f", p95 {direct['latency_p95_ms']:.1f} ms"
+    )
+    header = (
+        f"{'mode':9} {'viewers':>7} {'server%':>8} {'host-only%':>10} {'%/viewer':>9} "
+        f"{'pkt/s':>7} {'us/pkt':>7} {'lat med':>8} {'lat p95':>8} {'added':>6} "
+        f"{'ttff med':>9} {'ttff max':>9} {'client%':>8}"
+    )
+    print(header)
+    results = []
+    for viewers in arguments.viewers:
+        for mode in arguments.modes:
+            row = await run_mode(mode, viewers, arguments.window_s)
+            results.append(row)
+            added = row["latency_median_ms"] - direct["latency_median_ms"]
+            print(
+                f"{row['mode']:9} {row['viewers']:>7} {row['server_core_pct']:>8.1f} "
+                f"{row['host_only_core_pct']:>10.1f} {row['per_viewer_core_pct']:>9.2f} "
+                f"{row['packets_per_s']:>7.0f} {row['per_packet_us']:>7.1f} "
+                f"{row['latency_median_ms']:>8.1f} {row['latency_p95_ms']:>8.1f} "
+                f"{added:>6.1f} {row['first_frame_median_ms']:>9.0f} "
+                f"{row['first_frame_max_ms']:>9.0f} {row['client_core_pct']:>8.1f}"
+                + (
+                    f"  ({row['viewers_with_frames']}/{viewers} viewers got frames)"
+                    if row["viewers_with_frames"] != viewers
+                    else ""
+                ),
+                flush=True,
+            )
+    by_key = {(r["mode"], r["viewers"]): r for r in results}
+    for viewers in arguments.viewers:
+        relay, reencode = by_key.get(("relay", viewers)), by_key.get(("reencode", viewers))
+        if relay and reencode and relay["per_viewer_core_pct"] > 0:
+            ratio = reencode["per_viewer_core_pct"] / relay["per_viewer_core_pct"]
+            print(f"{viewers} viewers: re-encode costs {ratio:.1f}x the relay's CPU per viewer")
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    serve_parser = sub.add_parser("serve", help="run one server (used by the benchmark)")
+    serve_parser.add_argument("--mode", choices=["relay", "reencode"], required=True)
+    serve_parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--viewers", type=lambda s: [int(x) for x in s.split(",")], default=[10, 20, 40]
+    )
+    parser.add_argument("--modes", type=lambda s: s.split(","), default=["relay", "reencode"])
+    parser.add_argument("--window-s", type=float, default=8.0)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    parsed = parse_arguments()
+    if parsed.command == "serve":
+        serve(parsed.mode, parsed.port)
+    else:
+        asyncio.run(main(parsed))

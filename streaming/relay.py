@@ -1,0 +1,245 @@
+"""The relay: the host's encoded frames fanned out to every viewer, never re-encoded.
+
+One `Broadcast` per room. The host's receivers push `EncodedFrame`s into it; it offers
+each frame to every `ViewerTrack` without awaiting any of them. A `ViewerTrack` is the
+`MediaStreamTrack` a viewer's `RTCRtpSender` reads; it yields `av.Packet`s, which aiortc's
+sender packs into RTP without encoding (its public pre-encoded path).
+
+Video rules (each viewer on its own):
+- a new viewer, or one whose host reconnected, waits for a keyframe;
+- its queue is bounded; on overflow it empties and waits for the next keyframe;
+- while any viewer waits, the broadcast asks the host for a keyframe (PLI): one request
+  serves every viewer that starts waiting before its answer arrives, requests are spaced
+  by `keyframe_request_spacing_ms_min`, and repeated every
+  `keyframe_request_interval_ms` until a keyframe arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from streaming.aiortc_internals import EncodedFrame
+
+# RTP clock rates (RFC 7741 section 6.1 for VP8, RFC 7587 section 4.1 for Opus).
+VIDEO_CLOCK_RATE_HZ = 90_000
+AUDIO_CLOCK_RATE_HZ = 48_000
+# Timestamp step put between two host sessions, so viewers' timestamps keep growing.
+VIDEO_TIMESTAMP_GAP = VIDEO_CLOCK_RATE_HZ // 30
+AUDIO_TIMESTAMP_GAP = AUDIO_CLOCK_RATE_HZ // 50
+
+
+class ViewerTrack(MediaStreamTrack):
+    """What one viewer's sender reads: a bounded queue of encoded frames."""
+
+    def __init__(
+        self,
+        kind: str,
+        queue_frames_max: int,
+        on_waiting_for_keyframe: Callable[[], None],
+    ) -> None:
+        super().__init__()
+        assert kind in ("audio", "video")
+        assert queue_frames_max >= 1
+        self.kind = kind
+        self._queue: deque[EncodedFrame] = deque()
+        self._queue_frames_max = queue_frames_max
+        self._on_waiting_for_keyframe = on_waiting_for_keyframe
+        self._ready: asyncio.Event = asyncio.Event()
+        self._ended = False
+        self.waiting_for_keyframe = kind == "video"
+        self._generation: int | None = None
+        self._timestamp_offset = 0
+        self._timestamp_last: int | None = None
+        clock_rate = VIDEO_CLOCK_RATE_HZ if kind == "video" else AUDIO_CLOCK_RATE_HZ
+        self._time_base = fractions.Fraction(1, clock_rate)
+        self._timestamp_gap = VIDEO_TIMESTAMP_GAP if kind == "video" else AUDIO_TIMESTAMP_GAP
+        self.frames_sent = 0
+        self.frames_dropped = 0
+        self.overflows = 0
+
+    def offer(self, frame: EncodedFrame, generation: int) -> None:
+        """Take a frame without blocking; drop it if this viewer cannot use it."""
+        if self._ended:
+            return
+        if generation != self._generation:
+            # A new host session: its timestamps restart, and its first usable video
+            # frame is a keyframe.
+            self._generation = generation
+            if self._timestamp_last is not None:
+                self._timestamp_offset = self._timestamp_last + self._timestamp_gap
+                self._timestamp_offset -= frame.timestamp
+            if self.kind == "video":
+                self._start_waiting()
+        if self.waiting_for_keyframe:
+            if not frame.keyframe:
+                self.frames_dropped += 1
+                return
+            self.waiting_for_keyframe = False
+        if len(self._queue) >= self._queue_frames_max:
+            self.overflows += 1
+            self.frames_dropped += len(self._queue)
+            self._queue.clear()
+            if self.kind == "video":
+                # Later delta frames reference the dropped ones: skip to a keyframe.
+                self._start_waiting()
+                if not frame.keyframe:
+                    self.frames_dropped += 1
+                    return
+                self.waiting_for_keyframe = False
+        timestamp = frame.timestamp + self._timestamp_offset
+        self._timestamp_last = timestamp
+        self._queue.append(
+            EncodedFrame(
+                kind=frame.kind, data=frame.data, timestamp=timestamp, keyframe=frame.keyframe
+            )
+        )
+        self._ready.set()
+
+    def _start_waiting(self) -> None:
+        self.waiting_for_keyframe = True
+        self._on_waiting_for_keyframe()
+
+    @property
+    def queued_frames(self) -> int:
+        return len(self._queue)
+
+    async def recv(self) -> av.Packet[Any]:
+        while not self._queue:
+            if self._ended or self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        frame = self._queue.popleft()
+        packet = av.Packet(frame.data)
+        packet.pts = frame.timestamp
+        packet.time_base = self._time_base
+        self.frames_sent += 1
+        return packet
+
+    def end(self) -> None:
+        """No more frames: the sender's `recv` raises `MediaStreamError`."""
+        self._ended = True
+        self._queue.clear()
+        self._ready.set()
+        self.stop()
+
+
+KeyframeRequester = Callable[[], None]
+
+
+class Broadcast:
+    """One room's relay: the current host's frames to every viewer's tracks."""
+
+    def __init__(
+        self, keyframe_request_interval_ms: int, keyframe_request_spacing_ms_min: int = 50
+    ) -> None:
+        assert keyframe_request_interval_ms > 0
+        assert 0 <= keyframe_request_spacing_ms_min <= keyframe_request_interval_ms
+        self._keyframe_request_interval_s = keyframe_request_interval_ms / 1000
+        self._keyframe_request_spacing_s = keyframe_request_spacing_ms_min / 1000
+        self._keyframe_seen_at_s = -1e9
+        self._viewer_tracks: set[ViewerTrack] = set()
+        self._request_keyframe: KeyframeRequester | None = None
+        self._keyframe_requested_at_s = -1e9
+        self._retry_handle: asyncio.TimerHandle | None = None
+        self.generation = 0
+        self.frames_in = 0
+        self.frames_out = 0
+        self.keyframe_requests = 0
+        self.last_frame_at_s: float | None = None
+
+    # --- the host side -------------------------------------------------------------
+
+    def attach_host(self, request_keyframe: KeyframeRequester) -> int:
+        """A host session starts; returns its generation (stamped on its frames)."""
+        self.generation += 1
+        self._request_keyframe = request_keyframe
+        self._keyframe_requested_at_s = -1e9
+        return self.generation
+
+    def detach_host(self, generation: int) -> None:
+        if generation == self.generation:
+            self._request_keyframe = None
+
+    def push(self, frame: EncodedFrame, generation: int) -> None:
+        """Fan one frame out. Never awaits: a slow viewer only fills its own queue."""
+        if generation != self.generation:
+            return  # a replaced host session still delivering its last packets
+        self.frames_in += 1
+        self.last_frame_at_s = time.monotonic()
+        if frame.keyframe and frame.kind == "video":
+            self._keyframe_seen_at_s = self.last_frame_at_s
+        for track in self._viewer_tracks:
+            if track.kind == frame.kind:
+                track.offer(frame, generation)
+        self.frames_out += len(self._viewer_tracks)
+
+    # --- the viewer side -----------------------------------------------------------
+
+    def add_viewer_track(self, track: ViewerTrack) -> None:
+        self._viewer_tracks.add(track)
+
+    def remove_viewer_track(self, track: ViewerTrack) -> None:
+        self._viewer_tracks.discard(track)
+        track.end()
+
+    def viewer_wants_keyframe(self) -> None:
+        """A viewer sent PLI/FIR, or one waits for a keyframe: ask the host.
+
+        A request still on its way (sent after the last keyframe, younger than the retry
+        interval) serves every viewer that starts waiting before its keyframe arrives, so
+        a wave of joins costs one keyframe. Otherwise ask now, but never more often than
+        every `keyframe_request_spacing_ms_min`.
+        """
+        now_s = time.monotonic()
+        since_request_s = now_s - self._keyframe_requested_at_s
+        outstanding = (
+            self._keyframe_requested_at_s > self._keyframe_seen_at_s
+            and since_request_s < self._keyframe_request_interval_s
+        )
+        if outstanding:
+            self._schedule(self._keyframe_request_interval_s - since_request_s)
+        elif since_request_s >= self._keyframe_request_spacing_s:
+            self._send_keyframe_request(now_s)
+            self._schedule(self._keyframe_request_interval_s)
+        else:
+            self._schedule(self._keyframe_request_spacing_s - since_request_s)
+
+    def _send_keyframe_request(self, now_s: float) -> None:
+        if self._request_keyframe is None:
+            return
+        self._keyframe_requested_at_s = now_s
+        self.keyframe_requests += 1
+        self._request_keyframe()
+
+    def _schedule(self, delay_s: float) -> None:
+        # Repeat while any viewer still waits: the PLI or the keyframe may be lost, or the
+        # host may not be connected yet. One timer per broadcast, the earliest wins.
+        loop = asyncio.get_running_loop()
+        when_s = loop.time() + max(delay_s, 0.0)
+        if self._retry_handle is not None:
+            if self._retry_handle.when() <= when_s:
+                return
+            self._retry_handle.cancel()
+        self._retry_handle = loop.call_at(when_s, self._retry)
+
+    def _retry(self) -> None:
+        self._retry_handle = None
+        if any(track.waiting_for_keyframe for track in self._viewer_tracks):
+            self.viewer_wants_keyframe()
+
+    def close(self) -> None:
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
+            self._retry_handle = None
+        for track in list(self._viewer_tracks):
+            self.remove_viewer_track(track)
+        self._request_keyframe = None

@@ -1,0 +1,106 @@
+"""The relay's rules without any network: keyframe waits, bounded queues, retries."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiortc.mediastreams import MediaStreamError
+
+from streaming.aiortc_internals import EncodedFrame
+from streaming.relay import VIDEO_TIMESTAMP_GAP, Broadcast, ViewerTrack
+
+
+def frame(timestamp: int, keyframe: bool = False, kind: str = "video") -> EncodedFrame:
+    return EncodedFrame(kind, f"{timestamp}".encode(), timestamp, keyframe)
+
+
+def track(queue_frames_max: int = 4) -> tuple[ViewerTrack, list[int]]:
+    waits: list[int] = []
+    return ViewerTrack("video", queue_frames_max, lambda: waits.append(1)), waits
+
+
+async def test_a_new_viewer_starts_at_a_keyframe() -> None:
+    viewer, waits = track()
+    viewer.offer(frame(0), generation=1)
+    viewer.offer(frame(3000), generation=1)
+    assert viewer.queued_frames == 0
+    assert waits == [1]
+    viewer.offer(frame(6000, keyframe=True), generation=1)
+    viewer.offer(frame(9000), generation=1)
+    packet = await viewer.recv()
+    assert bytes(packet) == b"6000"
+    assert packet.pts == 6000
+    assert packet.time_base.denominator == 90000
+    assert bytes(await viewer.recv()) == b"9000"
+
+
+async def test_overflow_drops_to_the_next_keyframe() -> None:
+    viewer, waits = track(queue_frames_max=3)
+    viewer.offer(frame(0, keyframe=True), generation=1)
+    for index in range(1, 3):
+        viewer.offer(frame(index * 3000), generation=1)
+    assert viewer.queued_frames == 3
+    viewer.offer(frame(9000), generation=1)  # overflow: the queue empties, waits again
+    assert viewer.queued_frames == 0
+    assert viewer.overflows == 1
+    assert len(waits) == 2
+    viewer.offer(frame(12000), generation=1)
+    assert viewer.queued_frames == 0
+    viewer.offer(frame(15000, keyframe=True), generation=1)
+    assert bytes(await viewer.recv()) == b"15000"
+
+
+async def test_a_new_host_session_keeps_timestamps_growing() -> None:
+    viewer, _ = track()
+    viewer.offer(frame(90000, keyframe=True), generation=1)
+    first = await viewer.recv()
+    viewer.offer(frame(0), generation=2)  # the new host's stream starts over...
+    assert viewer.waiting_for_keyframe  # ...and must start with a keyframe
+    viewer.offer(frame(3000, keyframe=True), generation=2)
+    second = await viewer.recv()
+    # The new session is placed one frame after the old one; its own spacing is kept.
+    assert second.pts == first.pts + VIDEO_TIMESTAMP_GAP + 3000
+
+
+async def test_audio_never_waits_and_drops_oldest_on_overflow() -> None:
+    viewer = ViewerTrack("audio", 2, lambda: None)
+    for index in range(3):
+        viewer.offer(frame(index * 960, kind="audio"), generation=1)
+    assert viewer.queued_frames == 1  # the full queue was dropped, the newest kept
+    assert bytes(await viewer.recv()) == b"1920"
+
+
+async def test_end_wakes_a_waiting_recv() -> None:
+    viewer, _ = track()
+    receiving = asyncio.ensure_future(viewer.recv())
+    await asyncio.sleep(0)
+    viewer.end()
+    with pytest.raises(MediaStreamError):
+        await receiving
+    with pytest.raises(MediaStreamError):
+        await viewer.recv()
+
+
+async def test_broadcast_fans_out_and_repeats_keyframe_requests_while_a_viewer_waits() -> None:
+    broadcast = Broadcast(keyframe_request_interval_ms=20, keyframe_request_spacing_ms_min=5)
+    requests: list[int] = []
+    generation = broadcast.attach_host(lambda: requests.append(1))
+    viewers = [ViewerTrack("video", 8, broadcast.viewer_wants_keyframe) for _ in range(3)]
+    for viewer in viewers:
+        broadcast.add_viewer_track(viewer)
+    broadcast.push(frame(0), generation)  # a delta: every viewer waits; one request serves all
+    assert len(requests) == 1
+    await asyncio.sleep(0.1)
+    assert len(requests) >= 3, "the request repeats while viewers wait"
+    broadcast.push(frame(3000, keyframe=True), generation)
+    count = len(requests)
+    await asyncio.sleep(0.1)
+    assert len(requests) <= count + 1, "no more requests once nobody waits"
+    assert [viewer.queued_frames for viewer in viewers] == [1, 1, 1]
+    # Frames from a replaced host session are ignored.
+    broadcast.push(frame(6000), generation - 1)
+    assert [viewer.queued_frames for viewer in viewers] == [1, 1, 1]
+    broadcast.close()
+    with pytest.raises(MediaStreamError):
+        await viewers[0].recv()
