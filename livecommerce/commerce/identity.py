@@ -37,6 +37,7 @@ from livecommerce.commerce.canonical import (
     CanonicalError,
     signing_bytes,
 )
+from livecommerce.commerce.events import Entry, Event
 from livecommerce.commerce.results import Reason, Rejected
 
 PUBLIC_KEY_BYTES: Final = 32
@@ -126,10 +127,10 @@ class Register:
 
 
 @dataclass(frozen=True, slots=True)
-class Registered:
+class Registered(Event):
     identity: Identity
 
-    def to_entry(self) -> tuple[str, dict[str, object]]:
+    def to_entry(self) -> Entry:
         # The display name is personal data: it stays off the ledger.
         return "identity/v1", {
             "action": "registered",
