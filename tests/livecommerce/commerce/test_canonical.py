@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from nacl.signing import SigningKey
 
 from livecommerce.commerce.canonical import (
     CanonicalError,
@@ -50,3 +51,25 @@ def test_golden_order_bytes() -> None:
 def test_refuses_what_cannot_be_canonical(value: dict[str, object]) -> None:
     with pytest.raises(CanonicalError):
         canonical_json(value)
+
+
+def test_golden_signed_order() -> None:
+    """The worked example in docs/commerce.md."""
+    from livecommerce.commerce.identity import b64url_encode, verify_signature
+    from livecommerce.commerce.orders import PlaceOrder
+
+    key = SigningKey(bytes(range(32)))
+    buyer_id = b64url_encode(bytes(key.verify_key))
+    assert buyer_id == "A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg"
+    order = PlaceOrder("01J9ZK3Q8W-a7", "flash-42", buyer_id, 2, 1999, 1760000000000, "")
+    message = order.signing_bytes()
+    assert message == (
+        b"livecommerce/order/v1\n"
+        b'{"buyer_id":"A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg","order_id":"01J9ZK3Q8W-a7",'
+        b'"price_cents":1999,"quantity":2,"sale_id":"flash-42","time_ms":1760000000000}'
+    )
+    signature = (
+        "BTAQFFQ3aD4bcQsventkZc1haQ2uuM7aBBGujX7m_35n14d0lFpYpdizQWNjQF7vL0N1GEmEt3eVNHo9L_qBBQ"
+    )
+    assert b64url_encode(key.sign(message).signature) == signature
+    assert verify_signature(buyer_id, message, signature) is None
