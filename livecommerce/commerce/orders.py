@@ -1,0 +1,449 @@
+"""Orders: signed by the buyer, checked, given stock, held for payment, paid or expired.
+
+The buyer signs `livecommerce/order/v1\\n` + canonical JSON of
+`{"buyer_id", "order_id", "price_cents", "quantity", "sale_id", "time_ms"}`.
+
+Checks run in this order; the first failure is the answer:
+
+1. `bad_order_id` (order_id is not 1..64 of [A-Za-z0-9_-]), `bad_quantity` / `bad_field`
+   (wrong types), `unknown_identity`, `bad_signature`. These are not remembered.
+2. The idempotency key is (buyer_id, order_id). Seen before with the same signed bytes:
+   the first answer again (`OrderRepeated`). Seen with other bytes: `duplicate_conflict`.
+3. `stale` (|now_ms - time_ms| > order_freshness_ms), `unknown_sale`, `sale_not_open`,
+   `price_changed`, `bad_quantity` (not 1..per_buyer_limit), then stock:
+   `limit_reached` (cumulative per buyer) or `sold_out`. These answers are remembered.
+
+An accepted order holds its units for the sale's `payment_hold_ms`. `PayOrder` settles
+it; `tick(now_ms)` expires unpaid holds and returns their units to the sale.
+
+Two ways to take stock, one code path for everything else:
+- local (embedded): `place(command, now_ms)` uses the sale's own `SaleStock`.
+- external (Redis): `prepare(command, now_ms)`, then the adapter awaits
+  `store.reserve(...)`, then `complete(prepared, result, now_ms)`. On `OrderExpired`
+  the adapter calls `store.release(...)`. The sale's local counts then mirror only what
+  this process saw; the store's `remaining` is what events report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from typing import Final
+
+from livecommerce.commerce.canonical import DOMAIN_ORDER, CanonicalError, signing_bytes
+from livecommerce.commerce.events import Entry, Event
+from livecommerce.commerce.identity import IdentityRegistry, verify_signature
+from livecommerce.commerce.reservations import ORDER_ID, ReserveResult, ReserveStatus
+from livecommerce.commerce.results import Reason
+from livecommerce.commerce.sales import (
+    CloseReason,
+    Sale,
+    SaleBook,
+    SaleState,
+    stock_changed,
+)
+
+ORDER_FRESHNESS_MS: Final = 30_000
+ORDERS_MAX: Final = 2_000_000
+EXPIRIES_PER_TICK_MAX: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrder:
+    order_id: str
+    sale_id: str
+    buyer_id: str
+    quantity: int
+    price_cents: int
+    time_ms: int
+    signature: str
+
+    def signed_fields(self) -> dict[str, object]:
+        return {
+            "buyer_id": self.buyer_id,
+            "order_id": self.order_id,
+            "price_cents": self.price_cents,
+            "quantity": self.quantity,
+            "sale_id": self.sale_id,
+            "time_ms": self.time_ms,
+        }
+
+    def signing_bytes(self) -> bytes:
+        return signing_bytes(DOMAIN_ORDER, self.signed_fields())
+
+
+@dataclass(frozen=True, slots=True)
+class PayOrder:
+    """Simulated payment by the buyer's authenticated session."""
+
+    buyer_id: str
+    order_id: str
+
+
+class OrderStatus(StrEnum):
+    HELD = "held"
+    PAID = "paid"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderAccepted(Event):
+    order_id: str
+    sale_id: str
+    buyer_id: str  # The buyer's public key: a pseudonym, needed to replay per-buyer limits.
+    quantity: int
+    price_cents: int
+    currency: str
+    hold_expires_at_ms: int
+    time_ms: int
+
+    def to_entry(self) -> Entry:
+        return "order/v1", {"action": "accepted", **asdict(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRejected(Event):
+    order_id: str
+    sale_id: str
+    buyer_id: str
+    reason: Reason
+    detail: str
+    time_ms: int
+
+    def to_entry(self) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRepeated(Event):
+    """The same order again: `first` is the first answer, `status` where it is now."""
+
+    first: OrderAccepted | OrderRejected
+    status: OrderStatus
+
+    def to_entry(self) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPaid(Event):
+    order_id: str
+    sale_id: str
+    buyer_id: str
+    quantity: int
+    amount_cents: int
+    currency: str
+    time_ms: int
+
+    def to_entry(self) -> Entry:
+        return "order/v1", {"action": "paid", **asdict(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class OrderExpired(Event):
+    """An unpaid hold ran out; its units go back to the sale (external: call release)."""
+
+    order_id: str
+    sale_id: str
+    buyer_id: str
+    quantity: int
+    time_ms: int
+
+    def to_entry(self) -> Entry:
+        return "order/v1", {"action": "expired", **asdict(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRefused(Event):
+    order_id: str
+    buyer_id: str
+    reason: Reason
+    detail: str
+
+    def to_entry(self) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedOrder:
+    """An order that passed every check but stock; hand it to a stock store."""
+
+    command: PlaceOrder
+    digest: bytes
+    per_buyer_limit: int
+
+
+class _Order:
+    __slots__ = ("answer", "counted", "digest", "quantity", "sale_id", "status")
+
+    def __init__(
+        self,
+        sale_id: str,
+        digest: bytes,
+        answer: OrderAccepted | OrderRejected,
+        status: OrderStatus,
+        quantity: int,
+        counted: bool,
+    ) -> None:
+        self.sale_id = sale_id
+        self.digest = digest
+        self.answer = answer
+        self.status = status
+        self.quantity = quantity
+        # Whether the sale's local counts include this order's units (always, in local
+        # mode; in external mode, when the local mirror took it).
+        self.counted = counted
+
+
+class OrderBook:
+    def __init__(
+        self,
+        identities: IdentityRegistry,
+        sales: SaleBook,
+        order_freshness_ms: int = ORDER_FRESHNESS_MS,
+        orders_max: int = ORDERS_MAX,
+        expiries_per_tick_max: int = EXPIRIES_PER_TICK_MAX,
+        external_stock: bool = False,
+    ) -> None:
+        assert order_freshness_ms > 0
+        assert orders_max > 0
+        assert expiries_per_tick_max > 0
+        self.identities = identities
+        self.sales = sales
+        self.order_freshness_ms = order_freshness_ms
+        self.orders_max = orders_max
+        self.expiries_per_tick_max = expiries_per_tick_max
+        self.external_stock = external_stock
+        self._orders: dict[tuple[str, str], _Order] = {}
+        # (hold_expires_at_ms, buyer_id, order_id): a min-heap of holds to expire.
+        self._holds: list[tuple[int, str, str]] = []
+
+    def status(self, buyer_id: str, order_id: str) -> OrderStatus | None:
+        order = self._orders.get((buyer_id, order_id))
+        return None if order is None else order.status
+
+    def holds_pending(self) -> int:
+        return len(self._holds)
+
+    # The order path.
+
+    def prepare(self, command: PlaceOrder, now_ms: int) -> PreparedOrder | list[Event]:
+        def reject(reason: Reason, detail: str) -> list[Event]:
+            return [
+                OrderRejected(
+                    command.order_id, command.sale_id, command.buyer_id, reason, detail, now_ms
+                )
+            ]
+
+        if not isinstance(command.order_id, str) or ORDER_ID.fullmatch(command.order_id) is None:
+            return reject(Reason.BAD_ORDER_ID, "order_id must be 1..64 of [A-Za-z0-9_-]")
+        if type(command.quantity) is not int:
+            return reject(Reason.BAD_QUANTITY, "quantity must be an integer")
+        if type(command.price_cents) is not int or type(command.time_ms) is not int:
+            return reject(Reason.BAD_FIELD, "price_cents and time_ms must be integers")
+        if self.identities.get(command.buyer_id) is None:
+            return reject(Reason.UNKNOWN_IDENTITY, "buyer key is not registered")
+        try:
+            message = command.signing_bytes()
+        except CanonicalError as error:
+            return reject(Reason.BAD_FIELD, str(error))
+        refused = verify_signature(command.buyer_id, message, command.signature)
+        if refused is not None:
+            return reject(refused.reason, refused.detail)
+
+        digest = hashlib.sha256(message).digest()
+        key = (command.buyer_id, command.order_id)
+        seen = self._orders.get(key)
+        if seen is not None:
+            if seen.digest != digest:
+                return reject(
+                    Reason.DUPLICATE_CONFLICT,
+                    "this order_id was used for a different order; make a new order_id",
+                )
+            return [OrderRepeated(seen.answer, seen.status)]
+        if len(self._orders) >= self.orders_max:
+            return reject(Reason.CAPACITY, "order table is full; retry later")
+
+        def remember(reason: Reason, detail: str) -> list[Event]:
+            events = reject(reason, detail)
+            rejected = events[0]
+            assert isinstance(rejected, OrderRejected)
+            self._orders[key] = _Order(
+                command.sale_id, digest, rejected, OrderStatus.REJECTED, 0, False
+            )
+            return events
+
+        if abs(now_ms - command.time_ms) > self.order_freshness_ms:
+            return remember(
+                Reason.STALE, f"order time is more than {self.order_freshness_ms} ms from now"
+            )
+        sale = self.sales.get(command.sale_id)
+        if sale is None:
+            return remember(Reason.UNKNOWN_SALE, "no such sale")
+        if sale.state is not SaleState.OPEN:
+            detail = f"sale is {sale.state}" + (
+                f" ({sale.close_reason})" if sale.close_reason else ""
+            )
+            return remember(Reason.SALE_NOT_OPEN, detail)
+        if command.price_cents != sale.spec.price_cents:
+            return remember(Reason.PRICE_CHANGED, f"the price is now {sale.spec.price_cents} cents")
+        if not 1 <= command.quantity <= sale.spec.per_buyer_limit:
+            return remember(Reason.BAD_QUANTITY, f"quantity must be 1..{sale.spec.per_buyer_limit}")
+        return PreparedOrder(command, digest, sale.spec.per_buyer_limit)
+
+    def complete(self, prepared: PreparedOrder, result: ReserveResult, now_ms: int) -> list[Event]:
+        """Record the stock store's answer for a prepared order."""
+        command = prepared.command
+        key = (command.buyer_id, command.order_id)
+        if key in self._orders:  # Two prepares of one order raced to here: first wins.
+            seen = self._orders[key]
+            return [OrderRepeated(seen.answer, seen.status)]
+        sale = self.sales.get(command.sale_id)
+        assert sale is not None, "sales are never deleted"
+        counted = not self.external_stock
+        if self.external_stock and result.accepted:
+            mirrored = sale.stock.reserve(
+                command.buyer_id, command.order_id, command.quantity, prepared.per_buyer_limit
+            )
+            counted = mirrored.accepted
+        if not result.accepted or result.conflict:
+            reason = {
+                ReserveStatus.SOLD_OUT: Reason.SOLD_OUT,
+                ReserveStatus.LIMIT_REACHED: Reason.LIMIT_REACHED,
+                ReserveStatus.UNKNOWN_SALE: Reason.UNKNOWN_SALE,
+                ReserveStatus.CAPACITY: Reason.CAPACITY,
+            }.get(result.status, Reason.DUPLICATE_CONFLICT)
+            if result.conflict:
+                reason = Reason.DUPLICATE_CONFLICT
+            rejected = OrderRejected(
+                command.order_id,
+                command.sale_id,
+                command.buyer_id,
+                reason,
+                _reserve_detail(reason, sale),
+                now_ms,
+            )
+            self._orders[key] = _Order(
+                sale.sale_id, prepared.digest, rejected, OrderStatus.REJECTED, 0, False
+            )
+            return [rejected]
+        hold_expires_at_ms = now_ms + sale.spec.payment_hold_ms
+        accepted = OrderAccepted(
+            command.order_id,
+            sale.sale_id,
+            command.buyer_id,
+            command.quantity,
+            sale.spec.price_cents,
+            sale.currency,
+            hold_expires_at_ms,
+            now_ms,
+        )
+        self._orders[key] = _Order(
+            sale.sale_id, prepared.digest, accepted, OrderStatus.HELD, command.quantity, counted
+        )
+        heapq.heappush(self._holds, (hold_expires_at_ms, command.buyer_id, command.order_id))
+        if counted:
+            sale.units_held += command.quantity
+        changed = stock_changed(sale, f"order:{command.order_id}", now_ms)
+        if self.external_stock:
+            changed = replace(changed, units_remaining=result.remaining)
+        return [accepted, changed]
+
+    def place(self, command: PlaceOrder, now_ms: int) -> list[Event]:
+        """Local stock: prepare, take stock from the sale itself, complete. Atomic."""
+        assert not self.external_stock, "external stock: use prepare / store / complete"
+        prepared = self.prepare(command, now_ms)
+        if not isinstance(prepared, PreparedOrder):
+            return prepared
+        sale = self.sales.get(command.sale_id)
+        assert sale is not None
+        result = sale.stock.reserve(
+            command.buyer_id, command.order_id, command.quantity, prepared.per_buyer_limit
+        )
+        return self.complete(prepared, result, now_ms)
+
+    # Payment and expiry.
+
+    def pay(self, command: PayOrder, now_ms: int) -> list[Event]:
+        def refuse(reason: Reason, detail: str) -> list[Event]:
+            return [PaymentRefused(command.order_id, command.buyer_id, reason, detail)]
+
+        order = self._orders.get((command.buyer_id, command.order_id))
+        if order is None:
+            return refuse(Reason.UNKNOWN_ORDER, "no such order for this buyer")
+        if order.status is OrderStatus.PAID:
+            return [OrderRepeated(order.answer, order.status)]
+        if order.status is OrderStatus.EXPIRED:
+            return refuse(Reason.ORDER_EXPIRED, "the payment hold expired; order again")
+        if order.status is OrderStatus.REJECTED:
+            return refuse(Reason.UNKNOWN_ORDER, "this order was not accepted")
+        assert order.status is OrderStatus.HELD
+        accepted = order.answer
+        assert isinstance(accepted, OrderAccepted)
+        if now_ms >= accepted.hold_expires_at_ms:
+            expired = self._expire(command.buyer_id, command.order_id, now_ms)
+            return [*expired, *refuse(Reason.ORDER_EXPIRED, "the payment hold expired")]
+        sale = self.sales.get(order.sale_id)
+        assert sale is not None
+        order.status = OrderStatus.PAID
+        if order.counted:
+            sale.units_held -= order.quantity
+            sale.units_sold += order.quantity
+        events: list[Event] = [
+            OrderPaid(
+                command.order_id,
+                sale.sale_id,
+                command.buyer_id,
+                order.quantity,
+                order.quantity * accepted.price_cents,
+                accepted.currency,
+                now_ms,
+            ),
+            stock_changed(sale, f"paid:{command.order_id}", now_ms),
+        ]
+        if (
+            not self.external_stock
+            and sale.state is not SaleState.CLOSED
+            and sale.units_sold == sale.spec.units_offered
+        ):
+            events.append(self.sales.close(sale, CloseReason.SOLD_OUT, now_ms))
+        return events
+
+    def _expire(self, buyer_id: str, order_id: str, now_ms: int) -> list[Event]:
+        order = self._orders.get((buyer_id, order_id))
+        if order is None or order.status is not OrderStatus.HELD:
+            return []  # Paid (or already expired) since the hold was queued.
+        sale = self.sales.get(order.sale_id)
+        assert sale is not None
+        order.status = OrderStatus.EXPIRED
+        if order.counted:
+            released = sale.stock.release(buyer_id, order_id)
+            assert released.released_units == order.quantity, released
+            sale.units_held -= order.quantity
+        return [
+            OrderExpired(order_id, sale.sale_id, buyer_id, order.quantity, now_ms),
+            stock_changed(sale, f"expired:{order_id}", now_ms),
+        ]
+
+    def tick(self, now_ms: int) -> list[Event]:
+        """Expire unpaid holds due by `now_ms`, at most `expiries_per_tick_max` per call."""
+        events: list[Event] = []
+        for _ in range(self.expiries_per_tick_max):
+            if not self._holds or self._holds[0][0] > now_ms:
+                break
+            _, buyer_id, order_id = heapq.heappop(self._holds)
+            events.extend(self._expire(buyer_id, order_id, now_ms))
+        return events
+
+
+def _reserve_detail(reason: Reason, sale: Sale) -> str:
+    if reason is Reason.SOLD_OUT:
+        return "not enough units left"
+    if reason is Reason.LIMIT_REACHED:
+        return f"at most {sale.spec.per_buyer_limit} units per buyer in this sale"
+    if reason is Reason.DUPLICATE_CONFLICT:
+        return "the stock store has this order_id with another quantity"
+    return str(reason)

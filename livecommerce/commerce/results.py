@@ -1,0 +1,52 @@
+"""Typed rejections: bad input is a normal result with a reason code, never an exception."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Every reason code the core can give. Stable strings: clients and docs use them."""
+
+    # Orders.
+    SOLD_OUT = "sold_out"
+    LIMIT_REACHED = "limit_reached"
+    SALE_NOT_OPEN = "sale_not_open"
+    PRICE_CHANGED = "price_changed"
+    BAD_SIGNATURE = "bad_signature"
+    STALE = "stale"
+    UNKNOWN_IDENTITY = "unknown_identity"
+    UNKNOWN_SALE = "unknown_sale"
+    BAD_QUANTITY = "bad_quantity"
+    DUPLICATE_CONFLICT = "duplicate_conflict"
+    BAD_ORDER_ID = "bad_order_id"
+    UNKNOWN_ORDER = "unknown_order"
+    ORDER_EXPIRED = "order_expired"
+    NOT_YOUR_ORDER = "not_your_order"
+    # Identities and sessions.
+    BAD_PUBLIC_KEY = "bad_public_key"
+    BAD_DISPLAY_NAME = "bad_display_name"
+    ALREADY_REGISTERED = "already_registered"
+    UNKNOWN_CHALLENGE = "unknown_challenge"
+    CHALLENGE_EXPIRED = "challenge_expired"
+    BAD_TOKEN = "bad_token"
+    TOKEN_EXPIRED = "token_expired"
+    # Catalog and sales.
+    BAD_FIELD = "bad_field"
+    UNKNOWN_PRODUCT = "unknown_product"
+    NOT_MERCHANT = "not_merchant"
+    PRODUCT_EXISTS = "product_exists"
+    SALE_EXISTS = "sale_exists"
+    INSUFFICIENT_STOCK = "insufficient_stock"
+    SALE_CLOSED = "sale_closed"
+    # Any bounded table is full: push back, retry later.
+    CAPACITY = "capacity"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A refused request: a stable `reason` code and a human `detail`."""
+
+    reason: Reason
+    detail: str

@@ -1,0 +1,1 @@
+"""Stock stores: one interface (`base.StockStore`), in-process and Redis Lua."""

@@ -1,0 +1,245 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from livecommerce.commerce.events import Event
+from livecommerce.commerce.orders import (
+    OrderAccepted,
+    OrderExpired,
+    OrderPaid,
+    OrderRejected,
+    OrderRepeated,
+    OrderStatus,
+    PaymentRefused,
+    PayOrder,
+    PlaceOrder,
+)
+from livecommerce.commerce.reservations import ReserveResult, ReserveStatus
+from livecommerce.commerce.results import Reason
+from livecommerce.commerce.sales import (
+    CloseReason,
+    SaleClosed,
+    StockChanged,
+    StopSale,
+)
+from tests.livecommerce.commerce.helpers import (
+    NOW_MS,
+    Signer,
+    make_core,
+    order_command,
+    schedule_command,
+)
+
+
+def only(events: list[Event], kind: type[Event]) -> Event:
+    matching = [e for e in events if isinstance(e, kind)]
+    assert len(matching) == 1, events
+    return matching[0]
+
+
+def rejection(events: list[Event]) -> Reason:
+    rejected = only(events, OrderRejected)
+    assert isinstance(rejected, OrderRejected)
+    return rejected.reason
+
+
+def test_accept_pay_and_entries() -> None:
+    core, merchant, (alice, *_) = make_core()
+    core.handle(schedule_command(merchant), NOW_MS)
+    events = core.handle(order_command(alice, "o1", quantity=2), NOW_MS + 10)
+    accepted = only(events, OrderAccepted)
+    assert isinstance(accepted, OrderAccepted)
+    assert accepted.quantity == 2
+    assert accepted.hold_expires_at_ms == NOW_MS + 10 + 10_000
+    changed = only(events, StockChanged)
+    assert isinstance(changed, StockChanged)
+    assert (changed.units_remaining, changed.units_held, changed.units_sold) == (8, 2, 0)
+    entry_type, fields = accepted.to_entry()
+    assert entry_type == "order/v1"
+    assert fields["action"] == "accepted"
+    assert only(events, StockChanged).to_entry() is not None
+    paid = core.handle(PayOrder(alice.identity_id, "o1"), NOW_MS + 20)
+    order_paid = only(paid, OrderPaid)
+    assert isinstance(order_paid, OrderPaid)
+    assert order_paid.amount_cents == 2 * 999
+    assert order_paid.currency == "EUR"
+    sale = core.sales.get("s1")
+    assert sale is not None
+    assert (sale.units_sold, sale.units_held, sale.units_remaining) == (2, 0, 8)
+    # Paying twice answers the same, changes nothing.
+    repeat = core.handle(PayOrder(alice.identity_id, "o1"), NOW_MS + 30)
+    assert isinstance(repeat[-1], OrderRepeated)
+    assert sale.units_sold == 2
+    # Nothing with personal data in any entry: no display names.
+    for event in [*events, *paid]:
+        entry = event.to_entry()
+        assert entry is None or "Someone" not in repr(entry)
+
+
+def test_expiry_returns_units_once() -> None:
+    core, merchant, (alice, bob, _) = make_core()
+    core.handle(schedule_command(merchant, units_offered=2, per_buyer_limit=2), NOW_MS)
+    assert only(core.handle(order_command(alice, "a1", quantity=2), NOW_MS), OrderAccepted)
+    assert rejection(core.handle(order_command(bob, "b1"), NOW_MS + 1)) is Reason.SOLD_OUT
+    assert core.tick(NOW_MS + 9_999) == []
+    expired_events = core.tick(NOW_MS + 10_000)
+    expired = only(expired_events, OrderExpired)
+    assert isinstance(expired, OrderExpired)
+    assert expired.quantity == 2
+    assert expired.to_entry()[1]["action"] == "expired"
+    assert core.tick(NOW_MS + 20_000) == []
+    sale = core.sales.get("s1")
+    assert sale is not None
+    assert (sale.units_sold, sale.units_held, sale.units_remaining) == (0, 0, 2)
+    late = core.handle(PayOrder(alice.identity_id, "a1"), NOW_MS + 20_001)
+    refused = only(late, PaymentRefused)
+    assert isinstance(refused, PaymentRefused)
+    assert refused.reason is Reason.ORDER_EXPIRED
+    assert core.orders.status(alice.identity_id, "a1") is OrderStatus.EXPIRED
+    # Alice's allowance came back with the units.
+    assert only(
+        core.handle(
+            order_command(alice, "a2", quantity=2, time_ms=NOW_MS + 20_000), NOW_MS + 20_002
+        ),
+        OrderAccepted,
+    )
+
+
+def test_sold_out_closes_when_everything_is_paid() -> None:
+    core, merchant, (alice, bob, _) = make_core()
+    core.handle(schedule_command(merchant, units_offered=2), NOW_MS)
+    core.handle(order_command(alice, "a1"), NOW_MS)
+    core.handle(order_command(bob, "b1"), NOW_MS)
+    core.handle(PayOrder(alice.identity_id, "a1"), NOW_MS + 1)
+    events = core.handle(PayOrder(bob.identity_id, "b1"), NOW_MS + 2)
+    closed = only(events, SaleClosed)
+    assert isinstance(closed, SaleClosed)
+    assert closed.reason is CloseReason.SOLD_OUT
+    assert closed.units_sold == 2
+
+
+def test_idempotency_same_bytes_same_answer_other_bytes_conflict() -> None:
+    core, merchant, (alice, bob, _) = make_core()
+    core.handle(schedule_command(merchant), NOW_MS)
+    first = only(core.handle(order_command(alice, "o1"), NOW_MS), OrderAccepted)
+    repeat = core.handle(order_command(alice, "o1"), NOW_MS)
+    repeated = only(repeat, OrderRepeated)
+    assert isinstance(repeated, OrderRepeated)
+    assert repeated.first == first
+    assert repeated.status is OrderStatus.HELD
+    altered = core.handle(order_command(alice, "o1", quantity=2), NOW_MS + 1)
+    assert rejection(altered) is Reason.DUPLICATE_CONFLICT
+    # Order ids are per buyer: bob may use "o1" too.
+    assert only(core.handle(order_command(bob, "o1"), NOW_MS + 2), OrderAccepted)
+    sale = core.sales.get("s1")
+    assert sale is not None
+    assert sale.units_held == 2
+    # A remembered rejection is repeated too.
+    core.handle(StopSale("s1", merchant.identity_id), NOW_MS + 3)
+    closed = core.handle(order_command(alice, "o2"), NOW_MS + 4)
+    assert rejection(closed) is Reason.SALE_NOT_OPEN
+    again = only(core.handle(order_command(alice, "o2"), NOW_MS + 5), OrderRepeated)
+    assert isinstance(again, OrderRepeated)
+    assert isinstance(again.first, OrderRejected)
+    assert again.status is OrderStatus.REJECTED
+    # A retry 40 s later (past freshness, hold expired) still gets the first answer.
+    late = only(core.handle(order_command(alice, "o1"), NOW_MS + 40_000), OrderRepeated)
+    assert isinstance(late, OrderRepeated)
+    assert late.first == first
+    assert late.status is OrderStatus.EXPIRED
+
+
+def test_per_buyer_limit_is_cumulative() -> None:
+    core, merchant, (alice, *_) = make_core()
+    core.handle(schedule_command(merchant, per_buyer_limit=3), NOW_MS)
+    assert only(core.handle(order_command(alice, "o1", quantity=2), NOW_MS), OrderAccepted)
+    assert rejection(core.handle(order_command(alice, "o2", quantity=2), NOW_MS)) is (
+        Reason.LIMIT_REACHED
+    )
+    assert only(core.handle(order_command(alice, "o3", quantity=1), NOW_MS), OrderAccepted)
+    assert rejection(core.handle(order_command(alice, "o4", quantity=1), NOW_MS)) is (
+        Reason.LIMIT_REACHED
+    )
+
+
+def _bad_signature(buyer: Signer) -> PlaceOrder:
+    return dataclasses.replace(order_command(buyer, "o1"), quantity=2)
+
+
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [
+        (lambda b: _bad_signature(b), Reason.BAD_SIGNATURE),
+        (
+            lambda b: dataclasses.replace(order_command(b, "o1"), signature="!!"),
+            Reason.BAD_SIGNATURE,
+        ),
+        (lambda b: order_command(Signer("nobody"), "o1"), Reason.UNKNOWN_IDENTITY),
+        (lambda b: order_command(b, "o1", time_ms=NOW_MS - 30_001), Reason.STALE),
+        (lambda b: order_command(b, "o1", time_ms=NOW_MS + 30_001), Reason.STALE),
+        (lambda b: order_command(b, "o1", sale_id="nope"), Reason.UNKNOWN_SALE),
+        (lambda b: order_command(b, "o1", price_cents=998), Reason.PRICE_CHANGED),
+        (lambda b: order_command(b, "o1", quantity=0), Reason.BAD_QUANTITY),
+        (lambda b: order_command(b, "o1", quantity=-3), Reason.BAD_QUANTITY),
+        (lambda b: order_command(b, "o1", quantity=4), Reason.BAD_QUANTITY),
+        (lambda b: order_command(b, "o1", quantity=10**15), Reason.BAD_QUANTITY),
+        (
+            lambda b: dataclasses.replace(order_command(b, "o1"), quantity=1.0),
+            Reason.BAD_QUANTITY,
+        ),
+        (lambda b: order_command(b, "o/1"), Reason.BAD_ORDER_ID),
+        (lambda b: order_command(b, "x" * 65), Reason.BAD_ORDER_ID),
+        (lambda b: order_command(b, ""), Reason.BAD_ORDER_ID),
+    ],
+)
+def test_bad_orders_are_refused_and_change_nothing(build: object, reason: Reason) -> None:
+    core, merchant, (alice, *_) = make_core()
+    core.handle(schedule_command(merchant), NOW_MS)
+    assert callable(build)
+    events = core.handle(build(alice), NOW_MS)
+    assert rejection(events) is reason
+    assert all(e.to_entry() is None for e in events)
+    sale = core.sales.get("s1")
+    assert sale is not None
+    assert (sale.units_sold, sale.units_held, sale.units_remaining) == (0, 0, 10)
+
+
+def test_sale_not_open_before_countdown_ends() -> None:
+    core, merchant, (alice, *_) = make_core()
+    core.handle(schedule_command(merchant, starts_at_ms=NOW_MS + 5000), NOW_MS)
+    assert rejection(core.handle(order_command(alice, "o1"), NOW_MS)) is Reason.SALE_NOT_OPEN
+    opened = core.handle(order_command(alice, "o2", time_ms=NOW_MS + 5000), NOW_MS + 5000)
+    assert [type(e).__name__ for e in opened][:2] == ["SaleOpened", "OrderAccepted"]
+
+
+def test_pay_refusals() -> None:
+    core, merchant, (alice, bob, _) = make_core()
+    core.handle(schedule_command(merchant), NOW_MS)
+    core.handle(order_command(alice, "o1"), NOW_MS)
+    unknown = only(core.handle(PayOrder(bob.identity_id, "o1"), NOW_MS), PaymentRefused)
+    assert isinstance(unknown, PaymentRefused)
+    assert unknown.reason is Reason.UNKNOWN_ORDER
+
+
+def test_external_stock_path() -> None:
+    core, merchant, (alice, bob, _) = make_core(external_stock=True)
+    core.handle(schedule_command(merchant, units_offered=5), NOW_MS)
+    events, prepared = core.prepare_order(order_command(alice, "o1", quantity=2), NOW_MS)
+    assert prepared is not None
+    assert events == []
+    done = core.complete_order(prepared, ReserveResult(ReserveStatus.ACCEPTED, 2, 1), NOW_MS)
+    changed = only(done, StockChanged)
+    assert isinstance(changed, StockChanged)
+    assert changed.units_remaining == 1  # The store's figure, not the local mirror's.
+    assert only(done, OrderAccepted)
+    events, prepared = core.prepare_order(order_command(bob, "o1", quantity=2), NOW_MS)
+    assert prepared is not None
+    done = core.complete_order(prepared, ReserveResult(ReserveStatus.SOLD_OUT, 2, 1), NOW_MS)
+    assert rejection(done) is Reason.SOLD_OUT
+    events, prepared = core.prepare_order(order_command(bob, "o1", quantity=2), NOW_MS)
+    assert prepared is None
+    assert isinstance(events[-1], OrderRepeated)
+    expired = core.tick(NOW_MS + 10_000)
+    assert isinstance(only(expired, OrderExpired), OrderExpired)
