@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--demo", action="store_true", default=None, help="create a demo room, host and products"
     )
-    serve.add_argument("--redis", dest="redis_url", help="redis://host:port/db to scale out over Redis")
+    serve.add_argument(
+        "--redis", dest="redis_url", help="redis://host:port/db to scale out over Redis"
+    )
     return parser
 
 

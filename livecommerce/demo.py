@@ -16,12 +16,16 @@ DEMO_ROOM_ID = "demo"
 async def create_demo(app: Starlette, settings: Settings) -> None:
     hub: Hub = app.state.hub
     try:
-        room_id, host_token = await hub.create_room("Spring flash sale", "Mia", room_id=DEMO_ROOM_ID)
+        room_id, host_token = await hub.create_room(
+            "Spring flash sale", "Mia", room_id=DEMO_ROOM_ID
+        )
     except ValueError:
         # Scaled out, another process (or an earlier run on the same Redis) made it already.
         print(f"demo room {DEMO_ROOM_ID!r} exists already; its host credential is unchanged")
         return
-    product = m.PinnedProduct(product_id="mug-1", title="Stoneware mug", price_cents=1800, currency="EUR")
+    product = m.PinnedProduct(
+        product_id="mug-1", title="Stoneware mug", price_cents=1800, currency="EUR"
+    )
     await hub.host_command(room_id, host_token, m.HostPin(product=product))
     await hub.host_command(room_id, host_token, m.HostLive(live=True))
     base = settings.base_url

@@ -24,11 +24,17 @@ class HubCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         hub = self._hub
         yield GaugeMetricFamily(
-            "livecommerce_connections", "WebSocket connections admitted to rooms", value=hub.connections
+            "livecommerce_connections",
+            "WebSocket connections admitted to rooms",
+            value=hub.connections,
         )
-        yield GaugeMetricFamily("livecommerce_rooms", "rooms this process serves", value=len(hub.replicas))
+        yield GaugeMetricFamily(
+            "livecommerce_rooms", "rooms this process serves", value=len(hub.replicas)
+        )
         yield CounterMetricFamily(
-            "livecommerce_deliveries", "messages written to room sockets by broadcasts", value=hub.deliveries
+            "livecommerce_deliveries",
+            "messages written to room sockets by broadcasts",
+            value=hub.deliveries,
         )
         yield CounterMetricFamily(
             "livecommerce_closed_too_slow",

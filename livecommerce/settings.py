@@ -99,7 +99,9 @@ def _parse(name: str, type_name: str, raw: str) -> Any:
             return True
         if lowered in ("0", "false", "no", "off", ""):
             return False
-        raise SettingsError(f"{ENVIRONMENT_PREFIX}{name.upper()} must be true or false, got {raw!r}")
+        raise SettingsError(
+            f"{ENVIRONMENT_PREFIX}{name.upper()} must be true or false, got {raw!r}"
+        )
     if type_name == "Path":
         return Path(raw)
     return raw

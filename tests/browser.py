@@ -23,5 +23,7 @@ CHROMIUM_ARGS = [
 
 
 def require_chromium() -> str:
-    require(CHROMIUM.exists(), f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    require(
+        CHROMIUM.exists(), f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+    )
     return str(CHROMIUM)

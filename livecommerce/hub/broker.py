@@ -139,4 +139,6 @@ class InProcessBroker:
         totals.shares += shares_delta
         totals.viewers = viewers_here
         totals.stock.update(stock)
-        self._on_state(room_id, Totals(totals.likes, totals.shares, viewers_here, dict(totals.stock)))
+        self._on_state(
+            room_id, Totals(totals.likes, totals.shares, viewers_here, dict(totals.stock))
+        )

@@ -39,7 +39,9 @@ async def room_socket(websocket: WebSocket) -> None:
     assert sink is not None
     address = websocket.client.host if websocket.client else "unknown"
     try:
-        connection = await hub.join(room_id, sink, address, websocket.query_params.get("viewer", ""), since)
+        connection = await hub.join(
+            room_id, sink, address, websocket.query_params.get("viewer", ""), since
+        )
     except JoinRefused as refused:
         sink.write(Outgoing(m.encode(m.Error(code=refused.code, message=refused.message))))
         sink.close(refused.close_code, refused.message)
@@ -62,7 +64,9 @@ async def room_socket(websocket: WebSocket) -> None:
                     break
                 text = message.get("text")
                 if text is None:
-                    sink.close(CLOSE_UNSUPPORTED_DATA, "binary frames are not accepted; send JSON text")
+                    sink.close(
+                        CLOSE_UNSUPPORTED_DATA, "binary frames are not accepted; send JSON text"
+                    )
                     if queue_sink is None:
                         break
                     continue

@@ -124,7 +124,9 @@ class JoinRefused(Exception):
 
 
 class Hub:
-    def __init__(self, broker: Broker, limits: HubLimits, secret: bytes, clock_ms: Callable[[], int]) -> None:
+    def __init__(
+        self, broker: Broker, limits: HubLimits, secret: bytes, clock_ms: Callable[[], int]
+    ) -> None:
         self.broker = broker
         self.limits = limits
         self._secret = secret
@@ -363,7 +365,9 @@ class Hub:
         if ack:
             connection.send(m.Ack(ref=_tag(decision)))
 
-    async def host_command(self, room_id: str, token: str, command: m.HostCommand) -> Rejection | None:
+    async def host_command(
+        self, room_id: str, token: str, command: m.HostCommand
+    ) -> Rejection | None:
         """A host command from the HTTP API: None when done, else why not."""
         replica = await self.replica(room_id)
         if replica is None:
@@ -409,7 +413,9 @@ class Hub:
         wire = m.with_sequence(sequence, body)
         room.apply(sequence, event, wire)
         if not isinstance(event, m.PRIVATE_EVENTS):
-            self.deliveries += replica.group.broadcast(Outgoing(wire), f"resume with since={sequence - 1}")
+            self.deliveries += replica.group.broadcast(
+                Outgoing(wire), f"resume with since={sequence - 1}"
+            )
         if isinstance(event, m.ViewerBanned):
             for member in list(replica.group.members):
                 if isinstance(member, Connection) and member.viewer_id == event.viewer_id:
@@ -460,7 +466,9 @@ class Hub:
                 return
             old = replica.room
             fresh = self._room_from(loaded)
-            missed = [(sequence, body) for sequence, body in loaded.history if sequence > old.sequence]
+            missed = [
+                (sequence, body) for sequence, body in loaded.history if sequence > old.sequence
+            ]
             # The broker's history holds every event, private ones too, so a gap is a real loss.
             contiguous = not missed or missed[0][0] == old.sequence + 1
             replica.room = fresh

@@ -136,7 +136,9 @@ def decode_client(frame: str | bytes) -> ClientMessage:
     except msgspec.ValidationError as error:
         text = str(error)
         if "at `$.type`" in text or "missing required field `type`" in text:
-            raise ProtocolError("unknown_type", f"unknown or missing message type: {text}") from None
+            raise ProtocolError(
+                "unknown_type", f"unknown or missing message type: {text}"
+            ) from None
         raise ProtocolError("invalid_message", text) from None
     except msgspec.DecodeError as error:
         raise ProtocolError("malformed_json", f"not a JSON object: {error}") from None

@@ -221,7 +221,9 @@ class RedisBroker:
             pipe.hgetall(keys["muted"])
             pipe.hgetall(keys["counters"])
             pipe.hgetall(keys["stock"])
-            info, sequence, history, state, banned, muted, counters, stock = await self._call(pipe.execute())
+            info, sequence, history, state, banned, muted, counters, stock = await self._call(
+                pipe.execute()
+            )
         if not info or b"host_token_sha256" not in info:
             return None
         entries = []
@@ -272,7 +274,9 @@ class RedisBroker:
         ]
         sequence = await self._call(
             self._publish(
-                keys=[keys[name] for name in ("seq", "history", "state", "banned", "muted", "info")],
+                keys=[
+                    keys[name] for name in ("seq", "history", "state", "banned", "muted", "info")
+                ],
                 args=arguments,
             )
         )

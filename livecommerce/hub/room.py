@@ -90,7 +90,9 @@ class Room:
         match event:
             case m.CommentPosted():
                 self.comments.append(
-                    m.Comment(sequence, event.id, event.viewer_id, event.name, event.text, event.ts_ms)
+                    m.Comment(
+                        sequence, event.id, event.viewer_id, event.name, event.text, event.ts_ms
+                    )
                 )
                 self._note_comment_time(event.viewer_id, event.ts_ms)
             case m.CommentRemoved():
@@ -157,10 +159,14 @@ class Room:
         if self.slow_mode_ms:
             waited_ms = now_ms - self.last_comment_ms.get(viewer_id, -(10**15))
             if waited_ms < self.slow_mode_ms:
-                return Rejection("slow_mode", f"slow mode: wait {self.slow_mode_ms - waited_ms} ms more")
+                return Rejection(
+                    "slow_mode", f"slow mode: wait {self.slow_mode_ms - waited_ms} ms more"
+                )
         if contains_keyword(text, self.keywords) or contains_keyword(name, self.keywords):
             return Rejection("blocked_word", "the comment contains a word this room does not allow")
-        return m.CommentPosted(id=comment_id, viewer_id=viewer_id, name=name, text=text, ts_ms=now_ms)
+        return m.CommentPosted(
+            id=comment_id, viewer_id=viewer_id, name=name, text=text, ts_ms=now_ms
+        )
 
     def check_host(self, command: m.HostCommand, now_ms: int) -> m.RoomEvent | Rejection:
         if self.ended:
@@ -229,10 +235,14 @@ class Room:
         if len(self.last_comment_ms) > self.limits.slow_mode_viewers_max:
             horizon_ms = ts_ms - self.slow_mode_ms
             self.last_comment_ms = {
-                viewer: at_ms for viewer, at_ms in self.last_comment_ms.items() if at_ms > horizon_ms
+                viewer: at_ms
+                for viewer, at_ms in self.last_comment_ms.items()
+                if at_ms > horizon_ms
             }
 
     def _prune_mutes(self, now_ms: int) -> None:
         self.muted_until_ms = {
-            viewer: until_ms for viewer, until_ms in self.muted_until_ms.items() if until_ms > now_ms
+            viewer: until_ms
+            for viewer, until_ms in self.muted_until_ms.items()
+            if until_ms > now_ms
         }

@@ -33,7 +33,9 @@ async def recv_type(ws: ClientConnection, wanted: str, timeout_s: float = 5) -> 
                 return message
 
 
-async def join(server: RunningServer, room_id: str, query: str = "") -> tuple[ClientConnection, Json, Json]:
+async def join(
+    server: RunningServer, room_id: str, query: str = ""
+) -> tuple[ClientConnection, Json, Json]:
     ws = await websockets.connect(f"{server.ws}/ws/rooms/{room_id}{query}")
     welcome = await recv(ws)
     first = await recv(ws)
@@ -60,7 +62,9 @@ async def room_snapshot(server: RunningServer, room_id: str) -> Json:
 
 async def create_room(server: RunningServer, title: str = "Live") -> tuple[str, str]:
     async with httpx.AsyncClient() as client:
-        response = await client.post(f"{server.http}/api/rooms", json={"title": title, "host_name": "Mia"})
+        response = await client.post(
+            f"{server.http}/api/rooms", json={"title": title, "host_name": "Mia"}
+        )
     assert response.status_code == 201
     body = response.json()
     return body["room_id"], body["host_token"]
@@ -77,7 +81,9 @@ async def test_join_comment_like_share_and_counts(tmp_path: Path) -> None:
         assert snapshot["seq"] == 0
         bob, _, _ = await join(server, room_id)
         await alice.send(
-            json.dumps({"type": "comment/v1", "text": "<img src=x onerror=alert(1)>", "name": "Alice"})
+            json.dumps(
+                {"type": "comment/v1", "text": "<img src=x onerror=alert(1)>", "name": "Alice"}
+            )
         )
         for ws in (alice, bob):
             seen = await recv_type(ws, "comment/v1")
@@ -162,7 +168,9 @@ async def test_host_moderation_over_the_socket(tmp_path: Path) -> None:
         room_id, token = await create_room(server)
         host, _, _ = await join(server, room_id)
         troll, troll_welcome, _ = await join(server, room_id)
-        await host.send(json.dumps({"type": "host.ban/v1", "viewer_id": troll_welcome["viewer_id"]}))
+        await host.send(
+            json.dumps({"type": "host.ban/v1", "viewer_id": troll_welcome["viewer_id"]})
+        )
         assert (await recv_type(host, "error/v1"))["code"] == "not_host"
         await host.send(json.dumps({"type": "host.auth/v1", "token": "wrong"}))
         assert (await recv_type(host, "error/v1"))["code"] == "bad_credential"
@@ -188,7 +196,9 @@ async def test_host_moderation_over_the_socket(tmp_path: Path) -> None:
         assert (await recv_type(calm, "error/v1"))["code"] == "slow_mode"
         await calm.close()
 
-        await host.send(json.dumps({"type": "host.ban/v1", "viewer_id": troll_welcome["viewer_id"]}))
+        await host.send(
+            json.dumps({"type": "host.ban/v1", "viewer_id": troll_welcome["viewer_id"]})
+        )
         assert await closed_with(troll) == 4003
         # The ban holds on reconnect with the same viewer token.
         back = await websockets.connect(
@@ -206,7 +216,9 @@ async def test_host_moderation_over_the_socket(tmp_path: Path) -> None:
 
 
 async def test_bad_input_gets_clear_errors_and_changes_nothing(tmp_path: Path) -> None:
-    async with running_server(tmp_path, frame_bytes_max=4096, connections_per_address_max=4) as server:
+    async with running_server(
+        tmp_path, frame_bytes_max=4096, connections_per_address_max=4
+    ) as server:
         room_id, _ = await create_room(server)
         ws, _, snapshot = await join(server, room_id)
         for frame, code in [
@@ -266,7 +278,8 @@ def raw_handshake(port: int, path: str) -> socket.socket:
     sock.connect(("127.0.0.1", port))
     sock.sendall(
         (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
     )

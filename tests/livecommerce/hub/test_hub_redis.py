@@ -23,7 +23,9 @@ pytestmark = pytest.mark.redis
 
 
 @contextlib.asynccontextmanager
-async def two_servers(tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
+async def two_servers(
+    tmp_path: Path, redis_url: str
+) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
     redis.Redis.from_url(redis_url).flushdb()
     first = await asyncio.to_thread(ServerProcess, tmp_path / "a", redis_url)
     try:
@@ -38,13 +40,17 @@ async def two_servers(tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[Ser
 
 async def create_room(server: ServerProcess) -> tuple[str, str]:
     async with httpx.AsyncClient() as client:
-        response = await client.post(f"{server.http}/api/rooms", json={"title": "Scaled", "host_name": "Mia"})
+        response = await client.post(
+            f"{server.http}/api/rooms", json={"title": "Scaled", "host_name": "Mia"}
+        )
     assert response.status_code == 201, response.text
     body: Json = response.json()
     return body["room_id"], body["host_token"]
 
 
-async def join(server: ServerProcess, room_id: str, query: str = "") -> tuple[ClientConnection, Json, Json]:
+async def join(
+    server: ServerProcess, room_id: str, query: str = ""
+) -> tuple[ClientConnection, Json, Json]:
     ws = await websockets.connect(f"{server.ws}/ws/rooms/{room_id}{query}")
     return ws, await recv(ws), await recv(ws)
 
@@ -55,7 +61,9 @@ async def wait_for_viewers(ws: ClientConnection, count: int) -> None:
             pass
 
 
-async def test_comments_counts_and_resume_across_processes(tmp_path: Path, redis_server: RedisServer) -> None:
+async def test_comments_counts_and_resume_across_processes(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
     async with two_servers(tmp_path, redis_server.url) as (a, b):
         room_id, _ = await create_room(a)
         on_a = [await join(a, room_id) for _ in range(2)]
@@ -99,7 +107,9 @@ async def test_comments_counts_and_resume_across_processes(tmp_path: Path, redis
                 await ws.close()
 
 
-async def test_host_moderation_reaches_every_process(tmp_path: Path, redis_server: RedisServer) -> None:
+async def test_host_moderation_reaches_every_process(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
     async with two_servers(tmp_path, redis_server.url) as (a, b):
         room_id, token = await create_room(a)
         host, _, _ = await join(a, room_id)
@@ -116,10 +126,14 @@ async def test_host_moderation_reaches_every_process(tmp_path: Path, redis_serve
                 if message["code"] == "blocked_word":
                     break
                 await asyncio.sleep(2.1)  # rate limit
-        await host.send(json.dumps({"type": "host.ban/v1", "viewer_id": troll_welcome["viewer_id"]}))
+        await host.send(
+            json.dumps({"type": "host.ban/v1", "viewer_id": troll_welcome["viewer_id"]})
+        )
         assert await closed_with(troll) == 4003
         # A third process-local view: a late joiner on B loads the room with the ban applied.
-        again = await websockets.connect(f"{b.ws}/ws/rooms/{room_id}?viewer={troll_welcome['viewer_token']}")
+        again = await websockets.connect(
+            f"{b.ws}/ws/rooms/{room_id}?viewer={troll_welcome['viewer_token']}"
+        )
         assert (await recv(again))["code"] == "banned"
         await host.close()
 
@@ -155,7 +169,9 @@ async def test_redis_going_away_gives_clear_errors_then_recovers(
             # Both processes reconnect by themselves; the same sockets keep working.
             async with asyncio.timeout(30):
                 while True:
-                    await viewer_a.send(json.dumps({"type": "comment/v1", "text": "after", "name": "A"}))
+                    await viewer_a.send(
+                        json.dumps({"type": "comment/v1", "text": "after", "name": "A"})
+                    )
                     message = (
                         await recv_type(viewer_a, "comment/v1", timeout_s=5)
                         if False
