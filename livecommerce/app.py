@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,6 +24,7 @@ from livecommerce.hub.hub import Hub, HubLimits
 from livecommerce.hub.room import RoomLimits
 from livecommerce.metrics import metrics
 from livecommerce.settings import Settings
+from streaming import IceServer, StreamingService, StreamingSettings
 
 
 def wall_clock_ms() -> int:
@@ -76,12 +79,50 @@ async def make_broker(settings: Settings) -> tuple[Broker, bytes]:
     return broker, await broker.shared_secret()
 
 
+def streaming_settings(settings: Settings) -> StreamingSettings:
+    urls = tuple(url.strip() for url in settings.video_ice_urls.split(",") if url.strip())
+    servers = (
+        (
+            IceServer(
+                urls=urls,
+                username=settings.video_turn_username or None,
+                credential=settings.video_turn_credential or None,
+            ),
+        )
+        if urls
+        else ()
+    )
+    return StreamingSettings(
+        peers_per_room_max=settings.video_peers_per_room_max,
+        peers_total_max=settings.video_peers_total_max,
+        ice_servers=servers,
+        ice_loopback=settings.video_ice_loopback,
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
+    # The hub is made in the lifespan (it needs the running loop and the broker); the
+    # streaming service's routes exist from the start, so it reaches the hub through app.
+    def hub_of_app() -> Hub:
+        hub: Hub = app.state.hub
+        return hub
+
+    async def authorize_host(room_id: str, token: str) -> bool:
+        return await hub_of_app().host_token_matches(room_id, token)
+
+    async def room_exists(room_id: str) -> bool:
+        return await hub_of_app().room_open(room_id)
+
+    video = StreamingService(streaming_settings(settings), authorize_host, room_exists)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         broker, secret = await make_broker(settings)
         hub = Hub(broker, hub_limits(settings), secret, wall_clock_ms)
         await hub.start()
+        hub.room_ended_listeners.append(
+            lambda room_id: _spawn(video.end_room(room_id), f"end video of {room_id}")
+        )
         app.state.hub = hub
         try:
             if settings.demo:
@@ -90,14 +131,27 @@ def create_app(settings: Settings) -> Starlette:
                 await create_demo(app, settings)
             yield
         finally:
+            await video.close()
             await hub.close()
 
     routes = [
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         *hub_endpoints.routes(),
+        *video.routes,
         Mount("/", app=StaticFiles(directory=settings.static_dir, html=True), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.settings = settings
+    app.state.video = video
     return app
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _spawn(coroutine: Coroutine[Any, Any, None], name: str) -> None:
+    """Run a coroutine in the background, keeping a reference so it is not collected."""
+    task = asyncio.get_running_loop().create_task(coroutine, name=name)
+    _background.add(task)
+    task.add_done_callback(_background.discard)

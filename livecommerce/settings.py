@@ -43,6 +43,17 @@ class Settings:
     viewer_count_heartbeat_ms: int = 1000
     rooms_max: int = 10000
 
+    # Live video (streaming/). ICE servers: comma-separated stun:/turn: URLs, empty for host
+    # candidates only (a server with a public address, or loopback). Behind NAT see
+    # docs/video.md.
+    video_peers_per_room_max: int = 201
+    video_peers_total_max: int = 1000
+    video_ice_urls: str = ""
+    video_turn_username: str = ""
+    video_turn_credential: str = ""
+    # Offer 127.0.0.1 candidates too (aioice skips them by default): one-machine demos, tests.
+    video_ice_loopback: bool = True
+
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port must be 0..65535, got {self.port}")

@@ -137,6 +137,8 @@ class Hub:
         self._per_address: dict[str, int] = {}
         self._ticker: asyncio.Task[None] | None = None
         self.deliveries = 0
+        # Called with the room id when a room ends (video teardown, sales); must not block.
+        self.room_ended_listeners: list[Callable[[str], None]] = []
 
     async def start(self) -> None:
         await self.broker.start(self._on_event, self._on_state, self._resync)
@@ -168,6 +170,15 @@ class Hub:
         if not await self.broker.create_room(info):
             raise ValueError(f"room {info.room_id!r} exists already")
         return info.room_id, host_token
+
+    async def host_token_matches(self, room_id: str, token: str) -> bool:
+        replica = await self.replica(room_id)
+        return replica is not None and replica.room.info.host_token_matches(token)
+
+    async def room_open(self, room_id: str) -> bool:
+        """The room exists and has not ended."""
+        replica = await self.replica(room_id)
+        return replica is not None and not replica.room.ended
 
     async def replica(self, room_id: str) -> Replica | None:
         """This process's replica of the room, loading it (once) on first use."""
@@ -425,6 +436,8 @@ class Hub:
             for member in list(replica.group.members):
                 replica.group.discard(member)
                 member.sink.close(CLOSE_ROOM_ENDED, "the room has ended")
+            for listener in self.room_ended_listeners:
+                listener(room_id)
 
     def _on_state(self, room_id: str, totals: Totals) -> None:
         replica = self.replicas.get(room_id)
