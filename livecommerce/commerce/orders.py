@@ -36,7 +36,7 @@ from livecommerce.commerce.canonical import DOMAIN_ORDER, CanonicalError, signin
 from livecommerce.commerce.events import Entry, Event
 from livecommerce.commerce.identity import IdentityRegistry, verify_signature
 from livecommerce.commerce.reservations import ORDER_ID, ReserveResult, ReserveStatus
-from livecommerce.commerce.results import Reason
+from livecommerce.commerce.results import Reason, all_integers, all_text
 from livecommerce.commerce.sales import (
     CloseReason,
     Sale,
@@ -238,11 +238,13 @@ class OrderBook:
                 )
             ]
 
-        if not isinstance(command.order_id, str) or ORDER_ID.fullmatch(command.order_id) is None:
+        if not all_text(command.order_id) or ORDER_ID.fullmatch(command.order_id) is None:
             return reject(Reason.BAD_ORDER_ID, "order_id must be 1..64 of [A-Za-z0-9_-]")
-        if type(command.quantity) is not int:
+        if not all_text(command.sale_id, command.buyer_id, command.signature):
+            return reject(Reason.BAD_FIELD, "sale_id, buyer_id and signature must be text")
+        if not all_integers(command.quantity):
             return reject(Reason.BAD_QUANTITY, "quantity must be an integer")
-        if type(command.price_cents) is not int or type(command.time_ms) is not int:
+        if not all_integers(command.price_cents, command.time_ms):
             return reject(Reason.BAD_FIELD, "price_cents and time_ms must be integers")
         if self.identities.get(command.buyer_id) is None:
             return reject(Reason.UNKNOWN_IDENTITY, "buyer key is not registered")
@@ -371,6 +373,8 @@ class OrderBook:
         def refuse(reason: Reason, detail: str) -> list[Event]:
             return [PaymentRefused(command.order_id, command.buyer_id, reason, detail)]
 
+        if not all_text(command.buyer_id, command.order_id):
+            return refuse(Reason.BAD_FIELD, "buyer_id and order_id must be text")
         order = self._orders.get((command.buyer_id, command.order_id))
         if order is None:
             return refuse(Reason.UNKNOWN_ORDER, "no such order for this buyer")
