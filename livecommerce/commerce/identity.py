@@ -239,7 +239,8 @@ class SessionAuthority:
     def _prune(self, now_ms: int) -> None:
         # Insertion order is expiry order (constant TTL, time does not go back), so stop at
         # the first live one: each call costs only what it removes.
-        for challenge, expires_at_ms in list(self._challenges.items()):
+        while self._challenges:
+            challenge, expires_at_ms = next(iter(self._challenges.items()))
             if expires_at_ms > now_ms:
                 break
             del self._challenges[challenge]

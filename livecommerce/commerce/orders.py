@@ -340,12 +340,22 @@ class OrderBook:
                 command.buyer_id, command.order_id, command.quantity, prepared.per_buyer_limit
             )
             counted = mirrored.accepted
+        if result.status in (ReserveStatus.UNKNOWN_SALE, ReserveStatus.CAPACITY):
+            # Transient, the store's trouble rather than the order's: not remembered, so
+            # a retry after the store is rebuilt (or has room) gets a real answer.
+            transient = Reason.STOCK_UNAVAILABLE
+            if result.status is ReserveStatus.CAPACITY:
+                transient = Reason.CAPACITY
+            detail = "stock store cannot take this order now; retry shortly"
+            return [
+                OrderRejected(
+                    command.order_id, command.sale_id, command.buyer_id, transient, detail, now_ms
+                )
+            ]
         if not result.accepted or result.conflict:
             reason = {
                 ReserveStatus.SOLD_OUT: Reason.SOLD_OUT,
                 ReserveStatus.LIMIT_REACHED: Reason.LIMIT_REACHED,
-                ReserveStatus.UNKNOWN_SALE: Reason.UNKNOWN_SALE,
-                ReserveStatus.CAPACITY: Reason.CAPACITY,
             }.get(result.status, Reason.DUPLICATE_CONFLICT)
             if result.conflict:
                 reason = Reason.DUPLICATE_CONFLICT

@@ -42,6 +42,8 @@ class Reason(StrEnum):
     SALE_CLOSED = "sale_closed"
     # Any bounded table is full: push back, retry later.
     CAPACITY = "capacity"
+    # The external stock store does not know the sale (Redis lost it): retry later.
+    STOCK_UNAVAILABLE = "stock_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -281,3 +281,20 @@ def test_order_table_is_bounded() -> None:
     core.handle(order_command(alice, "o2"), NOW_MS)
     assert rejection(core.handle(order_command(alice, "o3"), NOW_MS)) is Reason.CAPACITY
     assert isinstance(core.handle(order_command(alice, "o1"), NOW_MS)[-1], OrderRepeated)
+
+
+def test_store_trouble_is_not_remembered() -> None:
+    core, merchant, (alice, *_) = make_core(external_stock=True)
+    core.handle(schedule_command(merchant), NOW_MS)
+    command = order_command(alice, "o1")
+    _, prepared = core.prepare_order(command, NOW_MS)
+    assert prepared is not None
+    lost = core.complete_order(prepared, ReserveResult(ReserveStatus.UNKNOWN_SALE, 1, 0), NOW_MS)
+    assert rejection(lost) is Reason.STOCK_UNAVAILABLE
+    full = core.complete_order(prepared, ReserveResult(ReserveStatus.CAPACITY, 1, 0), NOW_MS)
+    assert rejection(full) is Reason.CAPACITY
+    assert core.orders.status(alice.identity_id, "o1") is None
+    _, prepared = core.prepare_order(command, NOW_MS + 1)
+    assert prepared is not None  # The retry goes to the store again.
+    done = core.complete_order(prepared, ReserveResult(ReserveStatus.ACCEPTED, 1, 9), NOW_MS + 1)
+    assert only(done, OrderAccepted)
