@@ -19,7 +19,7 @@ from livecommerce.commerce.canonical import (
 )
 from livecommerce.commerce.events import Entry, Event
 from livecommerce.commerce.identity import IdentityRegistry, verify_signature
-from livecommerce.commerce.results import Reason, Rejected
+from livecommerce.commerce.results import Reason, Rejected, all_integers, all_text
 
 TITLE_CHARS_MAX: Final = 120
 DESCRIPTION_CHARS_MAX: Final = 2000
@@ -176,6 +176,17 @@ class Catalog:
         return verify_signature(merchant_id, message, signature)
 
     def list_product(self, command: ListProduct, now_ms: int) -> ProductListed | Rejected:
+        if not all_text(
+            command.product_id,
+            command.merchant_id,
+            command.title,
+            command.description,
+            command.currency,
+            command.sku,
+            command.image_url,
+            command.signature,
+        ):
+            return Rejected(Reason.BAD_FIELD, "every listing field but price and time is text")
         try:
             message = command.signing_bytes()
         except CanonicalError as error:
@@ -207,6 +218,10 @@ class Catalog:
         return ProductListed(product, now_ms)
 
     def add_stock(self, command: AddStock, now_ms: int) -> InventoryChanged | Rejected:
+        if not all_text(command.change_id, command.product_id, command.merchant_id):
+            return Rejected(Reason.BAD_FIELD, "change_id, product_id, merchant_id are text")
+        if not all_text(command.signature) or not all_integers(command.time_ms):
+            return Rejected(Reason.BAD_FIELD, "signature is text, time_ms an integer")
         try:
             message = command.signing_bytes()
         except CanonicalError as error:

@@ -38,7 +38,7 @@ from livecommerce.commerce.canonical import (
     signing_bytes,
 )
 from livecommerce.commerce.events import Entry, Event
-from livecommerce.commerce.results import Reason, Rejected
+from livecommerce.commerce.results import Reason, Rejected, all_integers, all_text
 
 PUBLIC_KEY_BYTES: Final = 32
 SIGNATURE_BYTES: Final = 64
@@ -156,6 +156,10 @@ class IdentityRegistry:
         return self._identities.get(identity_id)
 
     def register(self, command: Register, now_ms: int) -> Registered | Rejected:
+        if not all_text(command.public_key, command.display_name, command.signature):
+            return Rejected(Reason.BAD_FIELD, "public_key, display_name, signature are text")
+        if not all_integers(command.time_ms):
+            return Rejected(Reason.BAD_FIELD, "time_ms must be an integer")
         if len(command.display_name) > DISPLAY_NAME_INPUT_CHARS_MAX:
             return Rejected(Reason.BAD_DISPLAY_NAME, "display name is too long")
         if abs(now_ms - command.time_ms) > self.registration_freshness_ms:
@@ -235,7 +239,8 @@ class SessionAuthority:
     def _prune(self, now_ms: int) -> None:
         # Insertion order is expiry order (constant TTL, time does not go back), so stop at
         # the first live one: each call costs only what it removes.
-        for challenge, expires_at_ms in list(self._challenges.items()):
+        while self._challenges:
+            challenge, expires_at_ms = next(iter(self._challenges.items()))
             if expires_at_ms > now_ms:
                 break
             del self._challenges[challenge]
@@ -252,6 +257,8 @@ class SessionAuthority:
     def open_session(
         self, challenge: str, public_key: str, signature: str, now_ms: int
     ) -> SessionGranted | Rejected:
+        if not all_text(challenge, public_key, signature):
+            return Rejected(Reason.BAD_FIELD, "challenge, public_key, signature are text")
         expires_at_ms = self._challenges.get(challenge)
         if expires_at_ms is None:
             return Rejected(Reason.UNKNOWN_CHALLENGE, "no such challenge (or already used)")
@@ -280,7 +287,7 @@ class SessionAuthority:
 
     def check_token(self, token: str, now_ms: int) -> TokenValid | Rejected:
         """Stateless: valid MAC and not expired. Does not consult the registry."""
-        if not isinstance(token, str) or len(token) > TOKEN_CHARS_MAX:
+        if not all_text(token) or len(token) > TOKEN_CHARS_MAX:
             return Rejected(Reason.BAD_TOKEN, "malformed token")
         parts = token.split(".")
         if len(parts) != 3 or not parts[1].isdigit() or len(parts[1]) > 16:

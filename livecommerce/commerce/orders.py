@@ -36,7 +36,7 @@ from livecommerce.commerce.canonical import DOMAIN_ORDER, CanonicalError, signin
 from livecommerce.commerce.events import Entry, Event
 from livecommerce.commerce.identity import IdentityRegistry, verify_signature
 from livecommerce.commerce.reservations import ORDER_ID, ReserveResult, ReserveStatus
-from livecommerce.commerce.results import Reason
+from livecommerce.commerce.results import Reason, Rejected, all_integers, all_text
 from livecommerce.commerce.sales import (
     CloseReason,
     Sale,
@@ -218,12 +218,41 @@ class OrderBook:
         self.expiries_per_tick_max = expiries_per_tick_max
         self.external_stock = external_stock
         self._orders: dict[tuple[str, str], _Order] = {}
+        self._keys_by_sale: dict[str, list[tuple[str, str]]] = {}
         # (hold_expires_at_ms, buyer_id, order_id): a min-heap of holds to expire.
         self._holds: list[tuple[int, str, str]] = []
 
     def status(self, buyer_id: str, order_id: str) -> OrderStatus | None:
         order = self._orders.get((buyer_id, order_id))
         return None if order is None else order.status
+
+    def _remember(self, key: tuple[str, str], order: _Order) -> None:
+        assert key not in self._orders, key
+        self._orders[key] = order
+        self._keys_by_sale.setdefault(order.sale_id, []).append(key)
+
+    def orders_remembered(self) -> int:
+        return len(self._orders)
+
+    def forget_sale(self, sale_id: str) -> int | Rejected:
+        """Drop the order records of a closed sale whose holds are all settled, so the
+        order table (bounded by `orders_max`) does not fill up over days of sales. Call
+        it once the sale's answers no longer need repeating (e.g. an hour after it
+        closed). Returns how many records were dropped. A retry of a forgotten order then
+        gets `stale` or `sale_not_open`, never a second acceptance."""
+        sale = self.sales.get(sale_id)
+        if sale is None:
+            return Rejected(Reason.UNKNOWN_SALE, "no such sale")
+        if sale.state is not SaleState.CLOSED:
+            return Rejected(Reason.SALE_NOT_OPEN, "only a closed sale can be forgotten")
+        keys = self._keys_by_sale.get(sale_id, [])
+        if any(self._orders[key].status is OrderStatus.HELD for key in keys):
+            return Rejected(Reason.CAPACITY, "the sale still has unpaid holds; retry later")
+        for key in keys:
+            del self._orders[key]
+        self._keys_by_sale.pop(sale_id, None)
+        sale.stock.forget_orders()
+        return len(keys)
 
     def holds_pending(self) -> int:
         return len(self._holds)
@@ -238,11 +267,13 @@ class OrderBook:
                 )
             ]
 
-        if not isinstance(command.order_id, str) or ORDER_ID.fullmatch(command.order_id) is None:
+        if not all_text(command.order_id) or ORDER_ID.fullmatch(command.order_id) is None:
             return reject(Reason.BAD_ORDER_ID, "order_id must be 1..64 of [A-Za-z0-9_-]")
-        if type(command.quantity) is not int:
+        if not all_text(command.sale_id, command.buyer_id, command.signature):
+            return reject(Reason.BAD_FIELD, "sale_id, buyer_id and signature must be text")
+        if not all_integers(command.quantity):
             return reject(Reason.BAD_QUANTITY, "quantity must be an integer")
-        if type(command.price_cents) is not int or type(command.time_ms) is not int:
+        if not all_integers(command.price_cents, command.time_ms):
             return reject(Reason.BAD_FIELD, "price_cents and time_ms must be integers")
         if self.identities.get(command.buyer_id) is None:
             return reject(Reason.UNKNOWN_IDENTITY, "buyer key is not registered")
@@ -271,8 +302,8 @@ class OrderBook:
             events = reject(reason, detail)
             rejected = events[0]
             assert isinstance(rejected, OrderRejected)
-            self._orders[key] = _Order(
-                command.sale_id, digest, rejected, OrderStatus.REJECTED, 0, False
+            self._remember(
+                key, _Order(command.sale_id, digest, rejected, OrderStatus.REJECTED, 0, False)
             )
             return events
 
@@ -309,12 +340,22 @@ class OrderBook:
                 command.buyer_id, command.order_id, command.quantity, prepared.per_buyer_limit
             )
             counted = mirrored.accepted
+        if result.status in (ReserveStatus.UNKNOWN_SALE, ReserveStatus.CAPACITY):
+            # Transient, the store's trouble rather than the order's: not remembered, so
+            # a retry after the store is rebuilt (or has room) gets a real answer.
+            transient = Reason.STOCK_UNAVAILABLE
+            if result.status is ReserveStatus.CAPACITY:
+                transient = Reason.CAPACITY
+            detail = "stock store cannot take this order now; retry shortly"
+            return [
+                OrderRejected(
+                    command.order_id, command.sale_id, command.buyer_id, transient, detail, now_ms
+                )
+            ]
         if not result.accepted or result.conflict:
             reason = {
                 ReserveStatus.SOLD_OUT: Reason.SOLD_OUT,
                 ReserveStatus.LIMIT_REACHED: Reason.LIMIT_REACHED,
-                ReserveStatus.UNKNOWN_SALE: Reason.UNKNOWN_SALE,
-                ReserveStatus.CAPACITY: Reason.CAPACITY,
             }.get(result.status, Reason.DUPLICATE_CONFLICT)
             if result.conflict:
                 reason = Reason.DUPLICATE_CONFLICT
@@ -326,8 +367,8 @@ class OrderBook:
                 _reserve_detail(reason, sale),
                 now_ms,
             )
-            self._orders[key] = _Order(
-                sale.sale_id, prepared.digest, rejected, OrderStatus.REJECTED, 0, False
+            self._remember(
+                key, _Order(sale.sale_id, prepared.digest, rejected, OrderStatus.REJECTED, 0, False)
             )
             return [rejected]
         hold_expires_at_ms = now_ms + sale.spec.payment_hold_ms
@@ -341,8 +382,11 @@ class OrderBook:
             hold_expires_at_ms,
             now_ms,
         )
-        self._orders[key] = _Order(
-            sale.sale_id, prepared.digest, accepted, OrderStatus.HELD, command.quantity, counted
+        self._remember(
+            key,
+            _Order(
+                sale.sale_id, prepared.digest, accepted, OrderStatus.HELD, command.quantity, counted
+            ),
         )
         heapq.heappush(self._holds, (hold_expires_at_ms, command.buyer_id, command.order_id))
         if counted:
@@ -371,6 +415,8 @@ class OrderBook:
         def refuse(reason: Reason, detail: str) -> list[Event]:
             return [PaymentRefused(command.order_id, command.buyer_id, reason, detail)]
 
+        if not all_text(command.buyer_id, command.order_id):
+            return refuse(Reason.BAD_FIELD, "buyer_id and order_id must be text")
         order = self._orders.get((command.buyer_id, command.order_id))
         if order is None:
             return refuse(Reason.UNKNOWN_ORDER, "no such order for this buyer")

@@ -139,6 +139,11 @@ class SaleStock:
         self._check()
         return ReleaseResult(quantity, self.remaining)
 
+    def forget_orders(self) -> None:
+        """Drop the per-order answers (counts stay): for a sale that takes no more orders
+        and has nothing left to release."""
+        self._orders.clear()
+
     def _check(self) -> None:
         assert 0 <= self.remaining <= self.units_offered, self.remaining
 

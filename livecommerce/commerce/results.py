@@ -42,6 +42,8 @@ class Reason(StrEnum):
     SALE_CLOSED = "sale_closed"
     # Any bounded table is full: push back, retry later.
     CAPACITY = "capacity"
+    # The external stock store does not know the sale (Redis lost it): retry later.
+    STOCK_UNAVAILABLE = "stock_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +52,14 @@ class Rejected:
 
     reason: Reason
     detail: str
+
+
+def all_text(*values: object) -> bool:
+    """True when every value is a str. Commands are typed, but adapters decode untrusted
+    JSON: a list where a string belongs must be a rejection, not a TypeError."""
+    return all(isinstance(value, str) for value in values)
+
+
+def all_integers(*values: object) -> bool:
+    """True when every value is an int (bool excluded: JSON true is not a quantity)."""
+    return all(type(value) is int for value in values)

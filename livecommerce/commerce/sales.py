@@ -20,7 +20,7 @@ from typing import Final
 from livecommerce.commerce.catalog import PRICE_CENTS_MAX, Catalog
 from livecommerce.commerce.events import Entry, Event
 from livecommerce.commerce.reservations import SaleStock
-from livecommerce.commerce.results import Reason, Rejected
+from livecommerce.commerce.results import Reason, Rejected, all_text
 
 SALE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ROOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -187,6 +187,8 @@ def _check_spec(spec: ScheduleSale, now_ms: int) -> Rejected | None:
     def integer_in(value: int, low: int, high: int) -> bool:
         return type(value) is int and low <= value <= high
 
+    if not all_text(spec.sale_id, spec.room_id, spec.product_id, spec.merchant_id):
+        return bad("sale_id, room_id, product_id, merchant_id are text")
     if SALE_ID.fullmatch(spec.sale_id) is None:
         return bad("sale_id must be 1..64 of [A-Za-z0-9_-]")
     if ROOM_ID.fullmatch(spec.room_id) is None:
@@ -251,6 +253,8 @@ class SaleBook:
         return events
 
     def stop(self, command: StopSale, now_ms: int) -> list[Event] | Rejected:
+        if not all_text(command.sale_id, command.merchant_id):
+            return Rejected(Reason.BAD_FIELD, "sale_id and merchant_id are text")
         sale = self._sales.get(command.sale_id)
         if sale is None:
             return Rejected(Reason.UNKNOWN_SALE, "no such sale")

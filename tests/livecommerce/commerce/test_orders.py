@@ -17,7 +17,7 @@ from livecommerce.commerce.orders import (
     PlaceOrder,
 )
 from livecommerce.commerce.reservations import ReserveResult, ReserveStatus
-from livecommerce.commerce.results import Reason
+from livecommerce.commerce.results import Reason, Rejected
 from livecommerce.commerce.sales import (
     CloseReason,
     SaleClosed,
@@ -243,3 +243,58 @@ def test_external_stock_path() -> None:
     assert isinstance(events[-1], OrderRepeated)
     expired = core.tick(NOW_MS + 10_000)
     assert isinstance(only(expired, OrderExpired), OrderExpired)
+
+
+def test_forget_a_closed_settled_sale() -> None:
+    core, merchant, (alice, bob, _) = make_core()
+    core.handle(schedule_command(merchant), NOW_MS)
+    core.handle(order_command(alice, "o1"), NOW_MS)
+    core.handle(order_command(bob, "o1", quantity=9), NOW_MS)  # Remembered refusal.
+    open_refused = core.orders.forget_sale("s1")
+    assert isinstance(open_refused, Rejected)
+    assert open_refused.reason is Reason.SALE_NOT_OPEN
+    core.handle(StopSale("s1", merchant.identity_id), NOW_MS + 1)
+    held_refused = core.orders.forget_sale("s1")
+    assert isinstance(held_refused, Rejected)
+    assert held_refused.reason is Reason.CAPACITY
+    core.handle(PayOrder(alice.identity_id, "o1"), NOW_MS + 2)
+    assert core.orders.orders_remembered() == 2
+    assert core.orders.forget_sale("s1") == 2
+    assert core.orders.orders_remembered() == 0
+    assert core.orders.status(alice.identity_id, "o1") is None
+    # A retry of a forgotten order is refused, never accepted again.
+    assert rejection(core.handle(order_command(alice, "o1"), NOW_MS + 3)) is Reason.SALE_NOT_OPEN
+    sale = core.sales.get("s1")
+    assert sale is not None
+    sale.check()
+    assert (sale.units_sold, sale.units_held, sale.units_remaining) == (1, 0, 9)
+    unknown = core.orders.forget_sale("nope")
+    assert isinstance(unknown, Rejected)
+    assert unknown.reason is Reason.UNKNOWN_SALE
+
+
+def test_order_table_is_bounded() -> None:
+    core, merchant, (alice, *_) = make_core()
+    core.orders.orders_max = 2
+    core.handle(schedule_command(merchant, per_buyer_limit=5), NOW_MS)
+    core.handle(order_command(alice, "o1"), NOW_MS)
+    core.handle(order_command(alice, "o2"), NOW_MS)
+    assert rejection(core.handle(order_command(alice, "o3"), NOW_MS)) is Reason.CAPACITY
+    assert isinstance(core.handle(order_command(alice, "o1"), NOW_MS)[-1], OrderRepeated)
+
+
+def test_store_trouble_is_not_remembered() -> None:
+    core, merchant, (alice, *_) = make_core(external_stock=True)
+    core.handle(schedule_command(merchant), NOW_MS)
+    command = order_command(alice, "o1")
+    _, prepared = core.prepare_order(command, NOW_MS)
+    assert prepared is not None
+    lost = core.complete_order(prepared, ReserveResult(ReserveStatus.UNKNOWN_SALE, 1, 0), NOW_MS)
+    assert rejection(lost) is Reason.STOCK_UNAVAILABLE
+    full = core.complete_order(prepared, ReserveResult(ReserveStatus.CAPACITY, 1, 0), NOW_MS)
+    assert rejection(full) is Reason.CAPACITY
+    assert core.orders.status(alice.identity_id, "o1") is None
+    _, prepared = core.prepare_order(command, NOW_MS + 1)
+    assert prepared is not None  # The retry goes to the store again.
+    done = core.complete_order(prepared, ReserveResult(ReserveStatus.ACCEPTED, 1, 9), NOW_MS + 1)
+    assert only(done, OrderAccepted)
