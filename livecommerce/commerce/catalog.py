@@ -19,7 +19,13 @@ from livecommerce.commerce.canonical import (
 )
 from livecommerce.commerce.events import Entry, Event
 from livecommerce.commerce.identity import IdentityRegistry, verify_signature
-from livecommerce.commerce.results import Reason, Rejected, all_integers, all_text
+from livecommerce.commerce.results import (
+    Reason,
+    Rejected,
+    ReplayError,
+    all_integers,
+    all_text,
+)
 
 TITLE_CHARS_MAX: Final = 120
 DESCRIPTION_CHARS_MAX: Final = 2000
@@ -133,9 +139,21 @@ class AddStock:
 class ProductListed(Event):
     product: Product
     time_ms: int
+    # The merchant's signature over the listing, with the time it signed: the entry holds
+    # every signed field, so anyone can check the merchant listed exactly this.
+    signed_time_ms: int = 0
+    signature: str = ""
 
     def to_entry(self) -> Entry:
-        return "product/v1", {"action": "listed", **asdict(self.product), "time_ms": self.time_ms}
+        fields: dict[str, object] = {
+            "action": "listed",
+            **asdict(self.product),
+            "time_ms": self.time_ms,
+        }
+        if self.signature:
+            fields["signed_time_ms"] = self.signed_time_ms
+            fields["signature"] = self.signature
+        return "product/v1", fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +165,18 @@ class InventoryChanged(Event):
     inventory_units: int
     cause: str  # "restock:<change_id>" or "sale:<sale_id>"
     time_ms: int
+    # A restock is signed by the merchant (AddStock): its signed fields are change_id (in
+    # `cause`), merchant_id, product_id, quantity (`delta_units`) and `signed_time_ms`.
+    merchant_id: str = ""
+    signed_time_ms: int = 0
+    signature: str = ""
 
     def to_entry(self) -> Entry:
-        return "inventory/v1", asdict(self)
+        fields = asdict(self)
+        if not self.signature:
+            for name in ("merchant_id", "signed_time_ms", "signature"):
+                del fields[name]
+        return "inventory/v1", fields
 
 
 class Catalog:
@@ -215,7 +242,7 @@ class Catalog:
             return Rejected(Reason.CAPACITY, "catalog is full")
         self._products[product.product_id] = product
         self._inventory_units[product.product_id] = 0
-        return ProductListed(product, now_ms)
+        return ProductListed(product, now_ms, command.time_ms, command.signature)
 
     def add_stock(self, command: AddStock, now_ms: int) -> InventoryChanged | Rejected:
         if not all_text(command.change_id, command.product_id, command.merchant_id):
@@ -255,8 +282,36 @@ class Catalog:
         self._change_ids.add(command.change_id)
         self._inventory_units[command.product_id] = inventory
         return InventoryChanged(
-            command.product_id, command.quantity, inventory, f"restock:{command.change_id}", now_ms
+            command.product_id,
+            command.quantity,
+            inventory,
+            f"restock:{command.change_id}",
+            now_ms,
+            command.merchant_id,
+            command.time_ms,
+            command.signature,
         )
+
+    # Recorded history (the ledger read back after a restart): trusted, not re-checked.
+
+    def record_listed(self, product: Product) -> None:
+        if product.product_id in self._products:
+            raise ReplayError(f"product {product.product_id} listed twice")
+        self._products[product.product_id] = product
+        self._inventory_units[product.product_id] = 0
+
+    def record_inventory(self, product_id: str, inventory_units: int, cause: str) -> None:
+        if product_id not in self._products:
+            raise ReplayError(f"inventory of unknown product {product_id}")
+        if not 0 <= inventory_units <= INVENTORY_UNITS_MAX:
+            raise ReplayError(f"inventory {inventory_units} out of range")
+        self._inventory_units[product_id] = inventory_units
+        kind, _, change_id = cause.partition(":")
+        if kind == "restock":
+            self._change_ids.add(change_id)
+
+    def products(self) -> list[Product]:
+        return list(self._products.values())
 
     def take_for_sale(
         self, product_id: str, units: int, sale_id: str, now_ms: int

@@ -21,10 +21,13 @@ from livecommerce.commerce.orders import (
     PreparedOrder,
 )
 from livecommerce.commerce.reservations import ReserveResult
-from livecommerce.commerce.results import Reason, Rejected
+from livecommerce.commerce.results import Reason, Rejected, all_text
+from livecommerce.commerce.rooms import LinkRoom, RoomBook
 from livecommerce.commerce.sales import SaleBook, ScheduleSale, StopSale
 
-Command = Register | ListProduct | AddStock | ScheduleSale | StopSale | PlaceOrder | PayOrder
+Command = (
+    Register | ListProduct | AddStock | LinkRoom | ScheduleSale | StopSale | PlaceOrder | PayOrder
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,7 @@ class CommerceCore:
     ) -> None:
         self.identities = IdentityRegistry()
         self.catalog = Catalog(self.identities)
+        self.rooms = RoomBook(self.identities)
         self.sales = SaleBook(self.catalog)
         self.orders = OrderBook(
             self.identities,
@@ -53,6 +57,14 @@ class CommerceCore:
             external_stock=external_stock,
         )
         self._now_ms = 0
+
+    def advance_clock(self, now_ms: int) -> None:
+        """Move the clock forward without ticking (replaying recorded history)."""
+        self._now_ms = max(now_ms, self._now_ms)
+
+    @property
+    def now_ms(self) -> int:
+        return self._now_ms
 
     def tick(self, now_ms: int) -> list[Event]:
         """Time-driven transitions. Time never goes backwards inside the core."""
@@ -74,8 +86,14 @@ class CommerceCore:
             result = self.catalog.list_product(command, now_ms)
         elif isinstance(command, AddStock):
             result = self.catalog.add_stock(command, now_ms)
+        elif isinstance(command, LinkRoom):
+            result = self.rooms.link(command, now_ms)
         elif isinstance(command, ScheduleSale):
-            result = self.sales.schedule(command, now_ms)
+            linked = self.rooms.merchant_of(command.room_id) if all_text(command.room_id) else None
+            if linked is not None and linked != command.merchant_id:
+                result = Rejected(Reason.NOT_MERCHANT, "the room is linked to another merchant")
+            else:
+                result = self.sales.schedule(command, now_ms)
         else:
             result = self.sales.stop(command, now_ms)
         if isinstance(result, Rejected):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import re
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Final
@@ -36,7 +37,13 @@ from livecommerce.commerce.canonical import DOMAIN_ORDER, CanonicalError, signin
 from livecommerce.commerce.events import Entry, Event
 from livecommerce.commerce.identity import IdentityRegistry, verify_signature
 from livecommerce.commerce.reservations import ORDER_ID, ReserveResult, ReserveStatus
-from livecommerce.commerce.results import Reason, Rejected, all_integers, all_text
+from livecommerce.commerce.results import (
+    Reason,
+    Rejected,
+    ReplayError,
+    all_integers,
+    all_text,
+)
 from livecommerce.commerce.sales import (
     CloseReason,
     Sale,
@@ -45,9 +52,13 @@ from livecommerce.commerce.sales import (
     stock_changed,
 )
 
+COMMITMENT = re.compile(r"[0-9a-f]{64}")
 ORDER_FRESHNESS_MS: Final = 30_000
 ORDERS_MAX: Final = 2_000_000
 EXPIRIES_PER_TICK_MAX: Final = 10_000
+# Recorded orders are not re-checked against the per-buyer limit: the record says they
+# were accepted. The stock check (never oversell) still applies.
+RECORDED_LIMIT_UNITS: Final = 2**31
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +87,13 @@ class PlaceOrder:
 
 @dataclass(frozen=True, slots=True)
 class PayOrder:
-    """Simulated payment by the buyer's authenticated session."""
+    """Simulated payment by the buyer's authenticated session. `shipping_commitment` is the
+    salted commitment to the buyer's sealed shipping details (privacy.py), "" for none: the
+    adapter seals the details and keeps them off the ledger; only the commitment goes on."""
 
     buyer_id: str
     order_id: str
+    shipping_commitment: str = ""
 
 
 class OrderStatus(StrEnum):
@@ -99,9 +113,25 @@ class OrderAccepted(Event):
     currency: str
     hold_expires_at_ms: int
     time_ms: int
+    # What the buyer signed, so the ledger itself proves the order: a verifier rebuilds the
+    # order bytes from buyer_id, order_id, price_cents, quantity, sale_id and
+    # `signed_time_ms` (the client's time) and checks `signature` with the buyer's key.
+    signed_time_ms: int
+    signature: str
 
     def to_entry(self) -> Entry:
         return "order/v1", {"action": "accepted", **asdict(self)}
+
+    def signed_command(self) -> PlaceOrder:
+        return PlaceOrder(
+            self.order_id,
+            self.sale_id,
+            self.buyer_id,
+            self.quantity,
+            self.price_cents,
+            self.signed_time_ms,
+            self.signature,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +167,7 @@ class OrderPaid(Event):
     amount_cents: int
     currency: str
     time_ms: int
+    shipping_commitment: str = ""
 
     def to_entry(self) -> Entry:
         return "order/v1", {"action": "paid", **asdict(self)}
@@ -381,6 +412,8 @@ class OrderBook:
             sale.currency,
             hold_expires_at_ms,
             now_ms,
+            command.time_ms,
+            command.signature,
         )
         self._remember(
             key,
@@ -409,14 +442,75 @@ class OrderBook:
         )
         return self.complete(prepared, result, now_ms)
 
+    # Recorded history: orders accepted elsewhere (read back from the ledger after a
+    # restart, or accepted by a web process against the shared Redis store and handed to
+    # the ledger writer). Trusted input: no signature, limit or time checks, but the
+    # invariants still hold (a history that oversells is refused).
+
+    def record_accepted(self, accepted: OrderAccepted) -> list[Event]:
+        """Hold `accepted`'s units in this core as if it had accepted the order itself.
+        [] when this (buyer_id, order_id) is already known; else [accepted, StockChanged]."""
+        key = (accepted.buyer_id, accepted.order_id)
+        if key in self._orders:
+            return []
+        sale = self.sales.get(accepted.sale_id)
+        if sale is None:
+            raise ReplayError(f"order {accepted.order_id} names unknown sale {accepted.sale_id}")
+        taken = sale.stock.reserve(
+            accepted.buyer_id, accepted.order_id, accepted.quantity, RECORDED_LIMIT_UNITS
+        )
+        if not taken.accepted or taken.duplicate:
+            raise ReplayError(f"order {accepted.order_id} cannot be held: {taken.status}")
+        digest = hashlib.sha256(accepted.signed_command().signing_bytes()).digest()
+        self._remember(
+            key,
+            _Order(sale.sale_id, digest, accepted, OrderStatus.HELD, accepted.quantity, True),
+        )
+        heapq.heappush(
+            self._holds, (accepted.hold_expires_at_ms, accepted.buyer_id, accepted.order_id)
+        )
+        sale.units_held += accepted.quantity
+        return [accepted, stock_changed(sale, f"order:{accepted.order_id}", accepted.time_ms)]
+
+    def record_settled(self, buyer_id: str, order_id: str, paid: bool) -> None:
+        """A held order was paid (or expired) in the recorded history."""
+        order = self._orders.get((buyer_id, order_id))
+        if order is None or order.status is not OrderStatus.HELD:
+            raise ReplayError(f"order {order_id} settled but not held")
+        sale = self.sales.get(order.sale_id)
+        assert sale is not None
+        if paid:
+            order.status = OrderStatus.PAID
+            if order.counted:
+                sale.units_held -= order.quantity
+                sale.units_sold += order.quantity
+        else:
+            order.status = OrderStatus.EXPIRED
+            if order.counted:
+                released = sale.stock.release(buyer_id, order_id)
+                assert released.released_units == order.quantity, released
+                sale.units_held -= order.quantity
+        sale.check()
+
+    def accepted(self, buyer_id: str, order_id: str) -> OrderAccepted | None:
+        order = self._orders.get((buyer_id, order_id))
+        if order is None or not isinstance(order.answer, OrderAccepted):
+            return None
+        return order.answer
+
     # Payment and expiry.
 
     def pay(self, command: PayOrder, now_ms: int) -> list[Event]:
         def refuse(reason: Reason, detail: str) -> list[Event]:
             return [PaymentRefused(command.order_id, command.buyer_id, reason, detail)]
 
-        if not all_text(command.buyer_id, command.order_id):
-            return refuse(Reason.BAD_FIELD, "buyer_id and order_id must be text")
+        if not all_text(command.buyer_id, command.order_id, command.shipping_commitment):
+            return refuse(Reason.BAD_FIELD, "buyer_id, order_id, commitment must be text")
+        if (
+            command.shipping_commitment
+            and COMMITMENT.fullmatch(command.shipping_commitment) is None
+        ):
+            return refuse(Reason.BAD_FIELD, "shipping_commitment must be 64 lowercase hex digits")
         order = self._orders.get((command.buyer_id, command.order_id))
         if order is None:
             return refuse(Reason.UNKNOWN_ORDER, "no such order for this buyer")
@@ -447,6 +541,7 @@ class OrderBook:
                 order.quantity * accepted.price_cents,
                 accepted.currency,
                 now_ms,
+                command.shipping_commitment,
             ),
             stock_changed(sale, f"paid:{command.order_id}", now_ms),
         ]

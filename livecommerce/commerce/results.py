@@ -40,6 +40,8 @@ class Reason(StrEnum):
     SALE_EXISTS = "sale_exists"
     INSUFFICIENT_STOCK = "insufficient_stock"
     SALE_CLOSED = "sale_closed"
+    ROOM_LINKED = "room_linked"
+    ROOM_NOT_LINKED = "room_not_linked"
     # Any bounded table is full: push back, retry later.
     CAPACITY = "capacity"
     # The external stock store does not know the sale (Redis lost it): retry later.
@@ -63,3 +65,8 @@ def all_text(*values: object) -> bool:
 def all_integers(*values: object) -> bool:
     """True when every value is an int (bool excluded: JSON true is not a quantity)."""
     return all(type(value) is int for value in values)
+
+
+class ReplayError(ValueError):
+    """Recorded history the core cannot take back (an unknown sale, an oversold sale, an
+    order twice): the ledger and the code disagree, which is a bug or a damaged log."""
