@@ -60,7 +60,7 @@ def parse_tile_path(path: str) -> Tile:
     if len(parts) < 3 or parts[0] != "tile":
         raise TilePathError("not a tile path")
     width = TILE_WIDTH
-    if len(parts) >= 5 and parts[-2].endswith(".p"):
+    if len(parts) >= 4 and parts[-2].endswith(".p"):
         w = parts[-1]
         if not w.isdigit() or w[0] == "0" or not 1 <= int(w) < TILE_WIDTH:
             raise TilePathError("bad partial width")
