@@ -47,7 +47,7 @@ def test_decode_rejects_non_canonical() -> None:
         b"[1]",
         b"not json",
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="entry"):
             decode_entry(data)
 
 
@@ -88,5 +88,5 @@ def test_bundles() -> None:
     entries = [b"", b"a", b"x" * 300]
     assert encode_bundle(entries)[:3] == b"\x00\x00\x00"
     assert decode_bundle(encode_bundle(entries)) == entries
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ends inside"):
         decode_bundle(encode_bundle(entries)[:-1])
