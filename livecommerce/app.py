@@ -13,9 +13,10 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from livecommerce import __version__
 from livecommerce.hub import endpoints as hub_endpoints
@@ -23,6 +24,8 @@ from livecommerce.hub.broker import Broker, InProcessBroker
 from livecommerce.hub.hub import Hub, HubLimits
 from livecommerce.hub.room import RoomLimits
 from livecommerce.metrics import metrics
+from livecommerce.orders import endpoints as order_endpoints
+from livecommerce.orders.wiring import orders_lifespan
 from livecommerce.settings import Settings
 from streaming import IceServer, StreamingService, StreamingSettings
 
@@ -125,19 +128,31 @@ def create_app(settings: Settings) -> Starlette:
         )
         app.state.hub = hub
         try:
-            if settings.demo:
-                from livecommerce.demo import create_demo
+            async with orders_lifespan(app, settings, hub):
+                if settings.demo:
+                    from livecommerce.demo import create_demo
 
-                await create_demo(app, settings)
-            yield
+                    await create_demo(app, settings)
+                yield
         finally:
             await video.close()
             await hub.close()
+
+    async def ledger_app(scope: Scope, receive: Receive, send: Send) -> None:
+        # The ledger opens in the lifespan; its routes exist from the start.
+        inner = getattr(app.state, "ledger_app", None)
+        if inner is None:
+            response = PlainTextResponse("no ledger in this process\n", status_code=404)
+            await response(scope, receive, send)
+            return
+        await inner(scope, receive, send)
 
     routes = [
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         *hub_endpoints.routes(),
+        *order_endpoints.routes(),
+        Mount("/ledger", app=ledger_app),
         *video.routes,
         Mount("/", app=StaticFiles(directory=settings.static_dir, html=True), name="static"),
     ]

@@ -43,6 +43,17 @@ class Settings:
     viewer_count_heartbeat_ms: int = 1000
     rooms_max: int = 10000
 
+    # Orders and the ledger. The ledger lives in data_dir/ledger; its origin names the log
+    # in every checkpoint (c2sp.org/tlog-checkpoint), so set it to your host name.
+    ledger_origin: str = "localhost/livecommerce"
+    ledger_checkpoint_interval_ms: int = 1000
+    order_queue_max: int = 20_000
+    order_batch_max: int = 256
+    ledger_batches_in_flight_max: int = 8
+    receipts_pending_max: int = 200_000
+    commerce_tick_interval_ms: int = 100
+    order_freshness_ms: int = 30_000
+
     # Live video (streaming/). ICE servers: comma-separated stun:/turn: URLs, empty for host
     # candidates only (a server with a public address, or loopback). Behind NAT see
     # docs/video.md.

@@ -492,6 +492,17 @@ class OrderBook:
                 sale.units_held -= order.quantity
         sale.check()
 
+    def accepted_of_sale(self, sale_id: str, limit: int) -> list[tuple[OrderAccepted, OrderStatus]]:
+        """Up to `limit` accepted orders of a sale, oldest first, with their status now."""
+        found: list[tuple[OrderAccepted, OrderStatus]] = []
+        for key in self._keys_by_sale.get(sale_id, []):
+            order = self._orders[key]
+            if isinstance(order.answer, OrderAccepted):
+                found.append((order.answer, order.status))
+                if len(found) >= limit:
+                    break
+        return found
+
     def accepted(self, buyer_id: str, order_id: str) -> OrderAccepted | None:
         order = self._orders.get((buyer_id, order_id))
         if order is None or not isinstance(order.answer, OrderAccepted):

@@ -139,6 +139,9 @@ class Hub:
         self.deliveries = 0
         # Called with the room id when a room ends (video teardown, sales); must not block.
         self.room_ended_listeners: list[Callable[[str], None]] = []
+        # Takes `order/v1` and `pay/v1` from a connection (the app sets it to the order
+        # service); answers go back on the connection later. Must not block.
+        self.order_handler: Callable[[Connection, m.OrderMessage], None] | None = None
 
     async def start(self) -> None:
         await self.broker.start(self._on_event, self._on_state, self._resync)
@@ -342,6 +345,11 @@ class Hub:
                     replica.shares_delta += 1
             case m.Ping():
                 connection.send(m.Pong(id=message.id, ts_ms=now_ms))
+            case m.PlaceOrder() | m.Pay():
+                if self.order_handler is None:
+                    connection.error("unavailable", "this server takes no orders")
+                else:
+                    self.order_handler(connection, message)
             case m.HostAuth():
                 if connection.host_auth_failures >= self.limits.host_auth_failures_max:
                     connection.error("too_many_failures", "too many wrong host credentials")

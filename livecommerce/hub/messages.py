@@ -93,6 +93,35 @@ class HostSlowMode(_Client, tag="host.slow_mode/v1", frozen=True):
     interval_ms: Annotated[int, msgspec.Meta(ge=0, le=10 * 60 * 1000)]
 
 
+# Orders. Field contents (id patterns, ranges, the signature) are checked by the commerce
+# core, which answers with a reason code; here only types and sizes.
+ShortText = Annotated[str, msgspec.Meta(max_length=200)]
+ShippingValue = Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class PlaceOrder(_Client, tag="order/v1", frozen=True):
+    """A signed order; see docs/commerce.md for the bytes the buyer signs."""
+
+    order_id: ShortText
+    sale_id: ShortText
+    buyer_id: ShortText
+    quantity: int
+    price_cents: int
+    time_ms: int
+    signature: ShortText
+
+
+class Pay(_Client, tag="pay/v1", frozen=True):
+    """Simulated payment of a held order, with the buyer's session token. `shipping` is
+    sealed to the merchant before anything is stored; the ledger gets a commitment."""
+
+    order_id: ShortText
+    token: ShortText
+    shipping: Annotated[dict[str, ShippingValue], msgspec.Meta(max_length=12)] | None = None
+
+
+OrderMessage = PlaceOrder | Pay
+
 HostCommand = (
     HostPin
     | HostLive
@@ -104,7 +133,7 @@ HostCommand = (
     | HostKeywords
     | HostSlowMode
 )
-ClientMessage = PostComment | Like | Share | Ping | HostAuth | HostCommand
+ClientMessage = PostComment | Like | Share | Ping | HostAuth | OrderMessage | HostCommand
 HOST_COMMANDS: tuple[type[_Client], ...] = (
     HostPin,
     HostLive,
@@ -303,6 +332,42 @@ class Ack(msgspec.Struct, tag_field="type", tag="ack/v1", frozen=True):
 class Pong(msgspec.Struct, tag_field="type", tag="pong/v1", frozen=True):
     id: int
     ts_ms: int
+
+
+class OrderResult(
+    msgspec.Struct, tag_field="type", tag="order.result/v1", frozen=True, omit_defaults=True
+):
+    """The answer to `order/v1`: `accepted` only once the order is durable in the ledger
+    (`ledger_index`), or `rejected` with the core's `reason` code. A repeated order id gets
+    the first answer again (`repeated`), with `order_status` telling where it is now."""
+
+    order_id: str
+    sale_id: str
+    status: str  # "accepted" or "rejected"
+    reason: str = ""
+    detail: str = ""
+    ledger_index: int = -1
+    quantity: int = 0
+    hold_expires_at_ms: int = 0
+    order_status: str = ""  # held, paid, expired or rejected
+    repeated: bool = False
+
+
+class OrderReceipt(msgspec.Struct, tag_field="type", tag="receipt/v1", frozen=True):
+    """Proof that an accepted order is in the log: a c2sp.org/tlog-proof (inclusion proof
+    and the signed checkpoint it verifies against), sent once a checkpoint covers it."""
+
+    order_id: str
+    ledger_index: int
+    proof: str
+
+
+class PayResult(msgspec.Struct, tag_field="type", tag="pay.result/v1", frozen=True):
+    order_id: str
+    status: str  # "paid" or "refused"
+    reason: str = ""
+    detail: str = ""
+    ledger_index: int = -1
 
 
 def encode(message: msgspec.Struct) -> bytes:

@@ -1,0 +1,499 @@
+"""The embedded order path: one asyncio owner of the commerce core, the ledger behind it.
+
+    submit (WebSocket, HTTP) --> bounded job queue --> worker: core.handle, in batches
+        --> ledger.append_many (group commit: one fsync for many orders)
+        --> answers ("accepted" with the ledger index only now), then sale events and
+            stock counts to viewers, then receipts once a checkpoint covers the orders.
+
+Crash ordering: the core changes in memory first, the ledger makes it durable, only then
+does anyone hear of it. After a crash the core is rebuilt from the ledger (`start`), so
+whatever was in memory but not durable is forgotten, and nobody was told about it.
+
+Ordering: entries go to the ledger in the order the core made them: the worker hands each
+batch to `append_many` before it takes the next one (a new task's first step runs in
+creation order), and the ledger writes batches first in, first out.
+
+Limits: `order_queue_max` jobs wait (then "busy"), a batch is at most `order_batch_max`
+jobs, at most `ledger_batches_in_flight_max` batches wait for the disk, at most
+`receipts_pending_max` receipts wait for a checkpoint. A ledger that fails (a write
+error) stops the service: the core may hold what the ledger lost, so it takes nothing
+more until a restart rebuilds it from the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from livecommerce.commerce.core import Command, CommerceCore
+from livecommerce.commerce.events import Event
+from livecommerce.commerce.orders import (
+    OrderAccepted,
+    OrderPaid,
+    OrderRepeated,
+    PaymentRefused,
+    PayOrder,
+    PlaceOrder,
+)
+from livecommerce.commerce.replay import apply_entry
+from livecommerce.commerce.sales import SaleClosed, SaleOpened, SaleScheduled, StockChanged
+from livecommerce.hub import messages as m
+from livecommerce.orders.answers import (
+    BUSY,
+    UNAVAILABLE,
+    order_answer,
+    order_result,
+    pay_answer,
+    refused_order,
+    sale_view,
+)
+
+log = logging.getLogger("livecommerce.orders")
+
+OrderKey = tuple[str, str]  # (buyer_id, order_id)
+
+
+class LedgerLike(Protocol):
+    """What the order path needs of `ledger.Ledger` (the names the ledger promises)."""
+
+    @property
+    def size(self) -> int: ...
+    async def append_many(self, entries: list[bytes]) -> list[int]: ...
+    async def wait_covered(self, index: int) -> bytes: ...
+    def proof(self, index: int) -> bytes: ...
+    def entry(self, index: int) -> bytes: ...
+
+
+class Viewers(Protocol):
+    """What the order path needs of the hub: sale events and stock counts to viewers."""
+
+    async def room_open(self, room_id: str) -> bool: ...
+    async def publish_sale(self, room_id: str, sale: dict[str, Any]) -> int: ...
+    async def set_stock(self, room_id: str, product_id: str, remaining: int) -> None: ...
+
+
+EncodeEntry = Callable[[str, dict[str, object]], bytes]
+DecodeEntry = Callable[[bytes], tuple[str, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class OrderLimits:
+    order_queue_max: int = 20_000
+    order_batch_max: int = 256
+    ledger_batches_in_flight_max: int = 8
+    receipts_pending_max: int = 200_000
+    tick_interval_ms: int = 100
+
+    def __post_init__(self) -> None:
+        assert self.order_queue_max > 0
+        assert 0 < self.order_batch_max <= 2_000  # keeps a batch's entries under 8,192
+        assert self.ledger_batches_in_flight_max > 0
+        assert self.receipts_pending_max > 0
+        assert self.tick_interval_ms > 0
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What a command did, once durable: its events and each event's ledger index."""
+
+    events: list[Event]
+    indexes: list[int | None]
+
+    def index_of(self, kind: type[Event]) -> int | None:
+        for event, index in zip(self.events, self.indexes, strict=True):
+            if isinstance(event, kind):
+                return index
+        return None
+
+
+class ServiceUnavailable(RuntimeError):
+    """The service is stopped (ledger failure or shutdown) or its queue is full."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+Done = Callable[[CommandOutcome], None]
+Failed = Callable[[str, str], None]
+
+
+class _Job:
+    __slots__ = ("command", "done", "failed")
+
+    def __init__(self, command: Command | None, done: Done, failed: Failed) -> None:
+        self.command = command  # None: a clock tick
+        self.done = done
+        self.failed = failed
+
+
+def _no_answer(outcome: CommandOutcome) -> None:
+    return None
+
+
+def _no_failure(reason: str, detail: str) -> None:
+    return None
+
+
+class OrderService:
+    def __init__(
+        self,
+        core: CommerceCore,
+        ledger: LedgerLike,
+        viewers: Viewers,
+        encode_entry: EncodeEntry,
+        decode_entry: DecodeEntry,
+        clock_ms: Callable[[], int],
+        limits: OrderLimits = OrderLimits(),
+    ) -> None:
+        self.core = core
+        self.ledger = ledger
+        self.viewers = viewers
+        self.encode_entry = encode_entry
+        self.decode_entry = decode_entry
+        self.clock_ms = clock_ms
+        self.limits = limits
+        self._jobs: deque[_Job] = deque()
+        self._wake = asyncio.Event()
+        self._in_flight = asyncio.Semaphore(limits.ledger_batches_in_flight_max)
+        self._failure: str | None = None
+        self._index_of: dict[OrderKey, int] = {}  # accepted order -> its ledger entry
+        self._paid_index_of: dict[OrderKey, int] = {}
+        self._receipts: deque[tuple[int, Callable[[int], None]]] = deque()
+        self._receipt_wake = asyncio.Event()
+        self._effects: asyncio.Queue[list[Event]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._commits: set[asyncio.Task[None]] = set()
+        self._tick_queued = False
+        self.orders_accepted = 0
+        self.orders_rejected = 0
+
+    # Life cycle
+
+    async def start(self) -> None:
+        """Rebuild the core from the ledger, then start the worker, ticker and receipts."""
+        await asyncio.to_thread(self._replay)
+        for name, loop in (
+            ("orders-worker", self._work_forever),
+            ("orders-ticker", self._tick_forever),
+            ("orders-receipts", self._receipts_forever),
+            ("orders-effects", self._effects_forever),
+        ):
+            self._tasks.append(asyncio.create_task(loop(), name=name))
+
+    def _replay(self) -> None:
+        size = self.ledger.size
+        for index in range(size):
+            entry_type, fields = self.decode_entry(self.ledger.entry(index))
+            apply_entry(self.core, entry_type, fields)
+            if entry_type == "order/v1":
+                key = (fields["buyer_id"], fields["order_id"])
+                if fields.get("action") == "accepted":
+                    self._index_of[key] = index
+                elif fields.get("action") == "paid":
+                    self._paid_index_of[key] = index
+        if size:
+            log.info("replayed %d ledger entries into the commerce core", size)
+
+    async def close(self) -> None:
+        """Stop taking work, let queued work and its ledger appends finish, stop."""
+        if self._failure is None:
+            self._failure = "the server is shutting down"
+        self._wake.set()
+        if self._tasks:
+            worker = self._tasks[0]
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(worker, timeout=10)
+        if self._commits:
+            await asyncio.wait(self._commits, timeout=10)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await task
+
+    @property
+    def failed(self) -> str | None:
+        return self._failure
+
+    # Submitting work
+
+    def submit(self, command: Command | None, done: Done, failed: Failed) -> None:
+        """Queue a command (None: a tick). `done` runs once its entries are durable; `failed`
+        with (reason, detail) if the service cannot take it. Never blocks."""
+        if self._failure is not None:
+            failed(UNAVAILABLE, self._failure)
+            return
+        if command is not None and len(self._jobs) >= self.limits.order_queue_max:
+            failed(BUSY, "the server is busy; retry with the same order_id")
+            return
+        self._jobs.append(_Job(command, done, failed))
+        self._wake.set()
+
+    async def run(self, command: Command) -> CommandOutcome:
+        """Run a command and wait until its entries are durable."""
+        future: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
+
+        def done(outcome: CommandOutcome) -> None:
+            if not future.done():
+                future.set_result(outcome)
+
+        def failed(reason: str, detail: str) -> None:
+            if not future.done():
+                future.set_exception(ServiceUnavailable(reason, detail))
+
+        self.submit(command, done, failed)
+        return await future
+
+    def submit_order(
+        self,
+        command: PlaceOrder,
+        reply: Callable[[m.OrderResult], None],
+        receipt: Callable[[m.OrderReceipt], None] | None = None,
+    ) -> None:
+        """An order from a socket: `reply` gets the answer; `receipt` the receipt later."""
+
+        def done(outcome: CommandOutcome) -> None:
+            answer = order_answer(outcome.events)
+            first = answer.first if isinstance(answer, OrderRepeated) else answer
+            index = None
+            if isinstance(first, OrderAccepted):
+                key = (first.buyer_id, first.order_id)
+                index = self._index_of[key]
+                self.orders_accepted += not isinstance(answer, OrderRepeated)
+            else:
+                self.orders_rejected += 1
+            result = order_result(answer, index)
+            reply(result)
+            if receipt is not None and index is not None:
+                order_id = first.order_id
+                self._want_receipt(
+                    index,
+                    lambda covered: receipt(
+                        m.OrderReceipt(
+                            order_id=order_id,
+                            ledger_index=covered,
+                            proof=self.ledger.proof(covered).decode(),
+                        )
+                    ),
+                )
+
+        def failed(reason: str, detail: str) -> None:
+            reply(refused_order(command.order_id, command.sale_id, reason, detail))
+
+        self.submit(command, done, failed)
+
+    async def place_order(self, command: PlaceOrder) -> m.OrderResult:
+        future: asyncio.Future[m.OrderResult] = asyncio.get_running_loop().create_future()
+
+        def reply(result: m.OrderResult) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        self.submit_order(command, reply)
+        return await future
+
+    async def pay(self, command: PayOrder) -> m.PayResult:
+        try:
+            outcome = await self.run(command)
+        except ServiceUnavailable as error:
+            return m.PayResult(
+                order_id=command.order_id, status="refused", reason=error.reason, detail=str(error)
+            )
+        answer = pay_answer(outcome.events)
+        key = (command.buyer_id, command.order_id)
+        if isinstance(answer, PaymentRefused):
+            return m.PayResult(
+                order_id=command.order_id,
+                status="refused",
+                reason=str(answer.reason),
+                detail=answer.detail,
+            )
+        return m.PayResult(
+            order_id=command.order_id, status="paid", ledger_index=self._paid_index_of.get(key, -1)
+        )
+
+    def ledger_index(self, buyer_id: str, order_id: str) -> int | None:
+        return self._index_of.get((buyer_id, order_id))
+
+    async def receipt(self, buyer_id: str, order_id: str, timeout_s: float) -> bytes | None:
+        """The tlog-proof of an accepted order, waiting up to `timeout_s` for a checkpoint.
+        None: no such accepted order. TimeoutError: not covered yet."""
+        index = self._index_of.get((buyer_id, order_id))
+        if index is None:
+            return None
+        await asyncio.wait_for(self.ledger.wait_covered(index), timeout_s)
+        return self.ledger.proof(index)
+
+    def _want_receipt(self, index: int, send: Callable[[int], None]) -> None:
+        if len(self._receipts) >= self.limits.receipts_pending_max:
+            return  # The receipt stays available over HTTP; the push is best effort.
+        self._receipts.append((index, send))
+        self._receipt_wake.set()
+
+    # The worker: the core's one owner
+
+    async def _work_forever(self) -> None:
+        while True:
+            if not self._jobs:
+                if self._failure is not None:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._in_flight.acquire()
+            batch = self._take_batch()
+            if not batch:
+                self._in_flight.release()
+                continue
+            task = asyncio.create_task(self._commit(batch))
+            self._commits.add(task)
+            task.add_done_callback(self._commits.discard)
+            # Let the commit task hand its entries to the ledger before the next batch.
+            await asyncio.sleep(0)
+
+    def _take_batch(self) -> list[tuple[_Job, list[Event]]]:
+        batch: list[tuple[_Job, list[Event]]] = []
+        now_ms = self.clock_ms()
+        while self._jobs and len(batch) < self.limits.order_batch_max:
+            job = self._jobs.popleft()
+            if self._failure is not None:
+                job.failed(UNAVAILABLE, self._failure)
+                continue
+            if job.command is None:
+                self._tick_queued = False
+                events = self.core.tick(now_ms)
+            else:
+                events = self.core.handle(job.command, now_ms)
+            batch.append((job, events))
+        return batch
+
+    async def _commit(self, batch: list[tuple[_Job, list[Event]]]) -> None:
+        try:
+            entries: list[bytes] = []
+            recorded: list[list[bool]] = []
+            for _, events in batch:
+                flags = []
+                for event in events:
+                    entry = event.to_entry()
+                    flags.append(entry is not None)
+                    if entry is not None:
+                        entries.append(self.encode_entry(*entry))
+                recorded.append(flags)
+            try:
+                indexes = await self.ledger.append_many(entries) if entries else []
+            except Exception as error:
+                # LedgerBusy cannot happen (in-flight batches are bounded below the
+                # ledger's queue); anything else means the ledger state is unknown.
+                self._fail(f"ledger append failed: {error!r}")
+                for job, _ in batch:
+                    job.failed(UNAVAILABLE, self._failure or "")
+                return
+        finally:
+            self._in_flight.release()
+        position = 0
+        changed: list[Event] = []
+        for (job, events), flags in zip(batch, recorded, strict=True):
+            event_indexes: list[int | None] = []
+            for event, has_entry in zip(events, flags, strict=True):
+                if not has_entry:
+                    event_indexes.append(None)
+                    continue
+                index = indexes[position]
+                position += 1
+                event_indexes.append(index)
+                if isinstance(event, OrderAccepted):
+                    self._index_of[(event.buyer_id, event.order_id)] = index
+                elif isinstance(event, OrderPaid):
+                    self._paid_index_of[(event.buyer_id, event.order_id)] = index
+                if isinstance(event, SaleScheduled | SaleOpened | SaleClosed | StockChanged):
+                    changed.append(event)
+            try:
+                job.done(CommandOutcome(events, event_indexes))
+            except Exception:
+                log.exception("an order answer failed")
+        if changed:
+            self._effects.put_nowait(changed)
+
+    def _fail(self, reason: str) -> None:
+        if self._failure is None or self._failure == "the server is shutting down":
+            log.error("order service stopped: %s", reason)
+        self._failure = reason
+        while self._jobs:
+            self._jobs.popleft().failed(UNAVAILABLE, reason)
+
+    # Time: sales open and close, holds expire
+
+    async def _tick_forever(self) -> None:
+        interval_s = self.limits.tick_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self._tick_queued and self._failure is None:
+                self._tick_queued = True
+                self.submit(None, _no_answer, _no_failure)
+
+    # What viewers see: sale events (numbered) and stock (coalesced by the hub)
+
+    async def _effects_forever(self) -> None:
+        while True:
+            events = await self._effects.get()
+            try:
+                await self._publish(events)
+            except Exception:
+                log.exception("publishing sale changes failed")
+
+    async def _publish(self, events: list[Event]) -> None:
+        stock: dict[str, StockChanged] = {}
+        for event in events:
+            if isinstance(event, StockChanged):
+                stock[event.sale_id] = event
+                continue
+            assert isinstance(event, SaleScheduled | SaleOpened | SaleClosed)
+            sale_id = event.spec.sale_id if isinstance(event, SaleScheduled) else event.sale_id
+            sale = self.core.sales.get(sale_id)
+            assert sale is not None
+            if await self.viewers.room_open(sale.spec.room_id):
+                view = sale_view(sale, self.core.catalog)
+                view["change"] = type(event).__name__.removeprefix("Sale").lower()
+                await self.viewers.publish_sale(sale.spec.room_id, view)
+        for changed in stock.values():
+            sale = self.core.sales.get(changed.sale_id)
+            assert sale is not None
+            if await self.viewers.room_open(changed.room_id):
+                await self.viewers.set_stock(
+                    changed.room_id, sale.spec.product_id, changed.units_remaining
+                )
+
+    # Receipts: one task waits for the checkpoint that covers the oldest pending order
+
+    async def _receipts_forever(self) -> None:
+        while True:
+            if not self._receipts:
+                self._receipt_wake.clear()
+                await self._receipt_wake.wait()
+                continue
+            oldest = self._receipts[0][0]
+            try:
+                note = await self.ledger.wait_covered(oldest)
+            except Exception as error:
+                log.warning("receipts stopped: %r", error)
+                return
+            covered = checkpoint_size(note)
+            while self._receipts and self._receipts[0][0] < covered:
+                index, send = self._receipts.popleft()
+                try:
+                    send(index)
+                except Exception:
+                    log.exception("sending a receipt failed")
+
+
+def checkpoint_size(note: bytes) -> int:
+    """The tree size of a signed checkpoint note (c2sp.org/tlog-checkpoint: origin line,
+    then the size in decimal)."""
+    return int(note.split(b"\n", 2)[1])

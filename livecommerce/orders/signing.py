@@ -1,0 +1,92 @@
+"""Client-side signing with PyNaCl: what a non-browser client (tests, load tests, the
+`buy` command) sends. The browser does the same with WebCrypto (docs/commerce.md)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from nacl.signing import SigningKey
+
+from livecommerce.commerce.canonical import DOMAIN_LISTING, DOMAIN_STOCK, signing_bytes
+from livecommerce.commerce.identity import b64url_encode, registration_bytes, session_bytes
+from livecommerce.commerce.orders import PlaceOrder
+
+
+class KeyPair:
+    """An Ed25519 identity: `identity_id` is the public key in base64url."""
+
+    def __init__(self, seed: bytes | None = None) -> None:
+        self.signing_key = SigningKey(seed if seed is not None else secrets.token_bytes(32))
+        self.identity_id = b64url_encode(bytes(self.signing_key.verify_key))
+
+    def sign(self, message: bytes) -> str:
+        return b64url_encode(self.signing_key.sign(message).signature)
+
+    def registration(self, display_name: str, time_ms: int) -> dict[str, Any]:
+        """Body of POST /api/identities."""
+        message = registration_bytes(self.identity_id, display_name, time_ms)
+        return {
+            "public_key": self.identity_id,
+            "display_name": display_name,
+            "time_ms": time_ms,
+            "signature": self.sign(message),
+        }
+
+    def session(self, challenge: str) -> dict[str, Any]:
+        """Body of POST /api/sessions for a challenge from POST /api/sessions/challenge."""
+        return {
+            "challenge": challenge,
+            "public_key": self.identity_id,
+            "signature": self.sign(session_bytes(challenge, self.identity_id)),
+        }
+
+    def order(
+        self, order_id: str, sale_id: str, quantity: int, price_cents: int, time_ms: int
+    ) -> dict[str, Any]:
+        """The fields of `order/v1` (add "type" for the socket) and of POST /api/orders."""
+        unsigned = PlaceOrder(
+            order_id, sale_id, self.identity_id, quantity, price_cents, time_ms, ""
+        )
+        fields = unsigned.signed_fields()
+        fields["signature"] = self.sign(unsigned.signing_bytes())
+        return fields
+
+    def listing(
+        self,
+        product_id: str,
+        title: str,
+        price_cents: int,
+        time_ms: int,
+        currency: str = "EUR",
+        description: str = "",
+        sku: str = "",
+        image_url: str = "/feed.css",
+    ) -> dict[str, Any]:
+        """Body of POST /api/products."""
+        fields: dict[str, Any] = {
+            "product_id": product_id,
+            "merchant_id": self.identity_id,
+            "title": title,
+            "description": description,
+            "price_cents": price_cents,
+            "currency": currency,
+            "sku": sku or product_id,
+            "image_url": image_url,
+            "time_ms": time_ms,
+        }
+        fields["signature"] = self.sign(signing_bytes(DOMAIN_LISTING, fields))
+        return fields
+
+    def stock(self, change_id: str, product_id: str, quantity: int, time_ms: int) -> dict[str, Any]:
+        """Body of POST /api/products/{product_id}/stock."""
+        signed = {
+            "change_id": change_id,
+            "merchant_id": self.identity_id,
+            "product_id": product_id,
+            "quantity": quantity,
+            "time_ms": time_ms,
+        }
+        body = {key: value for key, value in signed.items() if key != "product_id"}
+        body["signature"] = self.sign(signing_bytes(DOMAIN_STOCK, signed))
+        return body

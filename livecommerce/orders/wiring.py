@@ -1,0 +1,79 @@
+"""Opening the order path for the app: the ledger, the core rebuilt from it, the service."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+
+from ledger import Ledger, LedgerSettings, decode_entry, encode_entry
+from livecommerce.commerce.core import CommerceCore
+from livecommerce.commerce.identity import SessionAuthority
+from livecommerce.hub.hub import Hub
+from livecommerce.orders.endpoints import SocketOrders
+from livecommerce.orders.service import OrderLimits, OrderService
+from livecommerce.orders.shipping import ShippingStore
+from livecommerce.settings import Settings
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def ledger_settings(settings: Settings) -> LedgerSettings:
+    return LedgerSettings(
+        origin=settings.ledger_origin,
+        checkpoint_interval_ms=settings.ledger_checkpoint_interval_ms,
+    )
+
+
+def order_limits(settings: Settings) -> OrderLimits:
+    return OrderLimits(
+        order_queue_max=settings.order_queue_max,
+        order_batch_max=settings.order_batch_max,
+        ledger_batches_in_flight_max=settings.ledger_batches_in_flight_max,
+        receipts_pending_max=settings.receipts_pending_max,
+        tick_interval_ms=settings.commerce_tick_interval_ms,
+    )
+
+
+def ledger_dir(data_dir: Path) -> Path:
+    return data_dir / "ledger"
+
+
+@contextlib.asynccontextmanager
+async def orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> AsyncIterator[None]:
+    """Embedded: this process owns the ledger and the core. Scaled out (Redis): the web
+    process has no ledger; see livecommerce/orders/scaled.py."""
+    from livecommerce.app import load_or_create_secret
+
+    if not settings.embedded:
+        yield
+        return
+    ledger = await Ledger.open(ledger_dir(settings.data_dir), ledger_settings(settings))
+    try:
+        core = CommerceCore(order_freshness_ms=settings.order_freshness_ms)
+        service = OrderService(
+            core, ledger, hub, encode_entry, decode_entry, wall_clock_ms, order_limits(settings)
+        )
+        await service.start()
+        sessions = SessionAuthority(
+            core.identities, load_or_create_secret(settings.data_dir / "session_secret")
+        )
+        shipping = await ShippingStore.open(settings.data_dir)
+        hub.order_handler = SocketOrders(service, sessions, shipping)
+        app.state.orders = service
+        app.state.sessions = sessions
+        app.state.shipping = shipping
+        app.state.ledger = ledger
+        app.state.ledger_app = ledger.asgi_app()
+        try:
+            yield
+        finally:
+            hub.order_handler = None
+            await service.close()
+    finally:
+        await ledger.close()
