@@ -1,6 +1,7 @@
 """The one CLI.
 
 python -m livecommerce serve [--host H] [--port P] [--data DIR] [--demo] [--redis URL]
+python -m livecommerce buy [--url URL] [--room ID] [--quantity N]
 """
 
 from __future__ import annotations
@@ -26,12 +27,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--redis", dest="redis_url", help="redis://host:port/db to scale out over Redis"
     )
+    buy = commands.add_parser("buy", help="buy in a room's flash sale from the terminal")
+    buy.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
+    buy.add_argument("--room", default="demo", help="room id")
+    buy.add_argument("--quantity", type=int, default=1)
+    buy.add_argument("--name", default="Terminal buyer", help="display name to register")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = vars(build_parser().parse_args(argv))
     command = arguments.pop("command")
+    if command == "buy":
+        from livecommerce.orders.buy import main as buy_main
+
+        return buy_main(
+            arguments["url"], arguments["room"], arguments["quantity"], arguments["name"]
+        )
     try:
         settings = Settings.load(**arguments)
     except SettingsError as error:

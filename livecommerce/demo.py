@@ -1,16 +1,30 @@
-"""`--demo`: a room, a host and a pinned product, and the URLs to open."""
+"""`--demo`: a room, a host, a merchant with a product in stock, and the commands to run.
+
+The merchant's key is kept in the data directory (`demo_merchant.key`, mode 0600), so a
+restart finds the same merchant, product and stock in the ledger instead of making new
+ones.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 
 from starlette.applications import Starlette
 
+from livecommerce.commerce.catalog import AddStock, ListProduct
+from livecommerce.commerce.core import Command, CommandRejected
+from livecommerce.commerce.identity import Register, registration_bytes
+from livecommerce.commerce.rooms import LinkRoom
 from livecommerce.hub import messages as m
 from livecommerce.hub.hub import Hub
+from livecommerce.orders.service import OrderService
+from livecommerce.orders.signing import KeyPair
 from livecommerce.settings import Settings
 
 DEMO_ROOM_ID = "demo"
+DEMO_PRODUCT_ID = "mug-1"
+DEMO_STOCK_UNITS = 500
 
 
 async def create_demo(app: Starlette, settings: Settings) -> None:
@@ -24,11 +38,19 @@ async def create_demo(app: Starlette, settings: Settings) -> None:
         print(f"demo room {DEMO_ROOM_ID!r} exists already; its host credential is unchanged")
         return
     product = m.PinnedProduct(
-        product_id="mug-1", title="Stoneware mug", price_cents=1800, currency="EUR"
+        product_id=DEMO_PRODUCT_ID, title="Stoneware mug", price_cents=1800, currency="EUR"
     )
     await hub.host_command(room_id, host_token, m.HostPin(product=product))
     await hub.host_command(room_id, host_token, m.HostLive(live=True))
+    orders: OrderService | None = getattr(app.state, "orders", None)
+    if orders is not None:
+        await create_demo_merchant(orders, settings)
     base = settings.base_url
+    sale = (
+        f'{{"sale_id":"flash-{int(time.time())}","product_id":"{DEMO_PRODUCT_ID}",'
+        '"units_offered":50,"per_buyer_limit":2,"starts_in_ms":10000,'
+        '"duration_ms":300000,"payment_hold_ms":120000}'
+    )
     print(
         "\n".join(
             [
@@ -39,8 +61,43 @@ async def create_demo(app: Starlette, settings: Settings) -> None:
                 f"  host credential: {host_token}",
                 f"  room API:        {base}/api/rooms/{room_id}",
                 "",
+                "start a flash sale (50 mugs, 2 per buyer, opens in 10 s):",
+                f"  curl -X POST {base}/api/rooms/{room_id}/sales \\",
+                f"    -H 'Authorization: Bearer {host_token}' -d '{sale}'",
+                "then buy (a new key, signed orders over the room socket):",
+                f"  python -m livecommerce buy --url {base} --room {room_id} --quantity 1",
+                "",
             ]
         ),
         file=sys.stdout,
         flush=True,
     )
+
+
+async def create_demo_merchant(orders: OrderService, settings: Settings) -> None:
+    """A merchant identity, a listed product with stock, and the demo room linked to it.
+    Each step that the ledger already holds (a restart) is refused and skipped."""
+    from livecommerce.app import load_or_create_secret
+
+    merchant = KeyPair(load_or_create_secret(settings.data_dir / "demo_merchant.key"))
+    now_ms = orders.clock_ms()
+    name = "Mugs & Co"
+    signed_registration = merchant.sign(registration_bytes(merchant.identity_id, name, now_ms))
+    listing = merchant.listing(DEMO_PRODUCT_ID, "Stoneware mug", 1800, now_ms)
+    stock = merchant.stock(f"demo-{now_ms}", DEMO_PRODUCT_ID, DEMO_STOCK_UNITS, now_ms)
+    commands: list[Command] = [
+        Register(merchant.identity_id, name, now_ms, signed_registration),
+        ListProduct(**listing),
+        LinkRoom(DEMO_ROOM_ID, merchant.identity_id),
+    ]
+    if orders.core.catalog.inventory_units(DEMO_PRODUCT_ID) < DEMO_STOCK_UNITS // 2:
+        commands.append(AddStock(product_id=DEMO_PRODUCT_ID, **stock))
+    for command in commands:
+        outcome = await orders.run(command)
+        refused = [e for e in outcome.events if isinstance(e, CommandRejected)]
+        if refused and refused[0].reason not in (
+            "already_registered",
+            "product_exists",
+            "room_linked",
+        ):
+            print(f"demo: {type(command).__name__} refused: {refused[0].detail}", file=sys.stderr)

@@ -61,7 +61,7 @@ class KeyPair:
         currency: str = "EUR",
         description: str = "",
         sku: str = "",
-        image_url: str = "/feed.css",
+        image_url: str = "/img/product.png",
     ) -> dict[str, Any]:
         """Body of POST /api/products."""
         fields: dict[str, Any] = {

@@ -14,9 +14,12 @@ from websockets.asyncio.client import ClientConnection
 from ledger import decode_entry
 from ledger.note import Verifier
 from ledger.receipt import verify_receipt
+from livecommerce.commerce.identity import b64url_decode
+from livecommerce.commerce.privacy import open_shipping, verify_commitment
+from livecommerce.commerce.results import Rejected
 from livecommerce.orders.signing import KeyPair
 from tests.livecommerce.hub.test_hub_embedded import recv, recv_type
-from tests.livecommerce.orders.flows import now_ms, register, room_with_sale
+from tests.livecommerce.orders.flows import now_ms, register, room_with_sale, session
 from tests.livecommerce.server import RunningServer, running_server
 
 Json = dict[str, Any]
@@ -81,3 +84,222 @@ async def test_accepted_only_once_in_the_ledger_then_a_receipt_and_stock_on_scre
         await stock_seen(watcher, "mug", 3)
         await ws.close()
         await watcher.close()
+
+
+async def test_every_refusal_has_a_clear_reason_and_a_repeat_gets_the_first_answer(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path) as server, httpx.AsyncClient() as client:
+        setup = await room_with_sale(client, server.http, units_offered=4, per_buyer_limit=3)
+        price, sale = setup.price_cents, setup.sale_id
+        ann, bob, stranger = KeyPair(), KeyPair(), KeyPair()
+        await register(client, server.http, ann, "Ann")
+        await register(client, server.http, bob, "Bob")
+        ws = await websockets.connect(f"{server.ws}/ws/rooms/{setup.room_id}")
+
+        async def send(fields: Json) -> Json:
+            await ws.send(json.dumps({"type": "order/v1", **fields}))
+            return await recv_type(ws, "order.result/v1")
+
+        def reason(result: Json) -> str:
+            assert result["status"] == "rejected", result
+            assert result["detail"], result
+            return str(result["reason"])
+
+        first = await send(ann.order("a1", sale, 2, price, now_ms()))
+        assert first["status"] == "accepted"
+        # The same order again: the first answer, marked repeated, same ledger entry.
+        again = await send(ann.order("a1", sale, 2, price, first_time := now_ms()))
+        assert reason(again) == "duplicate_conflict"  # other bytes (a new time) under one id
+        replay = ann.order("a2", sale, 1, price, first_time)
+        assert (await send(replay))["status"] == "accepted"
+        repeated = await send(replay)
+        assert repeated["status"] == "accepted"
+        assert repeated["repeated"] is True
+        # Altered after signing: the signature no longer verifies.
+        altered = {**ann.order("a3", sale, 1, price, now_ms()), "quantity": 3}
+        assert reason(await send(altered)) == "bad_signature"
+        forged = {**ann.order("a4", sale, 1, price, now_ms()), "buyer_id": bob.identity_id}
+        assert reason(await send(forged)) == "bad_signature"
+        assert reason(await send(stranger.order("s1", sale, 1, price, now_ms()))) == (
+            "unknown_identity"
+        )
+        assert reason(await send(ann.order("a5", "no-such-sale", 1, price, now_ms()))) == (
+            "unknown_sale"
+        )
+        assert reason(await send(ann.order("a6", sale, 1, price - 1, now_ms()))) == (
+            "price_changed"
+        )
+        assert reason(await send(bob.order("b0", sale, 4, price, now_ms()))) == "bad_quantity"
+        assert reason(await send(bob.order("b00", sale, -1, price, now_ms()))) == "bad_quantity"
+        assert reason(await send(ann.order("a7", sale, 1, price, now_ms() - 120_000))) == "stale"
+        assert reason(await send(ann.order("bad id!", sale, 1, price, now_ms()))) == (
+            "bad_order_id"
+        )
+        # Ann holds 3 of 3 allowed: the limit is cumulative.
+        assert reason(await send(ann.order("a8", sale, 1, price, now_ms()))) == "limit_reached"
+        # One unit left: Bob's two are all or nothing.
+        assert reason(await send(bob.order("b1", sale, 2, price, now_ms()))) == "sold_out"
+        assert (await send(bob.order("b2", sale, 1, price, now_ms())))["status"] == "accepted"
+        sold_out = await send(bob.order("b3", sale, 1, price, now_ms()))
+        assert reason(sold_out) == "sold_out"
+        # Malformed frames never reach the core: a protocol error, nothing changes.
+        await ws.send(json.dumps({"type": "order/v1", "order_id": "x", "quantity": "1"}))
+        assert (await recv_type(ws, "error/v1"))["code"] == "invalid_message"
+        sale_now = (await client.get(f"{server.http}/api/sales/{sale}")).json()
+        assert sale_now["units_remaining"] == 0
+        await ws.close()
+
+
+async def test_a_sale_in_its_countdown_takes_no_orders_and_hosts_need_their_credential(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path) as server, httpx.AsyncClient() as client:
+        setup = await room_with_sale(client, server.http, units_offered=3, starts_in_ms=60_000)
+        assert setup.sale["state"] == "scheduled"
+        buyer = KeyPair()
+        await register(client, server.http, buyer, "Ann")
+        result = await client.post(
+            f"{server.http}/api/orders",
+            json=buyer.order("o1", setup.sale_id, 1, setup.price_cents, now_ms()),
+        )
+        assert result.status_code == 409
+        assert result.json()["reason"] == "sale_not_open"
+        sales = f"{server.http}/api/rooms/{setup.room_id}/sales"
+        body = {
+            "sale_id": "other",
+            "product_id": "mug",
+            "units_offered": 1,
+            "per_buyer_limit": 1,
+            "duration_ms": 10_000,
+            "payment_hold_ms": 10_000,
+        }
+        wrong = await client.post(sales, json=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 403
+        missing = await client.post(sales, json=body)
+        assert missing.status_code == 401
+        # A room nobody linked to a merchant cannot sell.
+        created = (
+            await client.post(f"{server.http}/api/rooms", json={"title": "T", "host_name": "H"})
+        ).json()
+        unlinked = await client.post(
+            f"{server.http}/api/rooms/{created['room_id']}/sales",
+            json=body,
+            headers={"Authorization": f"Bearer {created['host_token']}"},
+        )
+        assert unlinked.status_code == 409
+        assert unlinked.json()["error"] == "room_not_linked"
+        # The host stops the sale: viewers see it closed with the reason.
+        stopped = await client.post(
+            f"{sales}/{setup.sale_id}/stop",
+            headers={"Authorization": f"Bearer {setup.host_token}"},
+        )
+        assert stopped.status_code == 200
+        assert stopped.json()["close_reason"] == "stopped"
+
+
+async def test_an_unpaid_order_expires_and_its_units_come_back_on_every_screen(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path) as server, httpx.AsyncClient() as client:
+        setup = await room_with_sale(client, server.http, units_offered=3, payment_hold_ms=1_000)
+        watcher = await websockets.connect(f"{server.ws}/ws/rooms/{setup.room_id}")
+        buyer = KeyPair()
+        await register(client, server.http, buyer, "Ann")
+        response = await client.post(
+            f"{server.http}/api/orders",
+            json=buyer.order("o1", setup.sale_id, 2, setup.price_cents, now_ms()),
+        )
+        assert response.status_code == 201, response.text
+        await stock_seen(watcher, "mug", 1)
+        await stock_seen(watcher, "mug", 3, timeout_s=10)
+        ledger = server.app.state.ledger
+        entries = [decode_entry(ledger.entry(i)) for i in range(ledger.size)]
+        expired = [f for t, f in entries if t == "order/v1" and f["action"] == "expired"]
+        assert [(f["order_id"], f["quantity"]) for f in expired] == [("o1", 2)]
+        token = await session(client, server.http, buyer)
+        late = await client.post(
+            f"{server.http}/api/orders/o1/pay", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert late.status_code == 409
+        assert late.json()["reason"] == "order_expired"
+        await watcher.close()
+
+
+async def test_paying_seals_shipping_to_the_merchant_and_the_ledger_holds_a_commitment(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path) as server, httpx.AsyncClient() as client:
+        setup = await room_with_sale(client, server.http, units_offered=3)
+        buyer = KeyPair()
+        await register(client, server.http, buyer, "Ann")
+        token = await session(client, server.http, buyer)
+        ws = await websockets.connect(f"{server.ws}/ws/rooms/{setup.room_id}")
+        result = await order_over(ws, buyer, "o1", setup.sale_id, 1, setup.price_cents)
+        assert result["status"] == "accepted"
+        address = {"name": "Ann Example", "street": "1 Quay Street", "city": "Cork"}
+        await ws.send(
+            json.dumps({"type": "pay/v1", "order_id": "o1", "token": token, "shipping": address})
+        )
+        paid = await recv_type(ws, "pay.result/v1")
+        assert paid["status"] == "paid", paid
+        ledger = server.app.state.ledger
+        _, fields = decode_entry(ledger.entry(paid["ledger_index"]))
+        assert fields["action"] == "paid"
+        log_bytes = b"".join(ledger.entry(i) for i in range(ledger.size))
+        assert b"Quay" not in log_bytes
+        assert b"Ann Example" not in log_bytes
+        # Paying again answers the same; someone else's session cannot pay it.
+        await ws.send(json.dumps({"type": "pay/v1", "order_id": "o1", "token": token}))
+        assert (await recv_type(ws, "pay.result/v1"))["status"] == "paid"
+        other = KeyPair()
+        await register(client, server.http, other, "Eve")
+        eve = await session(client, server.http, other)
+        stolen = await client.post(
+            f"{server.http}/api/orders/o1/pay", headers={"Authorization": f"Bearer {eve}"}
+        )
+        assert stolen.json()["reason"] == "unknown_order"
+        # The merchant lists its orders and opens the sealed details with its own key.
+        listed = await client.get(
+            f"{server.http}/api/merchant/orders",
+            headers={"Authorization": f"Bearer {setup.merchant_token}"},
+        )
+        assert listed.status_code == 200
+        (order,) = listed.json()["orders"]
+        assert (order["order_id"], order["status"]) == ("o1", "paid")
+        sealed = b64url_decode(order["shipping_sealed"])
+        assert sealed is not None
+        opened = open_shipping(sealed, setup.merchant.signing_key)
+        assert not isinstance(opened, Rejected)
+        assert opened.details == address
+        assert verify_commitment(opened.details, opened.salt, fields["shipping_commitment"])
+        # Nobody else sees the merchant's orders.
+        assert (
+            await client.get(
+                f"{server.http}/api/merchant/orders", headers={"Authorization": f"Bearer {eve}"}
+            )
+        ).json()["orders"] == []
+        await ws.close()
+
+
+async def test_a_restart_rebuilds_everything_from_the_ledger(tmp_path: Path) -> None:
+    buyer = KeyPair()
+    async with running_server(tmp_path) as server, httpx.AsyncClient() as client:
+        setup = await room_with_sale(client, server.http, units_offered=10)
+        await register(client, server.http, buyer, "Ann")
+        order = buyer.order("o1", setup.sale_id, 3, setup.price_cents, now_ms())
+        first = await client.post(f"{server.http}/api/orders", json=order)
+        assert first.status_code == 201
+        before = (await client.get(f"{server.http}/api/sales/{setup.sale_id}")).json()
+    async with running_server(tmp_path) as server, httpx.AsyncClient() as client:
+        after = (await client.get(f"{server.http}/api/sales/{setup.sale_id}")).json()
+        assert after == before
+        assert after["units_remaining"] == 7
+        again = await client.post(f"{server.http}/api/orders", json=order)
+        assert again.status_code == 200
+        assert again.json()["repeated"] is True
+        assert again.json()["ledger_index"] == first.json()["ledger_index"]
+        more = buyer.order("o2", setup.sale_id, 1, setup.price_cents, now_ms())
+        assert (await client.post(f"{server.http}/api/orders", json=more)).json()[
+            "reason"
+        ] == "limit_reached"
