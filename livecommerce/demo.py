@@ -13,12 +13,12 @@ import time
 from starlette.applications import Starlette
 
 from livecommerce.commerce.catalog import AddStock, ListProduct
-from livecommerce.commerce.core import Command, CommandRejected
+from livecommerce.commerce.core import Command
 from livecommerce.commerce.identity import Register, registration_bytes
 from livecommerce.commerce.rooms import LinkRoom
 from livecommerce.hub import messages as m
 from livecommerce.hub.hub import Hub
-from livecommerce.orders.service import OrderService
+from livecommerce.orders.base import Orders
 from livecommerce.orders.signing import KeyPair
 from livecommerce.settings import Settings
 
@@ -42,8 +42,8 @@ async def create_demo(app: Starlette, settings: Settings) -> None:
     )
     await hub.host_command(room_id, host_token, m.HostPin(product=product))
     await hub.host_command(room_id, host_token, m.HostLive(live=True))
-    orders: OrderService | None = getattr(app.state, "orders", None)
-    if orders is not None:
+    orders: Orders | None = getattr(app.state, "orders", None)
+    if orders is not None and settings.embedded:
         await create_demo_merchant(orders, settings)
     base = settings.base_url
     sale = (
@@ -74,7 +74,7 @@ async def create_demo(app: Starlette, settings: Settings) -> None:
     )
 
 
-async def create_demo_merchant(orders: OrderService, settings: Settings) -> None:
+async def create_demo_merchant(orders: Orders, settings: Settings) -> None:
     """A merchant identity, a listed product with stock, and the demo room linked to it.
     Each step that the ledger already holds (a restart) is refused and skipped."""
     from livecommerce.app import load_or_create_secret
@@ -94,10 +94,7 @@ async def create_demo_merchant(orders: OrderService, settings: Settings) -> None
         commands.append(AddStock(product_id=DEMO_PRODUCT_ID, **stock))
     for command in commands:
         outcome = await orders.run(command)
-        refused = [e for e in outcome.events if isinstance(e, CommandRejected)]
-        if refused and refused[0].reason not in (
-            "already_registered",
-            "product_exists",
-            "room_linked",
-        ):
-            print(f"demo: {type(command).__name__} refused: {refused[0].detail}", file=sys.stderr)
+        refused = outcome.rejection
+        skipped = ("already_registered", "product_exists", "room_linked")
+        if refused is not None and refused[0] not in skipped:
+            print(f"demo: {type(command).__name__} refused: {refused[1]}", file=sys.stderr)

@@ -9,6 +9,7 @@ from typing import Any
 
 from livecommerce.commerce.catalog import Catalog
 from livecommerce.commerce.events import Event
+from livecommerce.commerce.identity import b64url_encode
 from livecommerce.commerce.orders import (
     OrderAccepted,
     OrderPaid,
@@ -66,6 +67,27 @@ def refused_order(order_id: str, sale_id: str, reason: str, detail: str) -> m.Or
     return m.OrderResult(
         order_id=order_id, sale_id=sale_id, status="rejected", reason=reason, detail=detail
     )
+
+
+def refused_payment(order_id: str, reason: str, detail: str) -> m.PayResult:
+    return m.PayResult(order_id=order_id, status="refused", reason=str(reason), detail=detail)
+
+
+def merchant_order_view(
+    accepted: OrderAccepted, status: str, ledger_index: int | None, sealed: bytes | None
+) -> dict[str, Any]:
+    return {
+        "order_id": accepted.order_id,
+        "sale_id": accepted.sale_id,
+        "buyer_id": accepted.buyer_id,
+        "quantity": accepted.quantity,
+        "price_cents": accepted.price_cents,
+        "currency": accepted.currency,
+        "status": status,
+        "accepted_at_ms": accepted.time_ms,
+        "ledger_index": ledger_index,
+        "shipping_sealed": b64url_encode(sealed) if sealed is not None else None,
+    }
 
 
 def pay_answer(events: list[Event]) -> OrderPaid | PaymentRefused | OrderRepeated:

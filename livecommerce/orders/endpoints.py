@@ -23,20 +23,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from livecommerce.commerce.catalog import AddStock, ListProduct, ProductListed
-from livecommerce.commerce.core import CommandRejected
-from livecommerce.commerce.identity import Register, Registered, SessionAuthority, b64url_encode
-from livecommerce.commerce.orders import PayOrder, PlaceOrder
-from livecommerce.commerce.privacy import seal_shipping
+from livecommerce.commerce.catalog import AddStock, ListProduct
+from livecommerce.commerce.identity import Register, SessionAuthority
+from livecommerce.commerce.orders import PlaceOrder
 from livecommerce.commerce.results import Reason, Rejected
-from livecommerce.commerce.rooms import LinkRoom, RoomLinked
-from livecommerce.commerce.sales import SaleScheduled, ScheduleSale, StopSale
+from livecommerce.commerce.rooms import LinkRoom
+from livecommerce.commerce.sales import ScheduleSale, StopSale
 from livecommerce.hub import messages as m
 from livecommerce.hub.broker import BrokerUnavailable
 from livecommerce.hub.hub import Connection, Hub
-from livecommerce.orders.answers import BUSY, UNAVAILABLE, sale_view
-from livecommerce.orders.service import CommandOutcome, OrderService, ServiceUnavailable
-from livecommerce.orders.shipping import ShippingFull, ShippingStore
+from livecommerce.orders.answers import BUSY, UNAVAILABLE, refused_payment, sale_view
+from livecommerce.orders.base import Orders
+from livecommerce.orders.service import CommandOutcome, ServiceUnavailable
 
 log = logging.getLogger("livecommerce.orders")
 
@@ -170,8 +168,8 @@ def _bearer(request: Request) -> str:
     return token
 
 
-def _service(request: Request) -> OrderService:
-    service: OrderService = request.app.state.orders
+def _service(request: Request) -> Orders:
+    service: Orders = request.app.state.orders
     return service
 
 
@@ -211,9 +209,8 @@ async def _run(request: Request, command: Any) -> CommandOutcome:
 
 
 def _rejected(outcome: CommandOutcome) -> Response | None:
-    for event in outcome.events:
-        if isinstance(event, CommandRejected):
-            return _refused(event.reason, event.detail)
+    if outcome.rejection is not None:
+        return _refused(*outcome.rejection)
     return None
 
 
@@ -240,7 +237,7 @@ async def register(request: Request) -> Response:
     refused = _rejected(outcome)
     if refused is not None:
         return refused
-    index = outcome.index_of(Registered)
+    index = outcome.index_of("Registered")
     return JSONResponse({"identity_id": body.public_key, "ledger_index": index}, status_code=201)
 
 
@@ -281,7 +278,7 @@ async def list_product(request: Request) -> Response:
     if refused is not None:
         return refused
     return JSONResponse(
-        {"product_id": body.product_id, "ledger_index": outcome.index_of(ProductListed)},
+        {"product_id": body.product_id, "ledger_index": outcome.index_of("ProductListed")},
         status_code=201,
     )
 
@@ -302,7 +299,7 @@ async def add_stock(request: Request) -> Response:
         {
             "product_id": product_id,
             "inventory_units": catalog.inventory_units(product_id),
-            "ledger_index": outcome.indexes[-1],
+            "ledger_index": outcome.index_of("InventoryChanged"),
         },
         status_code=201,
     )
@@ -336,7 +333,7 @@ async def link_merchant(request: Request) -> Response:
         {
             "room_id": room_id,
             "merchant_id": merchant_id,
-            "ledger_index": outcome.index_of(RoomLinked),
+            "ledger_index": outcome.index_of("RoomLinked"),
         },
         status_code=201,
     )
@@ -380,7 +377,7 @@ async def schedule_sale(request: Request) -> Response:
     assert sale is not None
     await _pin(request, room_id, body.product_id)
     view = sale_view(sale, service.core.catalog)
-    view["ledger_index"] = outcome.index_of(SaleScheduled)
+    view["ledger_index"] = outcome.index_of("SaleScheduled")
     return JSONResponse(view, status_code=201)
 
 
@@ -454,54 +451,11 @@ async def place_order(request: Request) -> Response:
     return Response(m.encode(result), status_code=status, media_type="application/json")
 
 
-async def pay_order(
-    service: OrderService,
-    sessions: SessionAuthority,
-    shipping: ShippingStore,
-    token: str,
-    order_id: str,
-    details: dict[str, str] | None,
-) -> m.PayResult:
-    """Simulated payment: the buyer's session, then the sealed shipping details stored
-    durably off-ledger, then the payment (with the commitment) on the ledger."""
-
-    def refused(reason: str, detail: str) -> m.PayResult:
-        return m.PayResult(order_id=order_id, status="refused", reason=reason, detail=detail)
-
-    checked = sessions.check_token(token, service.clock_ms())
-    if isinstance(checked, Rejected):
-        return refused(checked.reason, checked.detail)
-    buyer_id = checked.identity_id
-    accepted = service.core.orders.accepted(buyer_id, order_id)
-    if accepted is None:
-        return refused(Reason.UNKNOWN_ORDER, "no such accepted order for this buyer")
-    commitment = ""
-    if details:
-        sale = service.core.sales.get(accepted.sale_id)
-        assert sale is not None
-        sealed = seal_shipping(details, sale.spec.merchant_id)
-        if isinstance(sealed, Rejected):
-            return refused(sealed.reason, sealed.detail)
-        try:
-            await shipping.put(buyer_id, order_id, sealed.sealed)
-        except ShippingFull as error:
-            return refused(Reason.CAPACITY, str(error))
-        commitment = sealed.commitment_hex
-    return await service.pay(PayOrder(buyer_id, order_id, commitment))
-
-
 @endpoint
 async def pay(request: Request) -> Response:
-    token = _bearer(request)
+    buyer_id = await _identity(request, _bearer(request))
     body = await _body(request, PayBody)
-    result = await pay_order(
-        _service(request),
-        _sessions(request),
-        request.app.state.shipping,
-        token,
-        request.path_params["order_id"],
-        body.shipping,
-    )
+    result = await _service(request).pay(buyer_id, request.path_params["order_id"], body.shipping)
     status = 200 if result.status == "paid" else STATUS_OF_REASON.get(result.reason, 409)
     return Response(m.encode(result), status_code=status, media_type="application/json")
 
@@ -523,36 +477,12 @@ async def receipt(request: Request) -> Response:
 @endpoint
 async def merchant_orders(request: Request) -> Response:
     merchant_id = await _identity(request, _bearer(request))
-    service = _service(request)
-    shipping: ShippingStore = request.app.state.shipping
-    wanted = request.query_params.get("sale_id")
     limit_text = request.query_params.get("limit", str(MERCHANT_ORDERS_MAX))
     limit = int(limit_text) if limit_text.isdigit() else MERCHANT_ORDERS_MAX
     limit = max(1, min(limit, MERCHANT_ORDERS_MAX))
-    orders: list[dict[str, Any]] = []
-    for sale in service.core.sales.of_merchant(merchant_id):
-        if wanted is not None and sale.sale_id != wanted:
-            continue
-        for accepted, status in service.core.orders.accepted_of_sale(
-            sale.sale_id, limit - len(orders)
-        ):
-            sealed = shipping.get(accepted.buyer_id, accepted.order_id)
-            orders.append(
-                {
-                    "order_id": accepted.order_id,
-                    "sale_id": accepted.sale_id,
-                    "buyer_id": accepted.buyer_id,
-                    "quantity": accepted.quantity,
-                    "price_cents": accepted.price_cents,
-                    "currency": accepted.currency,
-                    "status": str(status),
-                    "accepted_at_ms": accepted.time_ms,
-                    "ledger_index": service.ledger_index(accepted.buyer_id, accepted.order_id),
-                    "shipping_sealed": b64url_encode(sealed) if sealed is not None else None,
-                }
-            )
-        if len(orders) >= limit:
-            break
+    orders = await _service(request).merchant_orders(
+        merchant_id, request.query_params.get("sale_id"), limit
+    )
     return JSONResponse({"merchant_id": merchant_id, "orders": orders})
 
 
@@ -564,12 +494,9 @@ class SocketOrders:
     socket, receipt later); payments run as a short task each (they are rate-limited by
     the socket's frame budget)."""
 
-    def __init__(
-        self, service: OrderService, sessions: SessionAuthority, shipping: ShippingStore
-    ) -> None:
+    def __init__(self, service: Orders, sessions: SessionAuthority) -> None:
         self.service = service
         self.sessions = sessions
-        self.shipping = shipping
         self._payments: set[asyncio.Task[None]] = set()
 
     def __call__(self, connection: Connection, message: m.OrderMessage) -> None:
@@ -581,20 +508,15 @@ class SocketOrders:
         task.add_done_callback(self._payments.discard)
 
     async def _pay(self, connection: Connection, message: m.Pay) -> None:
+        checked = self.sessions.check_token(message.token, self.service.clock_ms())
+        if isinstance(checked, Rejected):
+            connection.send(refused_payment(message.order_id, checked.reason, checked.detail))
+            return
         try:
-            result = await pay_order(
-                self.service,
-                self.sessions,
-                self.shipping,
-                message.token,
-                message.order_id,
-                message.shipping,
-            )
+            result = await self.service.pay(checked.identity_id, message.order_id, message.shipping)
         except Exception:
             log.exception("payment failed")
-            result = m.PayResult(
-                order_id=message.order_id, status="refused", reason=UNAVAILABLE, detail="error"
-            )
+            result = refused_payment(message.order_id, UNAVAILABLE, "the payment failed; retry")
         connection.send(result)
 
 

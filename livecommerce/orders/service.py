@@ -27,10 +27,10 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from livecommerce.commerce.core import Command, CommerceCore
+from livecommerce.commerce.core import Command, CommandRejected, CommerceCore
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.orders import (
     OrderAccepted,
@@ -40,18 +40,23 @@ from livecommerce.commerce.orders import (
     PayOrder,
     PlaceOrder,
 )
+from livecommerce.commerce.privacy import seal_shipping
 from livecommerce.commerce.replay import apply_entry
+from livecommerce.commerce.results import Reason, Rejected
 from livecommerce.commerce.sales import SaleClosed, SaleOpened, SaleScheduled, StockChanged
 from livecommerce.hub import messages as m
 from livecommerce.orders.answers import (
     BUSY,
     UNAVAILABLE,
+    merchant_order_view,
     order_answer,
     order_result,
     pay_answer,
     refused_order,
+    refused_payment,
     sale_view,
 )
+from livecommerce.orders.shipping import ShippingFull, ShippingStore
 
 log = logging.getLogger("livecommerce.orders")
 
@@ -99,14 +104,28 @@ class OrderLimits:
 
 @dataclass(frozen=True)
 class CommandOutcome:
-    """What a command did, once durable: its events and each event's ledger index."""
+    """What a command did, once durable: refused (reason, detail), or the ledger index of
+    each event it recorded, by event kind ("Registered", "SaleScheduled"...). In this
+    process the events themselves come along; from the Redis ledger writer, only this."""
 
-    events: list[Event]
-    indexes: list[int | None]
+    rejection: tuple[str, str] | None
+    recorded: list[tuple[str, int]]
+    events: list[Event] = field(default_factory=list)
 
-    def index_of(self, kind: type[Event]) -> int | None:
-        for event, index in zip(self.events, self.indexes, strict=True):
-            if isinstance(event, kind):
+    @classmethod
+    def of(cls, events: list[Event], indexes: list[int | None]) -> CommandOutcome:
+        rejection = None
+        recorded = []
+        for event, index in zip(events, indexes, strict=True):
+            if isinstance(event, CommandRejected):
+                rejection = (str(event.reason), event.detail)
+            if index is not None:
+                recorded.append((type(event).__name__, index))
+        return cls(rejection, recorded, events)
+
+    def index_of(self, kind: str) -> int | None:
+        for name, index in self.recorded:
+            if name == kind:
                 return index
         return None
 
@@ -150,9 +169,11 @@ class OrderService:
         encode_entry: EncodeEntry,
         decode_entry: DecodeEntry,
         clock_ms: Callable[[], int],
+        shipping: ShippingStore,
         limits: OrderLimits = OrderLimits(),
     ) -> None:
         self.core = core
+        self.shipping = shipping
         self.ledger = ledger
         self.viewers = viewers
         self.encode_entry = encode_entry
@@ -299,7 +320,54 @@ class OrderService:
         self.submit_order(command, reply)
         return await future
 
-    async def pay(self, command: PayOrder) -> m.PayResult:
+    async def pay(
+        self, buyer_id: str, order_id: str, shipping: dict[str, str] | None
+    ) -> m.PayResult:
+        """Simulated payment: the sealed shipping details stored durably off-ledger first,
+        then the payment (with the commitment) on the ledger."""
+        accepted = self.core.orders.accepted(buyer_id, order_id)
+        if accepted is None:
+            return refused_payment(order_id, Reason.UNKNOWN_ORDER, "no such accepted order")
+        commitment = ""
+        if shipping:
+            sale = self.core.sales.get(accepted.sale_id)
+            assert sale is not None
+            sealed = seal_shipping(shipping, sale.spec.merchant_id)
+            if isinstance(sealed, Rejected):
+                return refused_payment(order_id, sealed.reason, sealed.detail)
+            try:
+                await self.shipping.put(buyer_id, order_id, sealed.sealed)
+            except ShippingFull as error:
+                return refused_payment(order_id, Reason.CAPACITY, str(error))
+            commitment = sealed.commitment_hex
+        return await self._pay(PayOrder(buyer_id, order_id, commitment))
+
+    async def merchant_orders(
+        self, merchant_id: str, sale_id: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """The merchant's accepted orders (oldest first), each with its sealed shipping
+        details (base64url, only the merchant's key opens them) once paid."""
+        orders: list[dict[str, Any]] = []
+        for sale in self.core.sales.of_merchant(merchant_id):
+            if sale_id is not None and sale.sale_id != sale_id:
+                continue
+            for accepted, status in self.core.orders.accepted_of_sale(
+                sale.sale_id, limit - len(orders)
+            ):
+                sealed = self.shipping.get(accepted.buyer_id, accepted.order_id)
+                orders.append(
+                    merchant_order_view(
+                        accepted,
+                        str(status),
+                        self._index_of.get((accepted.buyer_id, accepted.order_id)),
+                        sealed,
+                    )
+                )
+            if len(orders) >= limit:
+                break
+        return orders
+
+    async def _pay(self, command: PayOrder) -> m.PayResult:
         try:
             outcome = await self.run(command)
         except ServiceUnavailable as error:
@@ -318,9 +386,6 @@ class OrderService:
         return m.PayResult(
             order_id=command.order_id, status="paid", ledger_index=self._paid_index_of.get(key, -1)
         )
-
-    def ledger_index(self, buyer_id: str, order_id: str) -> int | None:
-        return self._index_of.get((buyer_id, order_id))
 
     async def receipt(self, buyer_id: str, order_id: str, timeout_s: float) -> bytes | None:
         """The tlog-proof of an accepted order, waiting up to `timeout_s` for a checkpoint.
@@ -415,7 +480,7 @@ class OrderService:
                 if isinstance(event, SaleScheduled | SaleOpened | SaleClosed | StockChanged):
                     changed.append(event)
             try:
-                job.done(CommandOutcome(events, event_indexes))
+                job.done(CommandOutcome.of(events, event_indexes))
             except Exception:
                 log.exception("an order answer failed")
         if changed:

@@ -56,18 +56,24 @@ async def orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Async
     ledger = await Ledger.open(ledger_dir(settings.data_dir), ledger_settings(settings))
     try:
         core = CommerceCore(order_freshness_ms=settings.order_freshness_ms)
+        shipping = await ShippingStore.open(settings.data_dir)
         service = OrderService(
-            core, ledger, hub, encode_entry, decode_entry, wall_clock_ms, order_limits(settings)
+            core,
+            ledger,
+            hub,
+            encode_entry,
+            decode_entry,
+            wall_clock_ms,
+            shipping,
+            order_limits(settings),
         )
         await service.start()
         sessions = SessionAuthority(
             core.identities, load_or_create_secret(settings.data_dir / "session_secret")
         )
-        shipping = await ShippingStore.open(settings.data_dir)
-        hub.order_handler = SocketOrders(service, sessions, shipping)
+        hub.order_handler = SocketOrders(service, sessions)
         app.state.orders = service
         app.state.sessions = sessions
-        app.state.shipping = shipping
         app.state.ledger = ledger
         app.state.ledger_app = ledger.asgi_app()
         try:

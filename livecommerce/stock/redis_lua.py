@@ -86,6 +86,22 @@ redis.call('HSET', KEYS[2], field, status .. ':' .. quantity .. ':' .. record)
 return {status, quantity, remaining, 0, 0}
 """
 
+# The same checks, and an accepted order is also appended to the sale's stream of accepted
+# orders (KEYS[4]) in the same atomic step: Redis holds stock for an order exactly when the
+# order is on the stream the ledger writer reads, whatever process dies when.
+# Extra ARGV: [6] the order record to append, [7] the stream's length cap.
+_ACCEPT = """  remaining = redis.call('HINCRBY', KEYS[1], 'remaining', -quantity)
+  redis.call('HINCRBY', KEYS[3], ARGV[1], quantity)
+"""
+RESERVE_RECORD_LUA: Final = RESERVE_LUA.replace(
+    _ACCEPT,
+    _ACCEPT
+    + """  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'order', ARGV[6],
+    'remaining', remaining)
+""",
+)
+assert RESERVE_RECORD_LUA != RESERVE_LUA
+
 RELEASE_LUA: Final = """
 -- KEYS: meta, orders, buyers. ARGV: buyer_id, order_id.
 -- Returns {released units, remaining}; remaining is -1 for an unknown sale.
@@ -122,6 +138,11 @@ def sale_keys(sale_id: str) -> list[str]:
     return [f"{tag}:meta", f"{tag}:orders", f"{tag}:buyers"]
 
 
+def accepted_stream_key(sale_id: str) -> str:
+    """The sale's stream of accepted orders, read by the ledger writer (same hash tag)."""
+    return f"{{sale:{sale_id}}}:accepted"
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -139,6 +160,7 @@ class RedisStockStore:
         self.orders_per_sale_max = orders_per_sale_max
         self._owns_client = owns_client
         self._reserve = client.register_script(RESERVE_LUA)
+        self._reserve_record = client.register_script(RESERVE_RECORD_LUA)
         self._release = client.register_script(RELEASE_LUA)
         self._load = client.register_script(LOAD_LUA)
 
@@ -204,6 +226,53 @@ class RedisStockStore:
             duplicate=int(reply[3]) == 1,
             conflict=int(reply[4]) == 1,
         )
+
+    async def reserve_and_record_many(
+        self, requests: Sequence[tuple[str, str, str, int, int, bytes]]
+    ) -> list[ReserveResult | StockStoreError]:
+        """Reserve many orders in one round trip (a pipeline of scripts, each atomic on
+        its own); an accepted order is appended to its sale's accepted stream in the same
+        script. Each request is (sale_id, buyer_id, order_id, quantity, per_buyer_limit,
+        record). A script Redis refuses gives that request a StockStoreError; an
+        unreachable Redis raises StockStoreUnavailable for all (unknown which ran)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for sale_id, buyer_id, order_id, quantity, per_buyer_limit, record in requests:
+                check_ids(sale_id, buyer_id, order_id)
+                assert quantity > 0, quantity
+                assert per_buyer_limit > 0, per_buyer_limit
+                # Queued, not sent: the pipeline sends everything in `execute`.
+                await self._reserve_record(
+                    keys=[*sale_keys(sale_id), accepted_stream_key(sale_id)],
+                    args=[
+                        buyer_id,
+                        order_id,
+                        quantity,
+                        per_buyer_limit,
+                        self.orders_per_sale_max,
+                        record,
+                        self.orders_per_sale_max,
+                    ],
+                    client=pipe,
+                )
+            try:
+                replies = await pipe.execute(raise_on_error=False)
+            except (RedisError, OSError) as error:
+                raise StockStoreUnavailable(f"redis is unavailable: {error!r}") from error
+        results: list[ReserveResult | StockStoreError] = []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                results.append(StockStoreError(f"redis refused the stock script: {reply}"))
+                continue
+            results.append(
+                ReserveResult(
+                    ReserveStatus(_text(reply[0])),
+                    int(reply[1]),
+                    int(reply[2]),
+                    duplicate=int(reply[3]) == 1,
+                    conflict=int(reply[4]) == 1,
+                )
+            )
+        return results
 
     async def release(self, sale_id: str, buyer_id: str, order_id: str) -> ReleaseResult:
         check_ids(sale_id, buyer_id, order_id)
