@@ -1,6 +1,7 @@
 """The one CLI.
 
 python -m livecommerce serve [--host H] [--port P] [--data DIR] [--demo] [--redis URL]
+python -m livecommerce ledger-writer --redis URL [--data DIR]
 python -m livecommerce buy [--url URL] [--room ID] [--quantity N]
 """
 
@@ -27,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--redis", dest="redis_url", help="redis://host:port/db to scale out over Redis"
     )
+    writer = commands.add_parser(
+        "ledger-writer", help="scaled out: the one process that appends to the ledger"
+    )
+    writer.add_argument("--redis", dest="redis_url", required=True, help="redis://host:port/db")
+    writer.add_argument("--data", dest="data_dir", type=Path, help="data directory (./data)")
     buy = commands.add_parser("buy", help="buy in a room's flash sale from the terminal")
     buy.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
     buy.add_argument("--room", default="demo", help="room id")
@@ -49,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"livecommerce: {error}", file=sys.stderr)
         return 2
+    if command == "ledger-writer":
+        from livecommerce.orders.writer import main as writer_main
+
+        return writer_main(settings)
     if command == "serve":
         from livecommerce.server import serve
 

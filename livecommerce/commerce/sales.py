@@ -227,6 +227,9 @@ class SaleBook:
     def live(self) -> list[Sale]:
         return list(self._live.values())
 
+    def all(self) -> list[Sale]:
+        return list(self._sales.values())
+
     def of_merchant(self, merchant_id: str) -> list[Sale]:
         return [sale for sale in self._sales.values() if sale.spec.merchant_id == merchant_id]
 

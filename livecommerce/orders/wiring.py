@@ -51,7 +51,8 @@ async def orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Async
     from livecommerce.app import load_or_create_secret
 
     if not settings.embedded:
-        yield
+        async with scaled_lifespan(app, settings, hub):
+            yield
         return
     ledger = await Ledger.open(ledger_dir(settings.data_dir), ledger_settings(settings))
     try:
@@ -83,3 +84,26 @@ async def orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Async
             await service.close()
     finally:
         await ledger.close()
+
+
+@contextlib.asynccontextmanager
+async def scaled_lifespan(app: Starlette, settings: Settings, hub: Hub) -> AsyncIterator[None]:
+    from livecommerce.orders.scaled import ScaledOrderService
+
+    service = ScaledOrderService(
+        settings.redis_url,
+        wall_clock_ms,
+        order_limits(settings),
+        order_freshness_ms=settings.order_freshness_ms,
+        confirm_timeout_ms=settings.order_confirm_timeout_ms,
+    )
+    await service.start()
+    try:
+        sessions = SessionAuthority(service.core.identities, await service.shared_secret())
+        hub.order_handler = SocketOrders(service, sessions)
+        app.state.orders = service
+        app.state.sessions = sessions
+        yield
+    finally:
+        hub.order_handler = None
+        await service.close()

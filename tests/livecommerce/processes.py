@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.support import ROOT, free_port, wait_for_port
@@ -32,6 +33,50 @@ class ServerProcess:
         except TimeoutError:
             self.stop()
             raise AssertionError(f"server did not start:\n{self.log()}") from None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+class WriterProcess:
+    """`python -m livecommerce ledger-writer`: the one process that appends to the ledger."""
+
+    def __init__(self, data_dir: Path, redis_url: str, log_path: Path | None = None) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.log_path = log_path or data_dir / "writer.log"
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        command = [sys.executable, "-m", "livecommerce", "ledger-writer"]
+        command += ["--redis", redis_url, "--data", str(data_dir)]
+        self._log = self.log_path.open("ab")
+        environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=environment
+        )
+        deadline = time.monotonic() + 30
+        while "ledger writer ready" not in self.log()[self._log_offset :]:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"ledger writer did not start:\n{self.log()}")
+            time.sleep(0.05)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

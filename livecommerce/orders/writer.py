@@ -1,0 +1,647 @@
+"""The ledger writer: the one process that appends to the ledger when scaled out.
+
+    web processes --reserve script: stock taken + order appended to {sale:<id>}:accepted
+                 --XADD lc:commands (register, list, restock, link, schedule, stop, pay)
+    writer: XREAD the streams from its positions -> the authoritative core (rebuilt from
+            the ledger at start) -> ledger.append_many (durable) -> then, in Redis: the
+            order records, the feed of state entries, its positions, and PUBLISH the
+            confirmations and replies; web processes answer buyers only then.
+
+Crash ordering, and why nothing acknowledged is lost:
+- An order is on its sale's stream exactly when Redis took its stock (one script).
+- The writer advances its stream positions only after the ledger append is durable, so
+  after a crash it reads again what it may not have appended; the core knows which
+  orders it has (`record_accepted` returns nothing for them) and re-sends their
+  confirmations.
+- Expiry: the hold expires in the core, the units go back in Redis (release script),
+  and only then does the expiry go to the ledger; a crash in between leaves the order
+  held in the ledger, and the restarted writer expires it again (releasing twice gives
+  back nothing the second time).
+- Redis losing its data (no `lc:alive`): stock of every live sale is rebuilt from the
+  core, i.e. from the ledger. Accepted orders Redis lost were never confirmed, so no
+  buyer heard of them.
+- The feed (state entries for web processes) is republished from the ledger at every
+  start under a new epoch; web processes skip entries they already applied by index.
+
+One task does the reading, applying and appending, so the ledger's order is the order
+the core saw things. Receipts, stock pushes and sale events run beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from ledger import Ledger, decode_entry, encode_entry
+from livecommerce.commerce.core import CommandRejected, CommerceCore
+from livecommerce.commerce.events import Event
+from livecommerce.commerce.identity import b64url_decode
+from livecommerce.commerce.orders import (
+    OrderAccepted,
+    OrderExpired,
+    OrderPaid,
+    PayOrder,
+)
+from livecommerce.commerce.replay import accepted_from_entry, apply_entry
+from livecommerce.commerce.reservations import OrderRecord, RecordStatus
+from livecommerce.commerce.sales import (
+    Sale,
+    SaleClosed,
+    SaleOpened,
+    SaleScheduled,
+    SaleState,
+    StockChanged,
+)
+from livecommerce.hub import messages as m
+from livecommerce.hub.broker import BrokerUnavailable
+from livecommerce.hub.redis_broker import RedisBroker
+from livecommerce.orders import redis_keys as keys
+from livecommerce.orders.answers import sale_view
+from livecommerce.orders.service import checkpoint_size
+from livecommerce.orders.shipping import ShippingStore
+from livecommerce.orders.wiring import ledger_dir, ledger_settings
+from livecommerce.settings import Settings
+from livecommerce.stock.base import StockStoreError
+from livecommerce.stock.redis_lua import RedisStockStore, accepted_stream_key
+
+log = logging.getLogger("livecommerce.writer")
+
+READ_BLOCK_MS = 100
+READ_COUNT_MAX = 1_000  # per stream per read; two entries per order stays under a batch
+ENTRIES_PER_APPEND_MAX = 8_000
+CLOSED_STREAM_KEEP_MS = 60_000  # read a closed sale's stream this long for late orders
+FEED_CHUNK = 1_000
+RETRY_DELAY_S_MAX = 5.0
+ALIVE_CHECK_MS = 1_000
+STOCK_PUSH_INTERVAL_S = 0.1
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class _Pending:
+    """One iteration's work: events in core order, and what to tell whom once durable."""
+
+    events: list[Event] = field(default_factory=list)
+    replies: list[tuple[str, str, int, int]] = field(
+        default_factory=list
+    )  # channel, req, first, end
+    positions: dict[str, str] = field(default_factory=dict)
+    reconfirm: list[OrderAccepted] = field(default_factory=list)
+
+
+class LedgerWriter:
+    def __init__(self, settings: Settings, clock_ms: Any = wall_clock_ms) -> None:
+        assert settings.redis_url, "the ledger writer needs --redis"
+        self.settings = settings
+        self.clock_ms = clock_ms
+        self.core = CommerceCore(order_freshness_ms=settings.order_freshness_ms)
+        self.ledger: Ledger | None = None
+        self.shipping: ShippingStore | None = None
+        self.client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=5
+        )
+        self.store = RedisStockStore(self.client)
+        self.broker = RedisBroker(
+            settings.redis_url, settings.history_events_max, process_id="ledger-writer"
+        )
+        self._index_of: dict[tuple[str, str], int] = {}
+        self._paid_index_of: dict[tuple[str, str], int] = {}
+        self._feed: list[tuple[int, bytes]] = []  # (index, entry) of state entries
+        self._positions: dict[str, str] = {}
+        self._streams: dict[str, int | None] = {}  # sale id -> closed at ms (None: live)
+        self._unreleased: list[list[Event]] = []  # expiries whose release failed
+        self._sealed: list[tuple[str, str, bytes]] = []  # shipping boxes to store first
+        self._epoch = ""
+        self._unloaded: set[str] = set()
+        self._alive_token = b""
+        self._alive_checked_ms = 0
+        self._receipts: deque[tuple[int, str, str, str]] = deque()
+        self._receipt_wake = asyncio.Event()
+        self._stock_dirty: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.ready = asyncio.Event()
+
+    # Start: the ledger, the core rebuilt from it, Redis brought in line
+
+    async def open(self) -> None:
+        data_dir = self.settings.data_dir
+        self.ledger = await Ledger.open(ledger_dir(data_dir), ledger_settings(self.settings))
+        self.shipping = await ShippingStore.open(data_dir)
+        await asyncio.to_thread(self._replay)
+        for sale in self._all_sales():
+            self._streams[sale.sale_id] = None if sale.state is not SaleState.CLOSED else 0
+            if sale.state is not SaleState.CLOSED:
+                self._unloaded.add(sale.sale_id)
+
+    def _replay(self) -> None:
+        assert self.ledger is not None
+        for index in range(self.ledger.size):
+            entry = self.ledger.entry(index)
+            entry_type, fields = decode_entry(entry)
+            apply_entry(self.core, entry_type, fields)
+            self._remember(index, entry_type, fields, entry)
+        log.info("replayed %d ledger entries", self.ledger.size)
+
+    def _remember(self, index: int, entry_type: str, fields: dict[str, Any], entry: bytes) -> None:
+        if entry_type in keys.FEED_ENTRY_TYPES:
+            self._feed.append((index, entry))
+        elif entry_type == "order/v1":
+            key = (fields["buyer_id"], fields["order_id"])
+            if fields["action"] == "accepted":
+                self._index_of[key] = index
+            elif fields["action"] == "paid":
+                self._paid_index_of[key] = index
+
+    def _all_sales(self) -> list[Sale]:
+        return self.core.sales.all()
+
+    async def _sync_redis(self) -> None:
+        """Bring Redis in line with the ledger: rebuild stock if Redis lost its data,
+        republish the feed under a new epoch, load the positions."""
+        alive = await self.client.get(keys.ALIVE)
+        if alive is None:
+            log.warning("redis has no %s: rebuilding stock and orders from the ledger", keys.ALIVE)
+            await self._rebuild_from_ledger()
+            self._positions = {}
+            await self.client.delete(keys.POSITIONS)
+            self._alive_token = secrets.token_hex(8).encode()
+            await self.client.set(keys.ALIVE, self._alive_token)
+        else:
+            self._alive_token = _bytes(alive)
+            stored = await self.client.hgetall(keys.POSITIONS)
+            self._positions = {_str(k): _str(v) for k, v in stored.items()}
+        await self._load_sales()
+        await self._publish_feed()
+
+    async def _rebuild_from_ledger(self) -> None:
+        for sale in self._all_sales():
+            accepted = self.core.orders.accepted_of_sale(sale.sale_id, self.core.orders.orders_max)
+            if sale.state is not SaleState.CLOSED:
+                records = [
+                    OrderRecord(
+                        order.buyer_id,
+                        order.order_id,
+                        order.quantity,
+                        RecordStatus.RELEASED if status == "expired" else RecordStatus.ACCEPTED,
+                    )
+                    for order, status in accepted
+                ]
+                await self.store.rebuild(sale.sale_id, sale.spec.units_offered, records)
+                self._unloaded.discard(sale.sale_id)
+            await self._write_records(
+                [(order, str(status)) for order, status in accepted], pipe=None
+            )
+
+    async def _load_sales(self) -> None:
+        for sale_id in list(self._unloaded):
+            sale = self.core.sales.get(sale_id)
+            assert sale is not None
+            await self.store.load_sale(sale_id, sale.spec.units_offered)
+            self._unloaded.discard(sale_id)
+
+    async def _publish_feed(self) -> None:
+        epoch = secrets.token_hex(8)
+        old = await self.client.get(keys.FEED_EPOCH)
+        stream = keys.feed_key(epoch)
+        for start in range(0, len(self._feed), FEED_CHUNK):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for index, entry in self._feed[start : start + FEED_CHUNK]:
+                    pipe.xadd(stream, {"index": index, "entry": entry})
+                await pipe.execute()
+        if not self._feed:
+            # An empty feed still exists, so web processes know the epoch is real.
+            await self.client.xadd(stream, {"index": -1, "entry": b""})
+        await self.client.set(keys.FEED_EPOCH, epoch)
+        self._epoch = epoch
+        if old is not None and _str(old) != epoch:
+            await self.client.delete(keys.feed_key(_str(old)))
+        log.info("feed epoch %s: %d state entries", epoch, len(self._feed))
+
+    # Running
+
+    async def run(self) -> None:
+        """Until `stop`: sync Redis, then iterate; on Redis trouble, back off and resync."""
+        self._tasks = [
+            asyncio.create_task(self._receipts_forever(), name="writer-receipts"),
+            asyncio.create_task(self._stock_forever(), name="writer-stock"),
+        ]
+        delay_s = 0.1
+        synced = False
+        while not self._stopping:
+            try:
+                if not synced:
+                    await self._sync_redis()
+                    synced = True
+                    self.ready.set()
+                    log.info("ledger writer ready")
+                await self._iterate()
+                delay_s = 0.1
+            except (RedisError, OSError, StockStoreError) as error:
+                log.warning("redis trouble (%r); retrying in %.1f s", error, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(RETRY_DELAY_S_MAX, delay_s * 2)
+                synced = False
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    async def close(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.ledger is not None:
+            await self.ledger.close()
+        with contextlib.suppress(RedisError, OSError):
+            await self.broker.close()
+        with contextlib.suppress(RedisError, OSError):
+            await self.client.aclose()
+
+    async def _iterate(self) -> None:
+        now_ms = self.clock_ms()
+        if now_ms - self._alive_checked_ms >= ALIVE_CHECK_MS:
+            self._alive_checked_ms = now_ms
+            if await self.client.get(keys.ALIVE) != self._alive_token:
+                raise RedisError("redis lost its data (lc:alive changed)")
+        if self._unloaded:
+            await self._load_sales()
+        read = await self._read()
+        pending = _Pending()
+        # One clock reading for the whole iteration: `handle` then ticks nothing new, so
+        # every expiry goes through `_take_time_events` (Redis release first).
+        now_ms = self.clock_ms()
+        await self._release_retried(pending)
+        await self._take_time_events(self.core.tick(now_ms), pending)
+        self._apply_reads(read, pending, now_ms)
+        await self._record(pending)
+        self._forget_closed_streams()
+
+    async def _read(self) -> list[Any]:
+        streams: dict[Any, Any] = {keys.COMMANDS: self._positions.get(keys.COMMANDS, "0-0")}
+        for sale_id in self._streams:
+            stream = accepted_stream_key(sale_id)
+            streams[stream] = self._positions.get(stream, "0-0")
+        reply = await self.client.xread(streams, count=READ_COUNT_MAX, block=READ_BLOCK_MS)
+        return list(reply or [])
+
+    def _apply_reads(self, read: list[Any], pending: _Pending, now_ms: int) -> None:
+        for stream_name, messages in read:
+            stream = stream_name.decode()
+            for message_id, fields in messages:
+                pending.positions[stream] = message_id.decode()
+                if stream == keys.COMMANDS:
+                    self._apply_command(fields, pending, now_ms)
+                else:
+                    self._apply_order(fields, pending)
+
+    def _apply_order(self, fields: dict[bytes, bytes], pending: _Pending) -> None:
+        accepted = accepted_from_entry(orjson.loads(fields[b"order"]))
+        recorded = self.core.orders.record_accepted(accepted)
+        if recorded:
+            pending.events.extend(recorded)
+            self._stock_dirty.add(accepted.sale_id)
+        else:
+            # Appended before a crash: confirm it again (the web may still be waiting).
+            pending.reconfirm.append(accepted)
+
+    def _apply_command(self, fields: dict[bytes, bytes], pending: _Pending, now_ms: int) -> None:
+        request = fields.get(b"request", b"").decode()
+        channel = fields.get(b"reply", b"").decode()
+        try:
+            command = keys.decode_command(fields[b"command"])
+        except (ValueError, TypeError, KeyError) as error:
+            log.error("dropping a bad command: %s", error)
+            return
+        if isinstance(command, PayOrder) and fields.get(b"sealed"):
+            box = b64url_decode(fields[b"sealed"].decode())
+            if box is not None:
+                self._sealed.append((command.buyer_id, command.order_id, box))
+        first = len(pending.events)
+        pending.events.extend(self.core.handle(command, now_ms))
+        for event in pending.events[first:]:
+            if isinstance(event, SaleScheduled):
+                self._streams[event.spec.sale_id] = None
+                self._unloaded.add(event.spec.sale_id)
+        if channel:
+            pending.replies.append((channel, request, first, len(pending.events)))
+
+    async def _take_time_events(self, ticked: list[Event], pending: _Pending) -> None:
+        """Sale transitions are recorded now; expiries only after Redis gave the units
+        back (see the module docstring)."""
+        expiries: list[list[Event]] = []
+        for event in ticked:
+            if isinstance(event, OrderExpired):
+                expiries.append([event])
+            elif (
+                isinstance(event, StockChanged) and expiries and event.cause.startswith("expired:")
+            ):
+                expiries[-1].append(event)
+            else:
+                pending.events.append(event)
+        for group in expiries:
+            expired = group[0]
+            assert isinstance(expired, OrderExpired)
+            try:
+                await self.store.release(expired.sale_id, expired.buyer_id, expired.order_id)
+            except StockStoreError as error:
+                log.warning("release of %s failed (%s); will retry", expired.order_id, error)
+                self._unreleased.append(group)
+                continue
+            pending.events.extend(group)
+            self._stock_dirty.add(expired.sale_id)
+
+    async def _release_retried(self, pending: _Pending) -> None:
+        retry, self._unreleased = self._unreleased, []
+        for group in retry:
+            expired = group[0]
+            assert isinstance(expired, OrderExpired)
+            try:
+                await self.store.release(expired.sale_id, expired.buyer_id, expired.order_id)
+            except StockStoreError:
+                self._unreleased.append(group)
+                continue
+            pending.events.extend(group)
+            self._stock_dirty.add(expired.sale_id)
+
+    async def _record(self, pending: _Pending) -> None:
+        assert self.ledger is not None
+        assert self.shipping is not None
+        # Sealed shipping boxes go to disk before the payment that commits to them.
+        sealed, self._sealed = self._sealed, []
+        for buyer_id, order_id, box in sealed:
+            await self.shipping.put(buyer_id, order_id, box)
+        entries: list[bytes] = []
+        entry_types: list[str] = []
+        positions: list[int | None] = []
+        for event in pending.events:
+            entry = event.to_entry()
+            if entry is None:
+                positions.append(None)
+            else:
+                positions.append(len(entries))
+                entries.append(encode_entry(*entry))
+                entry_types.append(entry[0])
+        indexes: list[int] = []
+        for start in range(0, len(entries), ENTRIES_PER_APPEND_MAX):
+            # A failure here is fatal (raised out of `run`): the ledger's state is unknown.
+            indexes += await self.ledger.append_many(
+                entries[start : start + ENTRIES_PER_APPEND_MAX]
+            )
+        event_index = [None if at is None else indexes[at] for at in positions]
+        for at, index in enumerate(indexes):
+            if entry_types[at] in keys.FEED_ENTRY_TYPES:
+                self._feed.append((index, entries[at]))
+        await self._after_durable(pending, event_index, entries, positions, sealed)
+
+    async def _after_durable(
+        self,
+        pending: _Pending,
+        event_index: list[int | None],
+        entries: list[bytes],
+        positions: list[int | None],
+        sealed: list[tuple[str, str, bytes]],
+    ) -> None:
+        confirmations: list[list[Any]] = []
+        records: list[tuple[OrderAccepted, str]] = []
+        sale_events: list[Event] = []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for event, index, at in zip(pending.events, event_index, positions, strict=True):
+                if index is None or at is None:
+                    continue
+                if isinstance(event, OrderAccepted):
+                    self._index_of[(event.buyer_id, event.order_id)] = index
+                    confirmations.append(self._confirmation(event, index))
+                    records.append((event, "held"))
+                    self._receipts.append((index, event.sale_id, event.buyer_id, event.order_id))
+                    continue
+                if isinstance(event, OrderPaid):
+                    self._paid_index_of[(event.buyer_id, event.order_id)] = index
+                if isinstance(event, OrderPaid | OrderExpired):
+                    accepted = self.core.orders.accepted(event.buyer_id, event.order_id)
+                    if accepted is not None:
+                        status = "paid" if isinstance(event, OrderPaid) else "expired"
+                        records.append((accepted, status))
+                elif isinstance(event, SaleScheduled | SaleOpened | SaleClosed):
+                    sale_events.append(event)
+                entry_type = entries[at][9 : entries[at].index(b'"', 9)].decode()
+                if entry_type in keys.FEED_ENTRY_TYPES:
+                    pipe.xadd(keys.feed_key(self._epoch), {"index": index, "entry": entries[at]})
+            for accepted in pending.reconfirm:
+                known = self._index_of.get((accepted.buyer_id, accepted.order_id))
+                if known is not None:
+                    confirmations.append(self._confirmation(accepted, known))
+            for buyer_id, order_id, box in sealed:
+                paid = self.core.orders.accepted(buyer_id, order_id)
+                if paid is not None:
+                    pipe.hset(
+                        keys.sale_shipping_key(paid.sale_id),
+                        keys.order_field(buyer_id, order_id),
+                        box,
+                    )
+            await self._write_records(records, pipe)
+            if pending.positions:
+                positions_map: dict[Any, Any] = dict(pending.positions)
+                pipe.hset(keys.POSITIONS, mapping=positions_map)
+            if confirmations:
+                pipe.publish(keys.CONFIRM_CHANNEL, orjson.dumps(confirmations))
+            for channel, request, first, end in pending.replies:
+                reply = self._reply(request, pending.events, event_index, first, end)
+                pipe.publish(channel, reply)
+            await pipe.execute()
+        self._positions.update(pending.positions)
+        if self._receipts:
+            self._receipt_wake.set()
+        for event in sale_events:
+            await self._publish_sale(event)
+
+    def _confirmation(self, accepted: OrderAccepted, index: int) -> list[Any]:
+        return [
+            accepted.sale_id,
+            accepted.buyer_id,
+            accepted.order_id,
+            index,
+            accepted.hold_expires_at_ms,
+            accepted.quantity,
+        ]
+
+    async def _write_records(self, records: Iterable[tuple[OrderAccepted, str]], pipe: Any) -> None:
+        """Each order's record for lookups (confirmation, payment, receipts, merchants)."""
+        own = pipe is None
+        if own:
+            pipe = self.client.pipeline(transaction=False)
+        for count, (accepted, status) in enumerate(records, 1):
+            key = (accepted.buyer_id, accepted.order_id)
+            record = {
+                "order_id": accepted.order_id,
+                "sale_id": accepted.sale_id,
+                "buyer_id": accepted.buyer_id,
+                "quantity": accepted.quantity,
+                "price_cents": accepted.price_cents,
+                "currency": accepted.currency,
+                "hold_expires_at_ms": accepted.hold_expires_at_ms,
+                "accepted_at_ms": accepted.time_ms,
+                "status": status,
+                "ledger_index": self._index_of.get(key),
+                "paid_index": self._paid_index_of.get(key),
+            }
+            pipe.hset(
+                keys.sale_ledger_key(accepted.sale_id),
+                keys.order_field(*key),
+                orjson.dumps(record),
+            )
+            pipe.hset(keys.buyer_key(accepted.buyer_id), accepted.order_id, accepted.sale_id)
+            if own and count % FEED_CHUNK == 0:
+                await pipe.execute()
+        if own:
+            await pipe.execute()
+            await pipe.aclose()
+
+    def _reply(
+        self,
+        request: str,
+        events: list[Event],
+        event_index: list[int | None],
+        first: int,
+        end: int,
+    ) -> bytes:
+        rejection = None
+        recorded: list[list[Any]] = []
+        feed_index = -1
+        for event, index in zip(events[first:end], event_index[first:end], strict=True):
+            if isinstance(event, CommandRejected):
+                rejection = [str(event.reason), event.detail]
+            elif index is not None:
+                recorded.append([type(event).__name__, index])
+                entry = event.to_entry()
+                if entry is not None and entry[0] in keys.FEED_ENTRY_TYPES:
+                    feed_index = index
+            elif hasattr(event, "reason") and hasattr(event, "detail"):
+                rejection = [str(event.reason), event.detail]  # PaymentRefused
+        return orjson.dumps(
+            {
+                "request": request,
+                "rejection": rejection,
+                "recorded": recorded,
+                "feed_index": feed_index,
+            }
+        )
+
+    async def _publish_sale(self, event: Event) -> None:
+        sale_id = (
+            event.spec.sale_id
+            if isinstance(event, SaleScheduled)
+            else getattr(event, "sale_id", "")
+        )
+        sale = self.core.sales.get(sale_id)
+        if sale is None:
+            return
+        view = sale_view(sale, self.core.catalog)
+        view["change"] = type(event).__name__.removeprefix("Sale").lower()
+        message = m.SaleChanged(sale=view, ts_ms=self.clock_ms())
+        try:
+            await self.broker.publish(sale.spec.room_id, message, m.encode_event(message))
+        except BrokerUnavailable as error:
+            log.info("sale %s: no room to tell (%s)", sale_id, error)
+        if isinstance(event, SaleClosed):
+            self._streams[sale_id] = self.clock_ms()
+
+    def _forget_closed_streams(self) -> None:
+        now_ms = self.clock_ms()
+        for sale_id, closed_at_ms in list(self._streams.items()):
+            if closed_at_ms is not None and now_ms - closed_at_ms > CLOSED_STREAM_KEEP_MS:
+                del self._streams[sale_id]
+
+    # Beside the main task: receipts and stock counts
+
+    async def _receipts_forever(self) -> None:
+        assert self.ledger is not None
+        while True:
+            if not self._receipts:
+                self._receipt_wake.clear()
+                await self._receipt_wake.wait()
+                continue
+            note = await self.ledger.wait_covered(self._receipts[0][0])
+            covered = checkpoint_size(note)
+            ready: list[tuple[int, str, str, str]] = []
+            while self._receipts and self._receipts[0][0] < covered:
+                ready.append(self._receipts.popleft())
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for index, sale_id, buyer_id, order_id in ready:
+                        pipe.hset(
+                            keys.sale_receipts_key(sale_id),
+                            keys.order_field(buyer_id, order_id),
+                            self.ledger.proof(index),
+                        )
+                    pipe.publish(
+                        keys.RECEIPTS_CHANNEL,
+                        orjson.dumps([[s, b, o] for _, s, b, o in ready]),
+                    )
+                    await pipe.execute()
+            except (RedisError, OSError) as error:
+                log.warning("storing receipts failed (%r); retrying", error)
+                self._receipts.extendleft(reversed(ready))
+                await asyncio.sleep(1)
+
+    async def _stock_forever(self) -> None:
+        while True:
+            await asyncio.sleep(STOCK_PUSH_INTERVAL_S)
+            dirty, self._stock_dirty = self._stock_dirty, set()
+            for sale_id in dirty:
+                sale = self.core.sales.get(sale_id)
+                if sale is None:
+                    continue
+                try:
+                    remaining = await self.store.remaining(sale_id)
+                    if remaining is not None:
+                        await self.broker.flush_counters(
+                            sale.spec.room_id, 0, 0, 0, {sale.spec.product_id: remaining}
+                        )
+                except (StockStoreError, BrokerUnavailable) as error:
+                    log.info("stock push for %s failed: %s", sale_id, error)
+                    self._stock_dirty.add(sale_id)
+
+
+def main(settings: Settings) -> int:
+    import signal
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    async def run() -> int:
+        writer = LedgerWriter(settings)
+        await writer.open()
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signal_number, writer.stop)
+        try:
+            await writer.run()
+        finally:
+            await writer.close()
+        return 0
+
+    return asyncio.run(run())

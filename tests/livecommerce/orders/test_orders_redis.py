@@ -1,0 +1,320 @@
+"""Scaled out on a real redis-server: two web processes and the ledger writer, as separate
+OS processes. Never oversold, nothing acknowledged lost across SIGKILLs, stock rebuilt
+from the ledger after Redis loses its data."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as redis
+import websockets
+
+from ledger import Ledger, LedgerSettings, decode_entry
+from ledger.note import Signer
+from ledger.storage import KEY_FILE
+from ledger.verify import verify_directory
+from livecommerce.commerce.core import CommerceCore
+from livecommerce.commerce.replay import apply_entry
+from livecommerce.orders.signing import KeyPair
+from livecommerce.stock.redis_lua import RedisStockStore
+from tests.conftest import RedisServer
+from tests.livecommerce.orders.crowd import (
+    Crowd,
+    check_answers,
+    make_crowd,
+    register_crowd,
+    send_crowd,
+)
+from tests.livecommerce.orders.flows import now_ms, register, room_with_sale
+from tests.livecommerce.processes import ServerProcess, WriterProcess
+from tests.support import require_binary
+
+pytestmark = pytest.mark.redis
+
+Json = dict[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def scaled(
+    tmp_path: Path, redis_url: str, web_processes: int = 2
+) -> AsyncIterator[tuple[WriterProcess, list[ServerProcess]]]:
+    admin = redis.Redis.from_url(redis_url)
+    await admin.flushdb()
+    await admin.aclose()
+    writer = await asyncio.to_thread(WriterProcess, tmp_path / "writer", redis_url)
+    webs: list[ServerProcess] = []
+    try:
+        for number in range(web_processes):
+            webs.append(
+                await asyncio.to_thread(ServerProcess, tmp_path / f"web{number}", redis_url)
+            )
+        yield writer, webs
+    finally:
+        for process in [*webs, writer]:
+            await asyncio.to_thread(process.stop)
+
+
+async def sale_known_everywhere(
+    client: httpx.AsyncClient, webs: list[ServerProcess], sale_id: str
+) -> None:
+    async with asyncio.timeout(10):
+        for web in webs:
+            while (await client.get(f"{web.http}/api/sales/{sale_id}")).status_code != 200:
+                await asyncio.sleep(0.05)
+
+
+async def ledger_entries(data_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Every entry of a stopped writer's ledger, after checking the whole log."""
+    ledger_dir = data_dir / "ledger"
+    verifier = Signer.parse((ledger_dir / KEY_FILE).read_text()).verifier
+    await asyncio.to_thread(verify_directory, ledger_dir, verifier)
+    ledger = await Ledger.open(ledger_dir, LedgerSettings())
+    try:
+        return [decode_entry(ledger.entry(index)) for index in range(ledger.size)]
+    finally:
+        await ledger.close()
+
+
+def replay(entries: list[tuple[str, dict[str, Any]]]) -> CommerceCore:
+    core = CommerceCore()
+    for entry_type, fields in entries:
+        apply_entry(core, entry_type, fields)
+    return core
+
+
+async def redis_remaining(redis_url: str, sale_id: str) -> int | None:
+    store = RedisStockStore.from_url(redis_url)
+    try:
+        return await store.remaining(sale_id)
+    finally:
+        await store.close()
+
+
+def accepted_in(entries: list[tuple[str, dict[str, Any]]]) -> dict[str, tuple[int, int]]:
+    """order id -> (ledger index, quantity) of every accepted order."""
+    return {
+        fields["order_id"]: (index, fields["quantity"])
+        for index, (entry_type, fields) in enumerate(entries)
+        if entry_type == "order/v1" and fields["action"] == "accepted"
+    }
+
+
+async def test_two_web_processes_and_the_writer_never_oversell(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    offered, limit, buyers, sockets = 300, 2, 1_000, 100
+    async with scaled(tmp_path, redis_server.url) as (writer, webs):
+        bases = [web.http for web in webs]
+        async with httpx.AsyncClient(timeout=30) as client:
+            setup = await room_with_sale(
+                client, bases[0], units_offered=offered, per_buyer_limit=limit
+            )
+            await sale_known_everywhere(client, webs, setup.sale_id)
+            crowd = make_crowd(buyers, sockets, setup.sale_id, setup.price_cents, limit)
+            await register_crowd(client, bases, crowd, sockets)
+            watcher = await websockets.connect(f"{webs[1].ws}/ws/rooms/{setup.room_id}")
+            answers = await send_crowd([web.ws for web in webs], setup.room_id, crowd)
+            accepted = check_answers(answers, crowd, offered, limit)
+            # The writer pushes stock to every process's viewers.
+            async with asyncio.timeout(10):
+                while True:
+                    message = json.loads(await watcher.recv())
+                    if message["type"] == "state/v1" and message.get("stock", {}).get("mug") == 0:
+                        break
+            await watcher.close()
+        assert await redis_remaining(redis_server.url, setup.sale_id) == 0
+        await asyncio.to_thread(writer.stop)
+        entries = await ledger_entries(writer.data_dir)
+    recorded = accepted_in(entries)
+    assert {order_id: index for order_id, (index, _) in recorded.items()} == {
+        order_id: answer["ledger_index"] for order_id, answer in accepted.items()
+    }
+    sale = replay(entries).sales.get(setup.sale_id)
+    assert sale is not None
+    assert sale.units_remaining == 0
+    assert sale.units_held == offered
+
+
+async def tolerant_session(
+    ws_url: str, frames: list[Json], pace_s: float, timeout_s: float
+) -> list[Json]:
+    """Buyers on one socket ordering one after another (`pace_s` apart) while their server
+    may die: the answers that arrived before the socket went."""
+    answers: list[Json] = []
+
+    async def send_paced(ws: websockets.ClientConnection) -> None:
+        for frame in frames:
+            await ws.send(json.dumps(frame))
+            await asyncio.sleep(pace_s)
+
+    with contextlib.suppress(websockets.ConnectionClosed, OSError, TimeoutError):
+        async with websockets.connect(ws_url) as ws:
+            sender = asyncio.create_task(send_paced(ws))
+            try:
+                async with asyncio.timeout(timeout_s):
+                    while len(answers) < len(frames):
+                        message = json.loads(await ws.recv())
+                        if message["type"] == "order.result/v1":
+                            answers.append(message)
+            finally:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, websockets.ConnectionClosed):
+                    await sender
+    return answers
+
+
+async def test_sigkill_of_a_web_process_and_of_the_writer_mid_sale_loses_nothing(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    offered, limit, buyers, sockets = 400, 2, 1_200, 120
+    async with scaled(tmp_path, redis_server.url) as (writer, webs):
+        doomed, survivor = webs
+        async with httpx.AsyncClient(timeout=30) as client:
+            setup = await room_with_sale(
+                client, survivor.http, units_offered=offered, per_buyer_limit=limit
+            )
+            await sale_known_everywhere(client, webs, setup.sale_id)
+            crowd = make_crowd(buyers, sockets, setup.sale_id, setup.price_cents, limit)
+            await register_crowd(client, [doomed.http, survivor.http], crowd, sockets)
+            urls = [
+                f"{(doomed if i % 2 == 0 else survivor).ws}/ws/rooms/{setup.room_id}"
+                for i in range(sockets)
+            ]
+            sending = asyncio.gather(
+                *(
+                    tolerant_session(url, frames, pace_s=0.2, timeout_s=40)
+                    for url, frames in zip(urls, crowd.frames_by_socket, strict=True)
+                )
+            )
+            # About 12 orders a socket, 0.2 s apart: the sale runs for over 2 s.
+            await asyncio.sleep(0.6)
+            await asyncio.to_thread(doomed.kill)
+            await asyncio.sleep(0.4)
+            await asyncio.to_thread(writer.kill)
+            await asyncio.sleep(1.0)
+            writer = await asyncio.to_thread(WriterProcess, writer.data_dir, redis_server.url)
+            answers = [answer for per_socket in await sending for answer in per_socket]
+            # Buyers without an answer, or told to retry, send the same order again.
+            answered = {
+                answer["order_id"]
+                for answer in answers
+                if answer["status"] == "accepted" or answer["reason"] != "unavailable"
+            }
+            retries = [
+                {"type": "order/v1", **order}
+                for order_id, order in crowd.orders.items()
+                if order_id not in answered
+            ]
+            assert retries, "the kills came too late to matter"
+            restarted = await asyncio.to_thread(
+                ServerProcess, tmp_path / "web0-again", redis_server.url
+            )
+            webs.append(restarted)
+            retried = await send_crowd(
+                [survivor.ws, restarted.ws],
+                setup.room_id,
+                Crowd(
+                    crowd.buyers, crowd.wanted, crowd.orders, [retries[i::10] for i in range(10)]
+                ),
+            )
+        final = [a for a in answers if a["status"] == "accepted" or a["reason"] != "unavailable"]
+        everyone = final + retried
+        accepted = {a["order_id"]: a for a in everyone if a["status"] == "accepted"}
+        for answer in everyone:
+            if answer["status"] == "accepted":
+                assert accepted[answer["order_id"]]["ledger_index"] == answer["ledger_index"]
+        await asyncio.to_thread(writer.stop)
+        entries = await ledger_entries(writer.data_dir)
+        remaining = await redis_remaining(redis_server.url, setup.sale_id)
+    recorded = accepted_in(entries)
+    # Every order a buyer heard "accepted" for is in the ledger, at the index it was told.
+    for order_id, answer in accepted.items():
+        assert recorded[order_id][0] == answer["ledger_index"]
+    units = sum(quantity for _, quantity in recorded.values())
+    assert units <= offered
+    assert remaining == offered - units  # Redis and the ledger agree: no unit lost
+    sale = replay(entries).sales.get(setup.sale_id)
+    assert sale is not None
+    assert sale.units_remaining == remaining
+    demanded = sum(crowd.wanted.values())
+    assert units == min(offered, demanded)
+
+
+async def test_stock_is_rebuilt_from_the_ledger_after_redis_loses_its_data(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    private = RedisServer(require_binary("redis-server"), tmp_path_factory.mktemp("lossy-redis"))
+    private.start()
+    try:
+        async with scaled(tmp_path, private.url, web_processes=1) as (writer, (web,)):
+            async with httpx.AsyncClient(timeout=30) as client:
+                setup = await room_with_sale(client, web.http, units_offered=50)
+                buyers = [KeyPair() for _ in range(10)]
+                for buyer in buyers:
+                    await register(client, web.http, buyer, "Ann")
+                orders = [
+                    buyer.order(f"o{n}", setup.sale_id, 2, setup.price_cents, now_ms())
+                    for n, buyer in enumerate(buyers)
+                ]
+                first = [await client.post(f"{web.http}/api/orders", json=o) for o in orders]
+                assert all(r.status_code == 201 for r in first), [r.text for r in first]
+                assert await redis_remaining(private.url, setup.sale_id) == 30
+                await asyncio.to_thread(private.restart)  # no persistence: everything gone
+                async with asyncio.timeout(20):
+                    while await _remaining_or_none(private.url, setup.sale_id) != 30:
+                        await asyncio.sleep(0.1)
+                # Old orders are known again (their first answer), new ones take stock.
+                again = await _order_retrying(client, web.http, orders[0])
+                assert again["status"] == "accepted", again
+                assert again["ledger_index"] == first[0].json()["ledger_index"]
+                late = KeyPair()
+                await _register_retrying(client, web.http, late)
+                fresh = await _order_retrying(
+                    client,
+                    web.http,
+                    late.order("late-1", setup.sale_id, 3, setup.price_cents, now_ms()),
+                )
+                assert fresh["status"] == "accepted", fresh
+            assert await redis_remaining(private.url, setup.sale_id) == 27
+            await asyncio.to_thread(writer.stop)
+            entries = await ledger_entries(writer.data_dir)
+        sale = replay(entries).sales.get(setup.sale_id)
+        assert sale is not None
+        assert sale.units_remaining == 27
+    finally:
+        private.stop()
+
+
+async def _remaining_or_none(url: str, sale_id: str) -> int | None:
+    try:
+        return await redis_remaining(url, sale_id)
+    except Exception:
+        return None
+
+
+async def _register_retrying(client: httpx.AsyncClient, base: str, keys: KeyPair) -> None:
+    async with asyncio.timeout(20):
+        while True:
+            response = await client.post(
+                f"{base}/api/identities", json=keys.registration("Late", now_ms())
+            )
+            if response.status_code == 201:
+                return
+            await asyncio.sleep(0.2)
+
+
+async def _order_retrying(client: httpx.AsyncClient, base: str, order: Json) -> Json:
+    async with asyncio.timeout(20):
+        while True:
+            response = await client.post(f"{base}/api/orders", json=order)
+            body: Json = response.json()
+            if body.get("reason") not in ("unavailable", "stock_unavailable", "busy"):
+                return body
+            await asyncio.sleep(0.2)
