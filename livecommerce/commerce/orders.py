@@ -411,7 +411,14 @@ class OrderBook:
 
     # Payment and expiry.
 
-    def pay(self, command: PayOrder, now_ms: int) -> list[Event]:
+    def pay(self, command: PayOrder, now_ms: int, store_settled: bool | None = None) -> list[Event]:
+        """Settle a held order. Local stock: `store_settled` is None. External stock: the
+        adapter first awaits `store.settle(...)` and passes its answer, because the store
+        arbitrates between this payment and an expiry (here or in another process):
+        False means the units were already released, so the payment is refused; True
+        means they are sold, even if this process expired the hold meanwhile."""
+        assert (store_settled is None) == (not self.external_stock), "store_settled"
+
         def refuse(reason: Reason, detail: str) -> list[Event]:
             return [PaymentRefused(command.order_id, command.buyer_id, reason, detail)]
 
@@ -422,18 +429,37 @@ class OrderBook:
             return refuse(Reason.UNKNOWN_ORDER, "no such order for this buyer")
         if order.status is OrderStatus.PAID:
             return [OrderRepeated(order.answer, order.status)]
-        if order.status is OrderStatus.EXPIRED:
-            return refuse(Reason.ORDER_EXPIRED, "the payment hold expired; order again")
         if order.status is OrderStatus.REJECTED:
             return refuse(Reason.UNKNOWN_ORDER, "this order was not accepted")
-        assert order.status is OrderStatus.HELD
         accepted = order.answer
         assert isinstance(accepted, OrderAccepted)
-        if now_ms >= accepted.hold_expires_at_ms:
-            expired = self._expire(command.buyer_id, command.order_id, now_ms)
-            return [*expired, *refuse(Reason.ORDER_EXPIRED, "the payment hold expired")]
         sale = self.sales.get(order.sale_id)
         assert sale is not None
+        if store_settled is False:
+            expired = self._expire(command.buyer_id, command.order_id, now_ms)
+            return [*expired, *refuse(Reason.ORDER_EXPIRED, "the payment hold expired")]
+        if order.status is OrderStatus.EXPIRED and store_settled is None:
+            return refuse(Reason.ORDER_EXPIRED, "the payment hold expired; order again")
+        if (
+            order.status is OrderStatus.HELD
+            and store_settled is None
+            and now_ms >= accepted.hold_expires_at_ms
+        ):
+            expired = self._expire(command.buyer_id, command.order_id, now_ms)
+            return [*expired, *refuse(Reason.ORDER_EXPIRED, "the payment hold expired")]
+        if order.status is OrderStatus.EXPIRED:
+            # External stock, settled in the store although this process expired the hold
+            # while the settlement was in flight (its release then gave back nothing).
+            # The store is right: the units are sold. Take them back in the local mirror
+            # if it still has them; otherwise leave them out of the local counts.
+            order.counted = order.counted and sale.stock.retake(command.buyer_id, command.order_id)
+            if order.counted:
+                sale.units_held += order.quantity
+        else:
+            assert order.status is OrderStatus.HELD
+            if order.counted:
+                settled = sale.stock.settle(command.buyer_id, command.order_id)
+                assert settled
         order.status = OrderStatus.PAID
         if order.counted:
             sale.units_held -= order.quantity
