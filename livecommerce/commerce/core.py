@@ -54,6 +54,10 @@ class CommerceCore:
         )
         self._now_ms = 0
 
+    def restore_clock(self, now_ms: int) -> None:
+        """Move the core's clock forward without running transitions (ledger replay)."""
+        self._now_ms = max(self._now_ms, now_ms)
+
     def tick(self, now_ms: int) -> list[Event]:
         """Time-driven transitions. Time never goes backwards inside the core."""
         now_ms = max(now_ms, self._now_ms)

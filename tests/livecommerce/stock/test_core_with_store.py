@@ -15,6 +15,7 @@ from livecommerce.commerce.orders import (
     OrderRepeated,
     PayOrder,
 )
+from livecommerce.commerce.replay import order_records, replay
 from livecommerce.commerce.results import Reason
 from livecommerce.commerce.sales import SaleScheduled
 from livecommerce.stock.base import StockStore
@@ -23,6 +24,7 @@ from tests.livecommerce.commerce.helpers import (
     Signer,
     add_stock_command,
     list_product_command,
+    make_core,
     order_command,
     register_command,
     schedule_command,
@@ -162,3 +164,20 @@ async def test_a_retry_after_the_store_answered_gets_the_same_order(
     again, _ = core.prepare_order(order_command(buyer, "o1", quantity=2), NOW_MS)
     assert isinstance(again[-1], OrderRepeated)
     assert await store.remaining("s1") == UNITS_OFFERED - 2
+
+
+async def test_rebuild_a_store_from_the_replayed_ledger(store: StockStore) -> None:
+    """Redis restarted empty: replay the ledger, hand each sale's records to the store."""
+    events: list[Event] = []
+    core, merchant, (alice, bob, _) = make_core(sink=events)
+    events += core.handle(schedule_command(merchant, units_offered=5), NOW_MS)
+    events += core.handle(order_command(alice, "a1", quantity=2), NOW_MS)
+    events += core.handle(order_command(bob, "b1", quantity=2), NOW_MS)
+    events += core.handle(PayOrder(alice.identity_id, "a1"), NOW_MS + 1)
+    entries = [entry for event in events if (entry := event.to_entry()) is not None]
+    replayed = replay(entries)
+    assert await store.rebuild("s1", 5, order_records(replayed, "s1")) == 1
+    assert (await store.release("s1", alice.identity_id, "a1")).released_units == 0  # Paid.
+    assert (await store.release("s1", bob.identity_id, "b1")).released_units == 2  # Held.
+    assert (await store.reserve("s1", alice.identity_id, "a1", 2, 3)).duplicate
+    assert await store.remaining("s1") == 3
