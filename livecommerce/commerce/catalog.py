@@ -258,6 +258,21 @@ class Catalog:
             command.product_id, command.quantity, inventory, f"restock:{command.change_id}", now_ms
         )
 
+    # Replay from the ledger (trusted entries, in ledger order).
+
+    def restore_product(self, product: Product) -> None:
+        assert product.product_id not in self._products, product.product_id
+        self._products[product.product_id] = product
+        self._inventory_units[product.product_id] = 0
+
+    def restore_inventory(self, changed: InventoryChanged) -> None:
+        before = self._inventory_units[changed.product_id]
+        if before + changed.delta_units != changed.inventory_units:
+            raise ValueError(f"ledger inventory of {changed.product_id} does not add up")
+        self._inventory_units[changed.product_id] = changed.inventory_units
+        if changed.cause.startswith("restock:"):
+            self._change_ids.add(changed.cause.removeprefix("restock:"))
+
     def take_for_sale(
         self, product_id: str, units: int, sale_id: str, now_ms: int
     ) -> InventoryChanged | Rejected:

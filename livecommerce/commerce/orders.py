@@ -99,6 +99,9 @@ class OrderAccepted(Event):
     currency: str
     hold_expires_at_ms: int
     time_ms: int
+    # SHA-256 (hex) of the signed order bytes: after a restart, a retry with the same
+    # bytes still gets this answer, and altered bytes are still refused.
+    order_digest: str
 
     def to_entry(self) -> Entry:
         return "order/v1", {"action": "accepted", **asdict(self)}
@@ -231,6 +234,10 @@ class OrderBook:
         self._orders[key] = order
         self._keys_by_sale.setdefault(order.sale_id, []).append(key)
 
+    def orders_of_sale(self, sale_id: str) -> list[tuple[tuple[str, str], _Order]]:
+        """(buyer_id, order_id) and the order, for every remembered order of a sale."""
+        return [(key, self._orders[key]) for key in self._keys_by_sale.get(sale_id, [])]
+
     def orders_remembered(self) -> int:
         return len(self._orders)
 
@@ -253,6 +260,55 @@ class OrderBook:
         self._keys_by_sale.pop(sale_id, None)
         sale.stock.forget_orders()
         return len(keys)
+
+    # Replay from the ledger (trusted entries, in ledger order).
+
+    def restore_accepted(self, accepted: OrderAccepted) -> None:
+        key = (accepted.buyer_id, accepted.order_id)
+        if key in self._orders:
+            return  # Scaled out, two processes can both log one retried order.
+        sale = self.sales.get(accepted.sale_id)
+        assert sale is not None, f"order {accepted.order_id} for an unknown sale"
+        taken = sale.stock.reserve(
+            accepted.buyer_id, accepted.order_id, accepted.quantity, sale.spec.per_buyer_limit
+        )
+        if not taken.accepted and not self.external_stock:
+            raise ValueError(f"ledger order {accepted.order_id} oversells or breaks a limit")
+        counted = taken.accepted and not taken.duplicate
+        if counted:
+            sale.units_held += accepted.quantity
+        self._remember(
+            key,
+            _Order(
+                sale.sale_id,
+                bytes.fromhex(accepted.order_digest),
+                accepted,
+                OrderStatus.HELD,
+                accepted.quantity,
+                counted,
+            ),
+        )
+        heapq.heappush(self._holds, (accepted.hold_expires_at_ms, *key))
+
+    def restore_paid(self, buyer_id: str, order_id: str) -> None:
+        order = self._orders[(buyer_id, order_id)]
+        if order.status is OrderStatus.PAID:
+            return
+        sale = self.sales.get(order.sale_id)
+        assert sale is not None
+        if order.status is OrderStatus.EXPIRED:  # Settled in the store after a local expiry.
+            order.counted = order.counted and sale.stock.retake(buyer_id, order_id)
+            if order.counted:
+                sale.units_held += order.quantity
+        elif order.counted:
+            assert sale.stock.settle(buyer_id, order_id)
+        order.status = OrderStatus.PAID
+        if order.counted:
+            sale.units_held -= order.quantity
+            sale.units_sold += order.quantity
+
+    def restore_expired(self, buyer_id: str, order_id: str, time_ms: int) -> None:
+        self._expire(buyer_id, order_id, time_ms)
 
     def holds_pending(self) -> int:
         return len(self._holds)
@@ -381,6 +437,7 @@ class OrderBook:
             sale.currency,
             hold_expires_at_ms,
             now_ms,
+            prepared.digest.hex(),
         )
         self._remember(
             key,
@@ -411,7 +468,14 @@ class OrderBook:
 
     # Payment and expiry.
 
-    def pay(self, command: PayOrder, now_ms: int) -> list[Event]:
+    def pay(self, command: PayOrder, now_ms: int, store_settled: bool | None = None) -> list[Event]:
+        """Settle a held order. Local stock: `store_settled` is None. External stock: the
+        adapter first awaits `store.settle(...)` and passes its answer, because the store
+        arbitrates between this payment and an expiry (here or in another process):
+        False means the units were already released, so the payment is refused; True
+        means they are sold, even if this process expired the hold meanwhile."""
+        assert (store_settled is None) == (not self.external_stock), "store_settled"
+
         def refuse(reason: Reason, detail: str) -> list[Event]:
             return [PaymentRefused(command.order_id, command.buyer_id, reason, detail)]
 
@@ -422,18 +486,37 @@ class OrderBook:
             return refuse(Reason.UNKNOWN_ORDER, "no such order for this buyer")
         if order.status is OrderStatus.PAID:
             return [OrderRepeated(order.answer, order.status)]
-        if order.status is OrderStatus.EXPIRED:
-            return refuse(Reason.ORDER_EXPIRED, "the payment hold expired; order again")
         if order.status is OrderStatus.REJECTED:
             return refuse(Reason.UNKNOWN_ORDER, "this order was not accepted")
-        assert order.status is OrderStatus.HELD
         accepted = order.answer
         assert isinstance(accepted, OrderAccepted)
-        if now_ms >= accepted.hold_expires_at_ms:
-            expired = self._expire(command.buyer_id, command.order_id, now_ms)
-            return [*expired, *refuse(Reason.ORDER_EXPIRED, "the payment hold expired")]
         sale = self.sales.get(order.sale_id)
         assert sale is not None
+        if store_settled is False:
+            expired = self._expire(command.buyer_id, command.order_id, now_ms)
+            return [*expired, *refuse(Reason.ORDER_EXPIRED, "the payment hold expired")]
+        if order.status is OrderStatus.EXPIRED and store_settled is None:
+            return refuse(Reason.ORDER_EXPIRED, "the payment hold expired; order again")
+        if (
+            order.status is OrderStatus.HELD
+            and store_settled is None
+            and now_ms >= accepted.hold_expires_at_ms
+        ):
+            expired = self._expire(command.buyer_id, command.order_id, now_ms)
+            return [*expired, *refuse(Reason.ORDER_EXPIRED, "the payment hold expired")]
+        if order.status is OrderStatus.EXPIRED:
+            # External stock, settled in the store although this process expired the hold
+            # while the settlement was in flight (its release then gave back nothing).
+            # The store is right: the units are sold. Take them back in the local mirror
+            # if it still has them; otherwise leave them out of the local counts.
+            order.counted = order.counted and sale.stock.retake(command.buyer_id, command.order_id)
+            if order.counted:
+                sale.units_held += order.quantity
+        else:
+            assert order.status is OrderStatus.HELD
+            if order.counted:
+                settled = sale.stock.settle(command.buyer_id, command.order_id)
+                assert settled
         order.status = OrderStatus.PAID
         if order.counted:
             sale.units_held -= order.quantity

@@ -289,6 +289,26 @@ class SaleBook:
             events.append(self.close(sale, CloseReason.TIME_UP, now_ms))
         return events
 
+    # Replay from the ledger (trusted entries, in ledger order).
+
+    def restore_scheduled(self, spec: ScheduleSale, currency: str) -> None:
+        assert spec.sale_id not in self._sales, spec.sale_id
+        sale = Sale(spec, currency)
+        self._sales[sale.sale_id] = sale
+        self._live[sale.sale_id] = sale
+
+    def restore_opened(self, sale_id: str) -> None:
+        sale = self._sales[sale_id]
+        assert sale.state is SaleState.SCHEDULED
+        sale.state = SaleState.OPEN
+
+    def restore_closed(self, sale_id: str, reason: CloseReason) -> None:
+        sale = self._sales[sale_id]
+        assert sale.state is not SaleState.CLOSED
+        sale.state = SaleState.CLOSED
+        sale.close_reason = reason
+        self._live.pop(sale_id, None)
+
     def tick(self, now_ms: int) -> list[Event]:
         """Time-driven transitions for every live sale (bounded by `sales_live_max`)."""
         events: list[Event] = []
