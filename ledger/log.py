@@ -1,0 +1,443 @@
+"""The asyncio adapter: group commit, the checkpoint sequencer, and reads.
+
+Parts, as in Tessera and Sunlight: appenders put entries on a bounded queue; one
+committer task writes each batch as one frame with one fsync (in a worker thread, so the
+event loop never blocks) and only then adds the entries to the tree and resolves their
+indexes; a sequencer task on a ticker signs a checkpoint and seals a block each interval
+while the tree has grown. Crash ordering: entry frame fsync'd -> index acknowledged ->
+(later) block frame fsync'd -> checkpoint published. A published checkpoint therefore
+never covers an entry that is not on disk, and recovery can hold the entries to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ledger.block import GENESIS_PREVIOUS, Block, BlockError, note_hash
+from ledger.checkpoint import Checkpoint, CheckpointError
+from ledger.entry import ENTRY_BYTES_MAX
+from ledger.merkle import MerkleTree, leaf_hash
+from ledger.note import NoteError, Signer, open_note, sign
+from ledger.receipt import Receipt
+from ledger.settings import LedgerSettings
+from ledger.storage import (
+    BLOCKS_FILE,
+    ENTRIES_FILE,
+    AppendFile,
+    FileLayer,
+    LedgerCorruption,
+    load_or_create_key,
+)
+from ledger.tiles import TILE_WIDTH, Tile, encode_bundle
+
+
+class LedgerBusy(RuntimeError):
+    """The pending queue is full: retry later (the typed push-back of the style guide)."""
+
+
+class LedgerClosed(RuntimeError):
+    """The ledger is closed, or stopped after a write failed (its state on disk is unknown)."""
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Ledger:
+    def __init__(
+        self,
+        data_dir: Path,
+        settings: LedgerSettings,
+        signer: Signer,
+        entries: AppendFile,
+        blocks: AppendFile,
+        tree: MerkleTree,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self.data_dir = data_dir
+        self.settings = settings
+        self._signer = signer
+        self._verifier = signer.verifier
+        self._entries = entries
+        self._blocks = blocks
+        self._tree = tree
+        self._clock_ms = clock_ms
+        self._pending: deque[tuple[bytes, asyncio.Future[int]]] = deque()
+        self._pending_batches: deque[tuple[list[bytes], asyncio.Future[list[int]]]] = deque()
+        self._pending_entries = 0
+        self._wake = asyncio.Event()
+        self._covered = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._checkpoint_note = b""
+        self._checkpoint = Checkpoint(settings.origin, 0, tree.root(0))
+        self._block_note = b""
+        self._block: Block | None = None
+        self._seal_lock = asyncio.Lock()
+        self._committer: asyncio.Task[None] | None = None
+        self._sequencer: asyncio.Task[None] | None = None
+
+    # ---- opening and recovery -------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        data_dir: Path,
+        settings: LedgerSettings,
+        *,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+        file_layer: FileLayer | None = None,
+    ) -> Ledger:
+        """Recover the data directory (or create it) and start committing and sealing."""
+        ledger = await asyncio.to_thread(
+            cls._recover, Path(data_dir), settings, clock_ms, file_layer or FileLayer()
+        )
+        if ledger._block is None or ledger._checkpoint.size != ledger._tree.size:
+            # First start, or acknowledged entries that no checkpoint covers yet.
+            await ledger._seal()
+        ledger._committer = asyncio.create_task(ledger._commit_loop(), name="ledger-commit")
+        ledger._sequencer = asyncio.create_task(ledger._sequence_loop(), name="ledger-seal")
+        return ledger
+
+    @classmethod
+    def _recover(
+        cls,
+        data_dir: Path,
+        settings: LedgerSettings,
+        clock_ms: Callable[[], int],
+        layer: FileLayer,
+    ) -> Ledger:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        signer = load_or_create_key(data_dir, settings.origin)
+        tree = MerkleTree(settings.range_cache_entries_max)
+        entries = AppendFile(data_dir / ENTRIES_FILE, layer)
+        blocks = AppendFile(data_dir / BLOCKS_FILE, layer)
+        try:
+            append_leaf = tree.append_leaf_hash
+            entries.recover(lambda _index, data: append_leaf(leaf_hash(data)))
+            block_notes: list[bytes] = []
+            blocks.recover(lambda _index, data: block_notes.append(data))
+            ledger = cls(data_dir, settings, signer, entries, blocks, tree, clock_ms)
+            ledger._restore_blocks(block_notes)
+        except BaseException:
+            entries.close()
+            blocks.close()
+            raise
+        return ledger
+
+    def _restore_blocks(self, items: list[bytes]) -> None:
+        """Check the block chain's links and hold the entries to the last checkpoint."""
+        path = self._blocks.path
+        if len(items) % 2:
+            raise LedgerCorruption(f"{path}: block {len(items) // 2} has no checkpoint")
+        previous = GENESIS_PREVIOUS
+        for height in range(len(items) // 2):
+            block_note, checkpoint_note = items[2 * height], items[2 * height + 1]
+            text = block_note[: block_note.rfind(b"\n\n") + 1]
+            try:
+                block = Block.parse(text)
+            except BlockError as error:
+                raise LedgerCorruption(f"{path}: block {height}: {error}") from None
+            if block.height != height or block.previous != previous:
+                raise LedgerCorruption(f"{path}: block {height} does not link to block before")
+            if block.checkpoint_hash != note_hash(checkpoint_note):
+                raise LedgerCorruption(f"{path}: block {height} names another checkpoint")
+            previous = note_hash(block_note)
+        if not items:
+            return
+        height = len(items) // 2 - 1
+        block_note, checkpoint_note = items[-2], items[-1]
+        try:
+            self._block = Block.parse(open_note(block_note, (self._verifier,)).text)
+            checkpoint = Checkpoint.parse(open_note(checkpoint_note, (self._verifier,)).text)
+        except (NoteError, BlockError, CheckpointError) as error:
+            raise LedgerCorruption(f"{path}: block {height}: {error}") from None
+        if checkpoint.origin != self.settings.origin:
+            raise LedgerCorruption(f"{path}: checkpoint origin {checkpoint.origin!r}")
+        size = self._tree.size
+        if checkpoint.size > size:
+            raise LedgerCorruption(
+                f"{self._entries.path}: holds {size} entries but block {height}'s signed "
+                f"checkpoint covers {checkpoint.size}: entries were lost"
+            )
+        if self._tree.root(checkpoint.size) != checkpoint.root:
+            raise LedgerCorruption(
+                f"{self._entries.path}: the first {checkpoint.size} entries do not match "
+                f"the root signed in block {height}"
+            )
+        self._block_note = block_note
+        self._checkpoint = checkpoint
+        self._checkpoint_note = checkpoint_note
+
+    # ---- appending (group commit) ---------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._failure is not None:
+            raise LedgerClosed(f"ledger stopped after a write failed: {self._failure!r}")
+        if self._closing:
+            raise LedgerClosed("ledger is closed")
+
+    @staticmethod
+    def _check_entry(entry: bytes) -> None:
+        if not isinstance(entry, bytes):
+            raise TypeError("an entry is bytes (see encode_entry)")
+        if len(entry) > ENTRY_BYTES_MAX:
+            raise ValueError(f"entry is {len(entry)} bytes, more than {ENTRY_BYTES_MAX}")
+
+    async def append(self, entry: bytes) -> int:
+        """Append one entry; resolves to its index once it is durable on disk."""
+        self._check_open()
+        self._check_entry(entry)
+        if self._pending_entries >= self.settings.queue_entries_max:
+            raise LedgerBusy("ledger append queue is full; retry")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((entry, future))
+        self._pending_entries += 1
+        self._wake.set()
+        return await future
+
+    async def append_many(self, entries: Iterable[bytes]) -> list[int]:
+        """Append entries as one durable batch (they get consecutive indexes)."""
+        self._check_open()
+        batch = list(entries)
+        if not batch:
+            return []
+        for entry in batch:
+            self._check_entry(entry)
+        if len(batch) > self.settings.batch_entries_max:
+            raise ValueError(f"append_many takes at most {self.settings.batch_entries_max}")
+        if sum(len(e) + 6 for e in batch) > self.settings.batch_bytes_max:
+            raise ValueError(f"append_many takes at most {self.settings.batch_bytes_max} bytes")
+        if self._pending_entries + len(batch) > self.settings.queue_entries_max:
+            raise LedgerBusy("ledger append queue is full; retry")
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._pending_batches.append((batch, future))
+        self._pending_entries += len(batch)
+        self._wake.set()
+        return await future
+
+    def _take_batch(
+        self,
+    ) -> tuple[list[bytes], list[asyncio.Future[int]], list[tuple[int, asyncio.Future[list[int]]]]]:
+        entries_max = self.settings.batch_entries_max
+        bytes_max = self.settings.batch_bytes_max
+        entries: list[bytes] = []
+        singles: list[asyncio.Future[int]] = []
+        groups: list[tuple[int, asyncio.Future[list[int]]]] = []
+        batch_bytes = 0
+        # Whole append_many batches first (each fits a frame by construction), then singles.
+        while self._pending_batches:
+            group, group_future = self._pending_batches[0]
+            size = sum(len(e) + 6 for e in group)
+            if entries and (
+                len(entries) + len(group) > entries_max or batch_bytes + size > bytes_max
+            ):
+                break
+            self._pending_batches.popleft()
+            groups.append((len(entries), group_future))
+            entries.extend(group)
+            batch_bytes += size
+        pending = self._pending
+        while pending and len(entries) < entries_max:
+            entry, future = pending[0]
+            if batch_bytes + len(entry) + 6 > bytes_max:
+                break
+            pending.popleft()
+            entries.append(entry)
+            singles.append(future)
+            batch_bytes += len(entry) + 6
+        self._pending_entries -= len(entries)
+        return entries, singles, groups
+
+    async def _commit_loop(self) -> None:
+        age_s = self.settings.batch_age_ms_max / 1000
+        while True:
+            if not (self._pending or self._pending_batches):
+                if self._closing:
+                    return
+                await self._wake.wait()
+                self._wake.clear()
+            while self._pending or self._pending_batches:
+                if age_s and self._pending_entries < self.settings.batch_entries_max:
+                    await asyncio.sleep(age_s)
+                entries, singles, groups = self._take_batch()
+                first = self._tree.size
+                try:
+                    await asyncio.to_thread(self._entries.append, first, entries)
+                except Exception as error:
+                    self._fail(error, singles, [f for _, f in groups])
+                    return
+                append_leaf = self._tree.append_leaf_hash
+                for entry in entries:
+                    append_leaf(leaf_hash(entry))
+                singles_start = len(entries) - len(singles)
+                for offset, future in enumerate(singles):
+                    if not future.done():
+                        future.set_result(first + singles_start + offset)
+                group_ends = [start for start, _ in groups[1:]] + [singles_start] * bool(groups)
+                for (start, group_future), end in zip(groups, group_ends, strict=True):
+                    if not group_future.done():
+                        group_future.set_result(list(range(first + start, first + end)))
+
+    def _fail(
+        self,
+        error: BaseException,
+        singles: list[asyncio.Future[int]],
+        groups: list[asyncio.Future[list[int]]],
+    ) -> None:
+        """A failed write or fsync leaves the file's state unknown: stop, fail everyone."""
+        self._failure = error
+        failure = LedgerClosed(f"ledger write failed: {error!r}")
+        waiting: list[asyncio.Future[Any]] = [*singles, *groups]
+        waiting.extend(f for _, f in self._pending)
+        waiting.extend(f for _, f in self._pending_batches)
+        self._pending.clear()
+        self._pending_batches.clear()
+        self._pending_entries = 0
+        for future in waiting:
+            if not future.done():
+                future.set_exception(failure)
+
+    # ---- checkpoints and blocks ---------------------------------------------------
+
+    async def _sequence_loop(self) -> None:
+        interval_s = self.settings.checkpoint_interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + interval_s
+        while True:
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            # Ticks are on a fixed grid, so a slow seal does not push later ones back.
+            next_tick += interval_s
+            if next_tick < loop.time():
+                next_tick = loop.time() + interval_s
+            if self._tree.size != self._checkpoint.size and self._failure is None:
+                await self._seal()
+
+    async def _seal(self) -> None:
+        """Sign a checkpoint of the durable tree and append its block, durably."""
+        async with self._seal_lock:
+            size = self._tree.size
+            checkpoint = Checkpoint(self.settings.origin, size, self._tree.root(size))
+            checkpoint_note = sign(checkpoint.body(), self._signer)
+            previous_block = self._block
+            block = Block(
+                height=0 if previous_block is None else previous_block.height + 1,
+                time_ms=max(
+                    self._clock_ms(), 0 if previous_block is None else previous_block.time_ms
+                ),
+                previous=GENESIS_PREVIOUS
+                if previous_block is None
+                else note_hash(self._block_note),
+                checkpoint_hash=note_hash(checkpoint_note),
+            )
+            block_note = sign(block.body(), self._signer)
+            await asyncio.to_thread(
+                self._blocks.append, 2 * block.height, [block_note, checkpoint_note]
+            )
+            self._block, self._block_note = block, block_note
+            self._checkpoint, self._checkpoint_note = checkpoint, checkpoint_note
+            covered, self._covered = self._covered, asyncio.Event()
+            covered.set()
+
+    # ---- reads ----------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Entries that are durable (acknowledged or about to be)."""
+        return self._tree.size
+
+    @property
+    def latest_checkpoint(self) -> bytes:
+        return self._checkpoint_note
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        return self._checkpoint
+
+    @property
+    def block_height(self) -> int:
+        assert self._block is not None
+        return self._block.height
+
+    @property
+    def verifier_key(self) -> str:
+        return self._verifier.format()
+
+    async def wait_covered(self, index: int) -> bytes:
+        """Wait until a signed checkpoint covers `index`; return that checkpoint note."""
+        if not 0 <= index < self.size:
+            raise ValueError(f"index {index} is not a durable entry (size {self.size})")
+        while self._checkpoint.size <= index:
+            self._check_open()
+            await self._covered.wait()
+        return self._checkpoint_note
+
+    def entry(self, index: int) -> bytes:
+        if not 0 <= index < self.size:
+            raise IndexError(f"no entry {index} (size {self.size})")
+        return self._entries.read(index)
+
+    def proof(self, index: int) -> bytes:
+        """A c2sp.org/tlog-proof receipt for `index` against the latest checkpoint."""
+        checkpoint = self._checkpoint
+        if not 0 <= index < checkpoint.size:
+            raise IndexError(f"entry {index} is not covered by the latest checkpoint")
+        path = self._tree.inclusion_proof(index, checkpoint.size)
+        return Receipt(index, tuple(path), self._checkpoint_note, self.entry(index)).format()
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        return self._tree.consistency_proof(old_size, new_size)
+
+    def tile(self, tile: Tile) -> bytes | None:
+        """A tlog-tiles tile of the latest checkpoint's tree, or None if it lies beyond."""
+        size = self._checkpoint.size
+        start = tile.index * TILE_WIDTH
+        if tile.is_entries:
+            if start + tile.width > size:
+                return None
+            return encode_bundle(self._entries.read_range(start, tile.width))
+        # Level L hashes are the subtrees of height 8L; those complete at `size`.
+        available = size >> (8 * tile.level)
+        if start + tile.width > available:
+            return None
+        return self._tree.level_bytes(8 * tile.level, start, tile.width)
+
+    def block_record(self, height: int) -> tuple[bytes, bytes]:
+        """(block note, checkpoint note) of block `height`."""
+        assert self._block is not None
+        if not 0 <= height <= self._block.height:
+            raise IndexError(f"no block {height}")
+        block_note, checkpoint_note = self._blocks.read_range(2 * height, 2)
+        return block_note, checkpoint_note
+
+    def asgi_app(self) -> Any:
+        from ledger.http import create_app
+
+        return create_app(self)
+
+    async def close(self) -> None:
+        """Commit what is queued, sign a last checkpoint, stop, and close the files."""
+        if self._closing:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._committer is not None:
+            # The committer drains the queue, then returns because we are closing.
+            await self._committer
+        async with self._seal_lock:
+            # Holding the lock, the sequencer is not mid-write: cancelling it is safe.
+            if self._sequencer is not None:
+                self._sequencer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._sequencer
+        if self._failure is None and self._tree.size != self._checkpoint.size:
+            await self._seal()
+        self._covered.set()
+        self._entries.close()
+        self._blocks.close()
