@@ -137,20 +137,35 @@ def reencoding_routes() -> list[Any]:
 # --- the client side --------------------------------------------------------------------
 
 
-class IndexedVideo(VideoStreamTrack):
-    """320x240 frames at 30 fps whose top row of blocks spells the frame index."""
+NOISE_FRAMES = 8
 
-    def __init__(self) -> None:
+
+class IndexedVideo(VideoStreamTrack):
+    """320x240 frames at 30 fps whose top row of blocks spells the frame index.
+
+    With `texture`, the rest of the picture is noise (cycled from a few precomputed
+    images) so the encoder spends its whole bitrate and frames span several packets,
+    like a camera; without it, flat frames fit in one packet each.
+    """
+
+    def __init__(self, texture: bool = True) -> None:
         super().__init__()
         self.index = 0
         self.captured_at_s: dict[int, float] = {}
+        # Noise in the bottom quarter: about 1 Mbit/s from aiortc's VP8 encoder.
+        flat = bytes([128]) * (WIDTH * HEIGHT * 3 // 4)
+        noisy = WIDTH * HEIGHT // 4
+        self.backgrounds = [
+            flat + (os.urandom(noisy) if texture else bytes([128]) * noisy)
+            for _ in range(NOISE_FRAMES)
+        ]
 
     async def recv(self) -> av.VideoFrame:
         pts, time_base = await self.next_timestamp()
         index = self.index % (1 << INDEX_BITS)
         self.index += 1
         frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
-        luma = bytearray([(self.index * 3) % 200 + 28]) * (WIDTH * HEIGHT)
+        luma = bytearray(self.backgrounds[self.index % NOISE_FRAMES])
         for bit in range(INDEX_BITS):
             value = 235 if index >> bit & 1 else 16
             for row in range(BLOCK_HEIGHT):
@@ -206,6 +221,10 @@ class Viewer:
             if self.recording and captured is not None:
                 self.latencies_ms.append((time.perf_counter() - captured) * 1000)
 
+    async def bytes_received(self) -> int:
+        report = await self.peer_connection.getStats()
+        return sum(s.bytesReceived for s in report.values() if s.type == "transport")
+
     async def packets_received(self) -> int:
         report = await self.peer_connection.getStats()
         return sum(s.packetsReceived for s in report.values() if s.type == "inbound-rtp")
@@ -260,6 +279,7 @@ async def run_mode(mode: str, viewers_count: int, window_s: float) -> dict[str, 
         client_process = psutil.Process(os.getpid())
         client_start = cpu_seconds(client_process)
         packets_start = sum([await v.packets_received() for v in viewers])
+        octets_start = sum([await v.bytes_received() for v in viewers])
         cpu_start = cpu_seconds(process)
         wall_start = time.perf_counter()
         for viewer in viewers:
@@ -271,6 +291,7 @@ async def run_mode(mode: str, viewers_count: int, window_s: float) -> dict[str, 
         server_core = (cpu_seconds(process) - cpu_start) / wall_s
         client_core = (cpu_seconds(client_process) - client_start) / wall_s
         packets = sum([await v.packets_received() for v in viewers]) - packets_start
+        octets = sum([await v.bytes_received() for v in viewers]) - octets_start
         latencies = [ms for v in viewers for ms in v.latencies_ms]
         first_frames = [v.first_frame_s * 1000 for v in viewers if v.first_frame_s is not None]
         added_core = server_core - host_only_core
@@ -284,6 +305,7 @@ async def run_mode(mode: str, viewers_count: int, window_s: float) -> dict[str, 
             "host_only_core_pct": 100 * host_only_core,
             "per_viewer_core_pct": 100 * added_core / viewers_count,
             "packets_per_s": packets / wall_s,
+            "kbit_per_s_per_viewer": 8 * octets / wall_s / viewers_count / 1000,
             "per_packet_us": 1e6 * added_core * wall_s / packets if packets else float("nan"),
             "latency_median_ms": statistics.median(latencies) if latencies else float("nan"),
             "latency_p95_ms": percentile(latencies, 0.95) if latencies else float("nan"),
@@ -338,7 +360,7 @@ async def main(arguments: argparse.Namespace) -> None:
     )
     header = (
         f"{'mode':9} {'viewers':>7} {'server%':>8} {'host-only%':>10} {'%/viewer':>9} "
-        f"{'pkt/s':>7} {'us/pkt':>7} {'lat med':>8} {'lat p95':>8} {'added':>6} "
+        f"{'pkt/s':>7} {'kbit/s/v':>8} {'us/pkt':>7} {'lat med':>8} {'lat p95':>8} {'added':>6} "
         f"{'ttff med':>9} {'ttff max':>9} {'client%':>8}"
     )
     print(header)
@@ -351,7 +373,8 @@ async def main(arguments: argparse.Namespace) -> None:
             print(
                 f"{row['mode']:9} {row['viewers']:>7} {row['server_core_pct']:>8.1f} "
                 f"{row['host_only_core_pct']:>10.1f} {row['per_viewer_core_pct']:>9.2f} "
-                f"{row['packets_per_s']:>7.0f} {row['per_packet_us']:>7.1f} "
+                f"{row['packets_per_s']:>7.0f} {row['kbit_per_s_per_viewer']:>8.0f} "
+                f"{row['per_packet_us']:>7.1f} "
                 f"{row['latency_median_ms']:>8.1f} {row['latency_p95_ms']:>8.1f} "
                 f"{added:>6.1f} {row['first_frame_median_ms']:>9.0f} "
                 f"{row['first_frame_max_ms']:>9.0f} {row['client_core_pct']:>8.1f}"
@@ -386,7 +409,19 @@ def parse_arguments() -> argparse.Namespace:
 
 if __name__ == "__main__":
     parsed = parse_arguments()
-    if parsed.command == "serve":
+    if parsed.command == "serve" and os.environ.get("BENCH_PROFILE"):
+        import cProfile
+        import signal
+
+        profiler = cProfile.Profile()
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        profiler.enable()
+        try:
+            serve(parsed.mode, parsed.port)
+        finally:
+            profiler.disable()
+            profiler.dump_stats(os.environ["BENCH_PROFILE"])
+    elif parsed.command == "serve":
         serve(parsed.mode, parsed.port)
     else:
         asyncio.run(main(parsed))
