@@ -84,7 +84,10 @@ def serve(mode: str, port: int) -> None:
         routes = StreamingService(settings, authorize, exists).routes
     else:
         routes = reencoding_routes()
-    app = Starlette(routes=routes)
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    app = Starlette(routes=[*routes, Mount("/static", StaticFiles(directory=ROOT / "static"))])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
 
 
@@ -350,9 +353,82 @@ async def run_direct(window_s: float) -> dict[str, Any]:
     }
 
 
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+]
+
+
+async def run_browser(mode: str, window_s: float) -> dict[str, Any]:
+    """Chromium page -> server -> Chromium page: canvas drawn to frame presented."""
+    from playwright.async_api import async_playwright
+
+    from tests.support import free_port, wait_for_port
+
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "serve", "--mode", mode, "--port", str(port), cwd=ROOT
+    )
+    try:
+        await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 20)
+        base = f"http://127.0.0.1:{port}/static/dev"
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                host = await browser.new_page()
+                await host.goto(f"{base}/latency-publish.html?room={ROOM}&token={HOST_TOKEN}")
+                await host.wait_for_function("window.publishState", timeout=20_000)
+                await asyncio.sleep(2)
+                viewer = await (await browser.new_context()).new_page()
+                await viewer.goto(f"{base}/latency-play.html?room={ROOM}")
+                await viewer.wait_for_function("window.presented.length > 0", timeout=20_000)
+                await asyncio.sleep(2)
+                start = await viewer.evaluate("window.presented.length")
+                await asyncio.sleep(window_s)
+                presented = await viewer.evaluate("window.presented")
+                play_started = await viewer.evaluate("window.playStartedAt")
+                drawn = await host.evaluate("window.drawnAt")
+            finally:
+                await browser.close()
+    finally:
+        server.terminate()
+        await server.wait()
+    first_frame_ms = presented[0][1] - play_started
+    latencies = [at - drawn[str(index)] for index, at in presented[start:] if str(index) in drawn]
+    return {
+        "mode": mode,
+        "frames": len(latencies),
+        "latency_median_ms": statistics.median(latencies) if latencies else float("nan"),
+        "latency_p95_ms": percentile(latencies, 0.95) if latencies else float("nan"),
+        "first_frame_ms": first_frame_ms,
+    }
+
+
 async def main(arguments: argparse.Namespace) -> None:
     enable_loopback_candidates()
     print(f"machine: {os.cpu_count()} cores, {sys.platform}, python {sys.version.split()[0]}")
+    if arguments.browser:
+        for mode in arguments.modes:
+            row = await run_browser(mode, arguments.window_s)
+            print(
+                f"browser->{mode}->browser: drawn-to-presented latency median "
+                f"{row['latency_median_ms']:.1f} ms, p95 {row['latency_p95_ms']:.1f} ms "
+                f"over {row['frames']} frames; first frame {row['first_frame_ms']:.0f} ms "
+                "after the play page started",
+                flush=True,
+            )
+        return
     direct = await run_direct(arguments.window_s)
     print(
         f"direct host->viewer (no server): latency median {direct['latency_median_ms']:.1f} ms"
@@ -404,6 +480,9 @@ def parse_arguments() -> argparse.Namespace:
     )
     parser.add_argument("--modes", type=lambda s: s.split(","), default=["relay", "reencode"])
     parser.add_argument("--window-s", type=float, default=8.0)
+    parser.add_argument(
+        "--browser", action="store_true", help="Chromium to Chromium latency instead"
+    )
     return parser.parse_args()
 
 
