@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import av
 import pytest
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack, VideoStreamTrack
+from aiortc.mediastreams import (
+    AudioStreamTrack,
+    MediaStreamError,
+    MediaStreamTrack,
+    VideoStreamTrack,
+)
 
 from streaming import client
 from streaming.aiortc_internals import EncodedFrame, tap_encoded_frames, vp8_frame_is_keyframe
@@ -39,10 +45,8 @@ class GeneratedVideo(VideoStreamTrack):
         return frame
 
 
-async def receive_frames(
-    track: MediaStreamTrack, count: int, timeout_s: float
-) -> list[av.VideoFrame]:
-    frames: list[av.VideoFrame] = []
+async def receive_frames(track: MediaStreamTrack, count: int, timeout_s: float) -> list[Any]:
+    frames: list[Any] = []
 
     async def gather() -> None:
         while len(frames) < count:
@@ -57,12 +61,16 @@ def video_track(session: client.ClientSession) -> MediaStreamTrack:
 
 
 async def test_viewers_receive_and_decode_the_hosts_frames(streaming_server: RunningServer) -> None:
-    host = await client.publish(streaming_server.whip(), HOST_TOKEN, [GeneratedVideo()])
-    viewers = [await client.play(streaming_server.whep(), kinds=("video",)) for _ in range(3)]
+    tracks = [GeneratedVideo(), AudioStreamTrack()]
+    host = await client.publish(streaming_server.whip(), HOST_TOKEN, tracks)
+    viewers = [await client.play(streaming_server.whep()) for _ in range(3)]
     try:
         for viewer in viewers:
             frames = await receive_frames(video_track(viewer), 10, timeout_s=20)
             assert all(f.width == FRAME_WIDTH and f.height == FRAME_HEIGHT for f in frames)
+            audio = next(t for t in viewer.tracks if t.kind == "audio")
+            sounds = await receive_frames(audio, 10, timeout_s=10)
+            assert all(s.sample_rate == 48000 for s in sounds)
         status = streaming_server.service.room_status("room-1")
         assert status["live"] is True
         assert status["viewers"] == 3
