@@ -211,3 +211,23 @@ async def test_end_room_closes_host_and_viewers(streaming_server: RunningServer)
     finally:
         await viewer.peer_connection.close()
         await host.peer_connection.close()
+
+
+async def test_a_host_that_vanishes_ends_the_broadcast_after_the_grace_period(
+    streaming_server: RunningServer,
+) -> None:
+    host = await client.publish(streaming_server.whip(), HOST_TOKEN, [GeneratedVideo()])
+    viewer = await client.play(streaming_server.whep(), kinds=("video",))
+    try:
+        await receive_frames(video_track(viewer), 3, timeout_s=20)
+        await host.peer_connection.close()  # no DELETE: the host's network is gone
+        await asyncio.sleep(0.5)
+        # Within the grace period the viewer stays, waiting for the host to come back.
+        assert streaming_server.service.room_status("room-1")["viewers"] == 1
+        assert streaming_server.service.room_status("room-1")["live"] is False
+        grace_s = streaming_server.settings.host_reconnect_grace_ms / 1000
+        with pytest.raises(MediaStreamError):
+            await asyncio.wait_for(receive_frames(video_track(viewer), 10_000, 60), grace_s + 10)
+        assert streaming_server.service.peers_total == 0
+    finally:
+        await viewer.peer_connection.close()
