@@ -225,7 +225,10 @@ class StreamingService:
             return offer
         if not await self._room_exists(room_id):
             return PlainTextResponse("no such room\n", status_code=404)
-        if self._closed or self._peers_total >= self.settings.peers_total_max:
+        live = self._rooms.get(room_id)
+        # A host replacing its own session takes no new place (it frees the old one).
+        replacing = live is not None and live.host is not None
+        if self._closed or (self._peers_total >= self.settings.peers_total_max and not replacing):
             return self._busy("the server has no room for another peer")
         room = self._room(room_id)
         session = self._new_session(room_id, "host")
