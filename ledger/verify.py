@@ -162,8 +162,13 @@ def scan_file(path: Path, what: str) -> Iterator[bytes]:
             assert end_state is not None
             if end_state.status == "corrupt":
                 raise VerifyError(f"{path.name}: {what} {end_state.reason}")
-            # A torn tail is a write in progress or a crash the server will cut on start;
-            # it holds nothing acknowledged as far as the checkpoints show.
+            if end_state.status == "torn":
+                # After a crash the server cuts this on start; until then, or if a byte of
+                # the last frame changed, we cannot vouch for the file.
+                raise VerifyError(
+                    f"{path.name}: damaged or torn last frame at byte {end_state.offset} "
+                    f"(from item {end_state.next_index}): {end_state.reason}"
+                )
 
 
 def verify_directory(data_dir: Path, verifier: Verifier) -> Report:
