@@ -303,6 +303,7 @@ class Ledger:
         for future in waiting:
             if not future.done():
                 future.set_exception(failure)
+        self._covered.set()  # wake wait_covered callers so they see the failure
 
     # ---- checkpoints and blocks ---------------------------------------------------
 
@@ -317,7 +318,11 @@ class Ledger:
             if next_tick < loop.time():
                 next_tick = loop.time() + interval_s
             if self._tree.size != self._checkpoint.size and self._failure is None:
-                await self._seal()
+                try:
+                    await self._seal()
+                except Exception as error:
+                    self._fail(error, [], [])
+                    return
 
     async def _seal(self) -> None:
         """Sign a checkpoint of the durable tree and append its block, durably."""
