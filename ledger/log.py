@@ -100,7 +100,12 @@ class Ledger:
         )
         if ledger._block is None or ledger._checkpoint.size != ledger._tree.size:
             # First start, or acknowledged entries that no checkpoint covers yet.
-            await ledger._seal()
+            try:
+                await ledger._seal()
+            except BaseException:
+                ledger._entries.close()
+                ledger._blocks.close()
+                raise
         ledger._committer = asyncio.create_task(ledger._commit_loop(), name="ledger-commit")
         ledger._sequencer = asyncio.create_task(ledger._sequence_loop(), name="ledger-seal")
         return ledger

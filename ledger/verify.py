@@ -167,8 +167,8 @@ def scan_file(path: Path, what: str) -> Iterator[bytes]:
                 # After a crash the server cuts this on start; until then, or if a byte of
                 # the last frame changed, we cannot vouch for the file.
                 raise VerifyError(
-                    f"{path.name}: damaged or torn last frame at byte {end_state.offset} "
-                    f"(from item {end_state.next_index}): {end_state.reason}"
+                    f"{path.name}: damaged or torn last frame (at byte {end_state.offset}): "
+                    f"{end_state.reason}"
                 )
 
 

@@ -158,3 +158,33 @@ async def test_reopen_keeps_everything(tmp_path: Path) -> None:
         verify_inclusion(0, checkpoint.size, leaf_hash(_entry(0)), proof.path, checkpoint.root)
     finally:
         await reopened.close()
+
+
+async def test_batch_age_groups_appends(tmp_path: Path) -> None:
+    settings = LedgerSettings(origin="age.example", batch_age_ms_max=20)
+    ledger = await Ledger.open(tmp_path, settings)
+    try:
+        indexes = await asyncio.gather(*(ledger.append(_entry(i)) for i in range(50)))
+        assert sorted(indexes) == list(range(50))
+    finally:
+        await ledger.close()
+    frames = (tmp_path / "entries.wal").read_bytes().count(b"LGF1")
+    assert frames <= 2  # the 50 appends waited for each other: one or two frames
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("origin", "has space"),
+        ("origin", ""),
+        ("origin", "a+b"),
+        ("batch_entries_max", 0),
+        ("batch_bytes_max", 100),
+        ("batch_age_ms_max", -1),
+        ("queue_entries_max", 0),
+        ("checkpoint_interval_ms", 1),
+    ],
+)
+def test_settings_are_validated(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field.split("_")[0]):
+        LedgerSettings(**{field: value})  # type: ignore[arg-type]

@@ -63,7 +63,10 @@ async def test_damage_in_the_middle_stops_the_start_and_names_the_place(tmp_path
     position = frame + HEADER_BYTES + ITEM_HEADER_BYTES + 3  # inside entry 4
     data[position] ^= 0x20
     wal.write_bytes(bytes(data))
-    with pytest.raises(LedgerCorruption, match=r"entries.wal: entry 4: checksum mismatch at byte"):
+    with pytest.raises(
+        LedgerCorruption,
+        match=r"entries.wal: entry 4: checksum mismatch \(item at byte \d+, frame at byte \d+\)",
+    ):
         await Ledger.open(tmp_path, FAST)
 
 
