@@ -84,7 +84,10 @@ def serve(mode: str, port: int) -> None:
         routes = StreamingService(settings, authorize, exists).routes
     else:
         routes = reencoding_routes()
-    app = Starlette(routes=routes)
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    app = Starlette(routes=[*routes, Mount("/static", StaticFiles(directory=ROOT / "static"))])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
 
 
@@ -137,20 +140,35 @@ def reencoding_routes() -> list[Any]:
 # --- the client side --------------------------------------------------------------------
 
 
-class IndexedVideo(VideoStreamTrack):
-    """320x240 frames at 30 fps whose top row of blocks spells the frame index."""
+NOISE_FRAMES = 8
 
-    def __init__(self) -> None:
+
+class IndexedVideo(VideoStreamTrack):
+    """320x240 frames at 30 fps whose top row of blocks spells the frame index.
+
+    With `texture`, the rest of the picture is noise (cycled from a few precomputed
+    images) so the encoder spends its whole bitrate and frames span several packets,
+    like a camera; without it, flat frames fit in one packet each.
+    """
+
+    def __init__(self, texture: bool = True) -> None:
         super().__init__()
         self.index = 0
         self.captured_at_s: dict[int, float] = {}
+        # Noise in the bottom quarter: about 1 Mbit/s from aiortc's VP8 encoder.
+        flat = bytes([128]) * (WIDTH * HEIGHT * 3 // 4)
+        noisy = WIDTH * HEIGHT // 4
+        self.backgrounds = [
+            flat + (os.urandom(noisy) if texture else bytes([128]) * noisy)
+            for _ in range(NOISE_FRAMES)
+        ]
 
     async def recv(self) -> av.VideoFrame:
         pts, time_base = await self.next_timestamp()
         index = self.index % (1 << INDEX_BITS)
         self.index += 1
         frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
-        luma = bytearray([(self.index * 3) % 200 + 28]) * (WIDTH * HEIGHT)
+        luma = bytearray(self.backgrounds[self.index % NOISE_FRAMES])
         for bit in range(INDEX_BITS):
             value = 235 if index >> bit & 1 else 16
             for row in range(BLOCK_HEIGHT):
@@ -206,6 +224,10 @@ class Viewer:
             if self.recording and captured is not None:
                 self.latencies_ms.append((time.perf_counter() - captured) * 1000)
 
+    async def bytes_received(self) -> int:
+        report = await self.peer_connection.getStats()
+        return sum(s.bytesReceived for s in report.values() if s.type == "transport")
+
     async def packets_received(self) -> int:
         report = await self.peer_connection.getStats()
         return sum(s.packetsReceived for s in report.values() if s.type == "inbound-rtp")
@@ -260,6 +282,7 @@ async def run_mode(mode: str, viewers_count: int, window_s: float) -> dict[str, 
         client_process = psutil.Process(os.getpid())
         client_start = cpu_seconds(client_process)
         packets_start = sum([await v.packets_received() for v in viewers])
+        octets_start = sum([await v.bytes_received() for v in viewers])
         cpu_start = cpu_seconds(process)
         wall_start = time.perf_counter()
         for viewer in viewers:
@@ -271,6 +294,7 @@ async def run_mode(mode: str, viewers_count: int, window_s: float) -> dict[str, 
         server_core = (cpu_seconds(process) - cpu_start) / wall_s
         client_core = (cpu_seconds(client_process) - client_start) / wall_s
         packets = sum([await v.packets_received() for v in viewers]) - packets_start
+        octets = sum([await v.bytes_received() for v in viewers]) - octets_start
         latencies = [ms for v in viewers for ms in v.latencies_ms]
         first_frames = [v.first_frame_s * 1000 for v in viewers if v.first_frame_s is not None]
         added_core = server_core - host_only_core
@@ -284,6 +308,7 @@ async def run_mode(mode: str, viewers_count: int, window_s: float) -> dict[str, 
             "host_only_core_pct": 100 * host_only_core,
             "per_viewer_core_pct": 100 * added_core / viewers_count,
             "packets_per_s": packets / wall_s,
+            "kbit_per_s_per_viewer": 8 * octets / wall_s / viewers_count / 1000,
             "per_packet_us": 1e6 * added_core * wall_s / packets if packets else float("nan"),
             "latency_median_ms": statistics.median(latencies) if latencies else float("nan"),
             "latency_p95_ms": percentile(latencies, 0.95) if latencies else float("nan"),
@@ -328,9 +353,82 @@ async def run_direct(window_s: float) -> dict[str, Any]:
     }
 
 
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+]
+
+
+async def run_browser(mode: str, window_s: float) -> dict[str, Any]:
+    """Chromium page -> server -> Chromium page: canvas drawn to frame presented."""
+    from playwright.async_api import async_playwright
+
+    from tests.support import free_port, wait_for_port
+
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "serve", "--mode", mode, "--port", str(port), cwd=ROOT
+    )
+    try:
+        await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 20)
+        base = f"http://127.0.0.1:{port}/static/dev"
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                host = await browser.new_page()
+                await host.goto(f"{base}/latency-publish.html?room={ROOM}&token={HOST_TOKEN}")
+                await host.wait_for_function("window.publishState", timeout=20_000)
+                await asyncio.sleep(2)
+                viewer = await (await browser.new_context()).new_page()
+                await viewer.goto(f"{base}/latency-play.html?room={ROOM}")
+                await viewer.wait_for_function("window.presented.length > 0", timeout=20_000)
+                await asyncio.sleep(2)
+                start = await viewer.evaluate("window.presented.length")
+                await asyncio.sleep(window_s)
+                presented = await viewer.evaluate("window.presented")
+                play_started = await viewer.evaluate("window.playStartedAt")
+                drawn = await host.evaluate("window.drawnAt")
+            finally:
+                await browser.close()
+    finally:
+        server.terminate()
+        await server.wait()
+    first_frame_ms = presented[0][1] - play_started
+    latencies = [at - drawn[str(index)] for index, at in presented[start:] if str(index) in drawn]
+    return {
+        "mode": mode,
+        "frames": len(latencies),
+        "latency_median_ms": statistics.median(latencies) if latencies else float("nan"),
+        "latency_p95_ms": percentile(latencies, 0.95) if latencies else float("nan"),
+        "first_frame_ms": first_frame_ms,
+    }
+
+
 async def main(arguments: argparse.Namespace) -> None:
     enable_loopback_candidates()
     print(f"machine: {os.cpu_count()} cores, {sys.platform}, python {sys.version.split()[0]}")
+    if arguments.browser:
+        for mode in arguments.modes:
+            row = await run_browser(mode, arguments.window_s)
+            print(
+                f"browser->{mode}->browser: drawn-to-presented latency median "
+                f"{row['latency_median_ms']:.1f} ms, p95 {row['latency_p95_ms']:.1f} ms "
+                f"over {row['frames']} frames; first frame {row['first_frame_ms']:.0f} ms "
+                "after the play page started",
+                flush=True,
+            )
+        return
     direct = await run_direct(arguments.window_s)
     print(
         f"direct host->viewer (no server): latency median {direct['latency_median_ms']:.1f} ms"
@@ -338,7 +436,7 @@ async def main(arguments: argparse.Namespace) -> None:
     )
     header = (
         f"{'mode':9} {'viewers':>7} {'server%':>8} {'host-only%':>10} {'%/viewer':>9} "
-        f"{'pkt/s':>7} {'us/pkt':>7} {'lat med':>8} {'lat p95':>8} {'added':>6} "
+        f"{'pkt/s':>7} {'kbit/s/v':>8} {'us/pkt':>7} {'lat med':>8} {'lat p95':>8} {'added':>6} "
         f"{'ttff med':>9} {'ttff max':>9} {'client%':>8}"
     )
     print(header)
@@ -351,7 +449,8 @@ async def main(arguments: argparse.Namespace) -> None:
             print(
                 f"{row['mode']:9} {row['viewers']:>7} {row['server_core_pct']:>8.1f} "
                 f"{row['host_only_core_pct']:>10.1f} {row['per_viewer_core_pct']:>9.2f} "
-                f"{row['packets_per_s']:>7.0f} {row['per_packet_us']:>7.1f} "
+                f"{row['packets_per_s']:>7.0f} {row['kbit_per_s_per_viewer']:>8.0f} "
+                f"{row['per_packet_us']:>7.1f} "
                 f"{row['latency_median_ms']:>8.1f} {row['latency_p95_ms']:>8.1f} "
                 f"{added:>6.1f} {row['first_frame_median_ms']:>9.0f} "
                 f"{row['first_frame_max_ms']:>9.0f} {row['client_core_pct']:>8.1f}"
@@ -381,12 +480,27 @@ def parse_arguments() -> argparse.Namespace:
     )
     parser.add_argument("--modes", type=lambda s: s.split(","), default=["relay", "reencode"])
     parser.add_argument("--window-s", type=float, default=8.0)
+    parser.add_argument(
+        "--browser", action="store_true", help="Chromium to Chromium latency instead"
+    )
     return parser.parse_args()
 
 
 if __name__ == "__main__":
     parsed = parse_arguments()
-    if parsed.command == "serve":
+    if parsed.command == "serve" and os.environ.get("BENCH_PROFILE"):
+        import cProfile
+        import signal
+
+        profiler = cProfile.Profile()
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        profiler.enable()
+        try:
+            serve(parsed.mode, parsed.port)
+        finally:
+            profiler.disable()
+            profiler.dump_stats(os.environ["BENCH_PROFILE"])
+    elif parsed.command == "serve":
         serve(parsed.mode, parsed.port)
     else:
         asyncio.run(main(parsed))

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     verify = commands.add_parser("verify", help="check a whole log")
     verify.add_argument("source", help="URL of a running log (…/ledger) or a data directory")
     verify.add_argument("--vkey", required=True, help="verifier key, or a file holding it")
+    verify.add_argument(
+        "--canonical", action="store_true", help="also check every entry is canonical JSON"
+    )
     proof = commands.add_parser("verify-proof", help="check a c2sp.org/tlog-proof receipt")
     proof.add_argument("file", type=Path)
     proof.add_argument("--vkey", required=True, help="verifier key, or a file holding it")
@@ -44,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             source = arguments.source
             if source.startswith(("http://", "https://")):
-                report = verify_url(source, verifier)
+                report = verify_url(source, verifier, arguments.canonical)
             else:
-                report = verify_directory(Path(source), verifier)
+                report = verify_directory(Path(source), verifier, arguments.canonical)
         except VerifyError as error:
             print(f"FAIL: {error}")
             return 1

@@ -51,21 +51,30 @@ KNOWN_ENTRY_TYPES = (
 
 
 def _check_value(value: object, path: str, depth: int) -> None:
-    if depth > DEPTH_MAX:
-        raise ValueError(f"{path}: nested deeper than {DEPTH_MAX}")
-    if value is None or isinstance(value, bool):
+    # Dispatch on the exact type first: this runs for every value of every entry.
+    kind = type(value)
+    if kind is str:
+        if not str(value).isascii():
+            try:
+                str(value).encode()
+            except UnicodeEncodeError:
+                raise ValueError(f"{path}: string is not valid Unicode") from None
         return
-    if isinstance(value, int):
-        if not -SAFE_INTEGER_MAX <= value <= SAFE_INTEGER_MAX:
+    if kind is int:
+        if not -SAFE_INTEGER_MAX <= int(value) <= SAFE_INTEGER_MAX:  # type: ignore[call-overload]
             raise ValueError(f"{path}: integer outside ±(2**53 - 1)")
         return
+    if value is None or kind is bool:
+        return
+    if depth >= DEPTH_MAX:
+        raise ValueError(f"{path}: nested deeper than {DEPTH_MAX}")
     if isinstance(value, float):
         raise ValueError(f"{path}: floats are not canonical; use integers (cents, ms)")
+    if isinstance(value, int):
+        _check_value(int(value), path, depth)
+        return
     if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            raise ValueError(f"{path}: string is not valid Unicode") from None
+        _check_value(str(value), path, depth)
         return
     if isinstance(value, list | tuple):
         for position, item in enumerate(value):

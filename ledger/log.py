@@ -100,7 +100,12 @@ class Ledger:
         )
         if ledger._block is None or ledger._checkpoint.size != ledger._tree.size:
             # First start, or acknowledged entries that no checkpoint covers yet.
-            await ledger._seal()
+            try:
+                await ledger._seal()
+            except BaseException:
+                ledger._entries.close()
+                ledger._blocks.close()
+                raise
         ledger._committer = asyncio.create_task(ledger._commit_loop(), name="ledger-commit")
         ledger._sequencer = asyncio.create_task(ledger._sequence_loop(), name="ledger-seal")
         return ledger
@@ -303,6 +308,7 @@ class Ledger:
         for future in waiting:
             if not future.done():
                 future.set_exception(failure)
+        self._covered.set()  # wake wait_covered callers so they see the failure
 
     # ---- checkpoints and blocks ---------------------------------------------------
 
@@ -317,7 +323,11 @@ class Ledger:
             if next_tick < loop.time():
                 next_tick = loop.time() + interval_s
             if self._tree.size != self._checkpoint.size and self._failure is None:
-                await self._seal()
+                try:
+                    await self._seal()
+                except Exception as error:
+                    self._fail(error, [], [])
+                    return
 
     async def _seal(self) -> None:
         """Sign a checkpoint of the durable tree and append its block, durably."""

@@ -83,9 +83,14 @@ class Receipt:
 
 def _b64(text: str, what: str) -> bytes:
     try:
-        return base64.b64decode(text, validate=True)
+        raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise ReceiptError(f"{what} is not base64") from None
+    if base64.b64encode(raw).decode() != text:
+        # Spare bits set in the last character: same bytes, different text. Refuse, so
+        # that no byte of a receipt can change without the check failing.
+        raise ReceiptError(f"{what} is not canonical base64")
+    return raw
 
 
 def verify_receipt(data: bytes, verifier: Verifier, entry: bytes | None = None) -> Receipt:

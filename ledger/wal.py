@@ -156,13 +156,19 @@ class Scanner:
             if problem:
                 bad_index = expected + len(found)
                 if _valid_header_after(buffer, payload_end - 1) is None:
-                    self.end = ScanEnd("torn", offset, expected, f"last frame: {problem}")
+                    self.end = ScanEnd(
+                        "torn",
+                        offset,
+                        expected,
+                        f"entry {bad_index}: {problem} (item at byte {position}, last frame)",
+                    )
                 else:
                     self.end = ScanEnd(
                         "corrupt",
                         offset,
                         expected,
-                        f"entry {bad_index}: {problem} at byte {position} (frame at byte {offset})",
+                        f"entry {bad_index}: {problem} "
+                        f"(item at byte {position}, frame at byte {offset})",
                     )
                 return
             yield from found

@@ -151,10 +151,6 @@ class FrameAssembler:
             self.picture_loss_indications += 1
         return pli, None
 
-    @property
-    def capacity(self) -> int:
-        return FRAME_PACKETS_MAX
-
     def _add_video(self, packet: Any, data: bytes) -> bool:
         timestamp: int = packet.timestamp
         sequence: int = packet.sequence_number

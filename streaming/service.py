@@ -33,6 +33,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -50,6 +51,15 @@ SDP_CONTENT_TYPE = "application/sdp"
 VIDEO_MIME_TYPE = "video/VP8"
 AUDIO_MIME_TYPE = "audio/opus"
 VIEWER_RETRY_AFTER_S = 10
+# What a malformed offer (or a session closed mid-negotiation) raises inside aiortc.
+NEGOTIATION_ERRORS = (
+    ValueError,
+    LookupError,
+    InternalError,
+    InvalidAccessError,
+    InvalidStateError,
+    OperationError,
+)
 
 
 def offer_media_kinds(offer: str) -> list[str]:
@@ -215,13 +225,16 @@ class StreamingService:
             return offer
         if not await self._room_exists(room_id):
             return PlainTextResponse("no such room\n", status_code=404)
-        if self._closed or self._peers_total >= self.settings.peers_total_max:
+        live = self._rooms.get(room_id)
+        # A host replacing its own session takes no new place (it frees the old one).
+        replacing = live is not None and live.host is not None
+        if self._closed or (self._peers_total >= self.settings.peers_total_max and not replacing):
             return self._busy("the server has no room for another peer")
         room = self._room(room_id)
         session = self._new_session(room_id, "host")
         try:
             answer = await self._negotiate_host(room, session, offer)
-        except (ValueError, AssertionError) as error:
+        except NEGOTIATION_ERRORS as error:
             await self._close_session(session)
             self._forget_room_if_empty(room)
             return PlainTextResponse(f"cannot use this offer: {error}\n", status_code=400)
@@ -243,7 +256,7 @@ class StreamingService:
         room.viewers[session.session_id] = session  # reserve the place before awaiting
         try:
             answer = await self._negotiate_viewer(room, session, offer)
-        except (ValueError, AssertionError) as error:
+        except NEGOTIATION_ERRORS as error:
             await self._close_session(session)
             return PlainTextResponse(f"cannot use this offer: {error}\n", status_code=400)
         return self._created(request, session, answer)

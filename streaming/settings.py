@@ -34,7 +34,9 @@ class StreamingSettings:
 
     peers_per_room_max: int = 201
     peers_total_max: int = 1_000
-    viewer_video_queue_frames_max: int = 30
+    # 15 frames is half a second at 30 fps: past that a viewer skips to a keyframe
+    # rather than falling further behind the host.
+    viewer_video_queue_frames_max: int = 15
     viewer_audio_queue_frames_max: int = 50
     # Repeat a keyframe request this often while a viewer waits; never send two closer
     # than the spacing (a join wave must not turn the stream into keyframes).

@@ -19,13 +19,7 @@ from livecommerce.commerce.canonical import (
 )
 from livecommerce.commerce.events import Entry, Event
 from livecommerce.commerce.identity import IdentityRegistry, verify_signature
-from livecommerce.commerce.results import (
-    Reason,
-    Rejected,
-    ReplayError,
-    all_integers,
-    all_text,
-)
+from livecommerce.commerce.results import Reason, Rejected, all_integers, all_text
 
 TITLE_CHARS_MAX: Final = 120
 DESCRIPTION_CHARS_MAX: Final = 2000
@@ -292,26 +286,20 @@ class Catalog:
             command.signature,
         )
 
-    # Recorded history (the ledger read back after a restart): trusted, not re-checked.
+    # Replay from the ledger (trusted entries, in ledger order).
 
-    def record_listed(self, product: Product) -> None:
-        if product.product_id in self._products:
-            raise ReplayError(f"product {product.product_id} listed twice")
+    def restore_product(self, product: Product) -> None:
+        assert product.product_id not in self._products, product.product_id
         self._products[product.product_id] = product
         self._inventory_units[product.product_id] = 0
 
-    def record_inventory(self, product_id: str, inventory_units: int, cause: str) -> None:
-        if product_id not in self._products:
-            raise ReplayError(f"inventory of unknown product {product_id}")
-        if not 0 <= inventory_units <= INVENTORY_UNITS_MAX:
-            raise ReplayError(f"inventory {inventory_units} out of range")
-        self._inventory_units[product_id] = inventory_units
-        kind, _, change_id = cause.partition(":")
-        if kind == "restock":
-            self._change_ids.add(change_id)
-
-    def products(self) -> list[Product]:
-        return list(self._products.values())
+    def restore_inventory(self, changed: InventoryChanged) -> None:
+        before = self._inventory_units[changed.product_id]
+        if before + changed.delta_units != changed.inventory_units:
+            raise ValueError(f"ledger inventory of {changed.product_id} does not add up")
+        self._inventory_units[changed.product_id] = changed.inventory_units
+        if changed.cause.startswith("restock:"):
+            self._change_ids.add(changed.cause.removeprefix("restock:"))
 
     def take_for_sale(
         self, product_id: str, units: int, sale_id: str, now_ms: int

@@ -58,13 +58,9 @@ class CommerceCore:
         )
         self._now_ms = 0
 
-    def advance_clock(self, now_ms: int) -> None:
-        """Move the clock forward without ticking (replaying recorded history)."""
-        self._now_ms = max(now_ms, self._now_ms)
-
-    @property
-    def now_ms(self) -> int:
-        return self._now_ms
+    def restore_clock(self, now_ms: int) -> None:
+        """Move the core's clock forward without running transitions (ledger replay)."""
+        self._now_ms = max(self._now_ms, now_ms)
 
     def tick(self, now_ms: int) -> list[Event]:
         """Time-driven transitions. Time never goes backwards inside the core."""
@@ -117,6 +113,13 @@ class CommerceCore:
         if isinstance(prepared, PreparedOrder):
             return events, prepared
         return [*events, *prepared], None
+
+    def pay_order(self, command: PayOrder, store_settled: bool, now_ms: int) -> list[Event]:
+        """External stock: `store_settled = await store.settle(sale_id, buyer_id, order_id)`
+        first, then this. The payment is applied before the clock runs, so a hold that ran
+        out while the settlement was in flight does not refuse a payment the store took."""
+        paid = self.orders.pay(command, max(now_ms, self._now_ms), store_settled)
+        return [*paid, *self.tick(now_ms)]
 
     def complete_order(
         self, prepared: PreparedOrder, result: ReserveResult, now_ms: int

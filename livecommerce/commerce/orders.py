@@ -37,13 +37,7 @@ from livecommerce.commerce.canonical import DOMAIN_ORDER, CanonicalError, signin
 from livecommerce.commerce.events import Entry, Event
 from livecommerce.commerce.identity import IdentityRegistry, verify_signature
 from livecommerce.commerce.reservations import ORDER_ID, ReserveResult, ReserveStatus
-from livecommerce.commerce.results import (
-    Reason,
-    Rejected,
-    ReplayError,
-    all_integers,
-    all_text,
-)
+from livecommerce.commerce.results import Reason, Rejected, all_integers, all_text
 from livecommerce.commerce.sales import (
     CloseReason,
     Sale,
@@ -56,9 +50,6 @@ COMMITMENT = re.compile(r"[0-9a-f]{64}")
 ORDER_FRESHNESS_MS: Final = 30_000
 ORDERS_MAX: Final = 2_000_000
 EXPIRIES_PER_TICK_MAX: Final = 10_000
-# Recorded orders are not re-checked against the per-buyer limit: the record says they
-# were accepted. The stock check (never oversell) still applies.
-RECORDED_LIMIT_UNITS: Final = 2**31
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +104,9 @@ class OrderAccepted(Event):
     currency: str
     hold_expires_at_ms: int
     time_ms: int
+    # SHA-256 (hex) of the signed order bytes: after a restart, a retry with the same
+    # bytes still gets this answer, and altered bytes are still refused.
+    order_digest: str
     # What the buyer signed, so the ledger itself proves the order: a verifier rebuilds the
     # order bytes from buyer_id, order_id, price_cents, quantity, sale_id and
     # `signed_time_ms` (the client's time) and checks `signature` with the buyer's key.
@@ -123,6 +117,7 @@ class OrderAccepted(Event):
         return "order/v1", {"action": "accepted", **asdict(self)}
 
     def signed_command(self) -> PlaceOrder:
+        """The order as the buyer signed it (its signature can be checked again)."""
         return PlaceOrder(
             self.order_id,
             self.sale_id,
@@ -262,6 +257,10 @@ class OrderBook:
         self._orders[key] = order
         self._keys_by_sale.setdefault(order.sale_id, []).append(key)
 
+    def orders_of_sale(self, sale_id: str) -> list[tuple[tuple[str, str], _Order]]:
+        """(buyer_id, order_id) and the order, for every remembered order of a sale."""
+        return [(key, self._orders[key]) for key in self._keys_by_sale.get(sale_id, [])]
+
     def orders_remembered(self) -> int:
         return len(self._orders)
 
@@ -284,6 +283,55 @@ class OrderBook:
         self._keys_by_sale.pop(sale_id, None)
         sale.stock.forget_orders()
         return len(keys)
+
+    # Replay from the ledger (trusted entries, in ledger order).
+
+    def restore_accepted(self, accepted: OrderAccepted) -> None:
+        key = (accepted.buyer_id, accepted.order_id)
+        if key in self._orders:
+            return  # Scaled out, two processes can both log one retried order.
+        sale = self.sales.get(accepted.sale_id)
+        assert sale is not None, f"order {accepted.order_id} for an unknown sale"
+        taken = sale.stock.reserve(
+            accepted.buyer_id, accepted.order_id, accepted.quantity, sale.spec.per_buyer_limit
+        )
+        if not taken.accepted and not self.external_stock:
+            raise ValueError(f"ledger order {accepted.order_id} oversells or breaks a limit")
+        counted = taken.accepted and not taken.duplicate
+        if counted:
+            sale.units_held += accepted.quantity
+        self._remember(
+            key,
+            _Order(
+                sale.sale_id,
+                bytes.fromhex(accepted.order_digest),
+                accepted,
+                OrderStatus.HELD,
+                accepted.quantity,
+                counted,
+            ),
+        )
+        heapq.heappush(self._holds, (accepted.hold_expires_at_ms, *key))
+
+    def restore_paid(self, buyer_id: str, order_id: str) -> None:
+        order = self._orders[(buyer_id, order_id)]
+        if order.status is OrderStatus.PAID:
+            return
+        sale = self.sales.get(order.sale_id)
+        assert sale is not None
+        if order.status is OrderStatus.EXPIRED:  # Settled in the store after a local expiry.
+            order.counted = order.counted and sale.stock.retake(buyer_id, order_id)
+            if order.counted:
+                sale.units_held += order.quantity
+        elif order.counted:
+            assert sale.stock.settle(buyer_id, order_id)
+        order.status = OrderStatus.PAID
+        if order.counted:
+            sale.units_held -= order.quantity
+            sale.units_sold += order.quantity
+
+    def restore_expired(self, buyer_id: str, order_id: str, time_ms: int) -> None:
+        self._expire(buyer_id, order_id, time_ms)
 
     def holds_pending(self) -> int:
         return len(self._holds)
@@ -412,6 +460,7 @@ class OrderBook:
             sale.currency,
             hold_expires_at_ms,
             now_ms,
+            prepared.digest.hex(),
             command.time_ms,
             command.signature,
         )
@@ -442,56 +491,6 @@ class OrderBook:
         )
         return self.complete(prepared, result, now_ms)
 
-    # Recorded history: orders accepted elsewhere (read back from the ledger after a
-    # restart, or accepted by a web process against the shared Redis store and handed to
-    # the ledger writer). Trusted input: no signature, limit or time checks, but the
-    # invariants still hold (a history that oversells is refused).
-
-    def record_accepted(self, accepted: OrderAccepted) -> list[Event]:
-        """Hold `accepted`'s units in this core as if it had accepted the order itself.
-        [] when this (buyer_id, order_id) is already known; else [accepted, StockChanged]."""
-        key = (accepted.buyer_id, accepted.order_id)
-        if key in self._orders:
-            return []
-        sale = self.sales.get(accepted.sale_id)
-        if sale is None:
-            raise ReplayError(f"order {accepted.order_id} names unknown sale {accepted.sale_id}")
-        taken = sale.stock.reserve(
-            accepted.buyer_id, accepted.order_id, accepted.quantity, RECORDED_LIMIT_UNITS
-        )
-        if not taken.accepted or taken.duplicate:
-            raise ReplayError(f"order {accepted.order_id} cannot be held: {taken.status}")
-        digest = hashlib.sha256(accepted.signed_command().signing_bytes()).digest()
-        self._remember(
-            key,
-            _Order(sale.sale_id, digest, accepted, OrderStatus.HELD, accepted.quantity, True),
-        )
-        heapq.heappush(
-            self._holds, (accepted.hold_expires_at_ms, accepted.buyer_id, accepted.order_id)
-        )
-        sale.units_held += accepted.quantity
-        return [accepted, stock_changed(sale, f"order:{accepted.order_id}", accepted.time_ms)]
-
-    def record_settled(self, buyer_id: str, order_id: str, paid: bool) -> None:
-        """A held order was paid (or expired) in the recorded history."""
-        order = self._orders.get((buyer_id, order_id))
-        if order is None or order.status is not OrderStatus.HELD:
-            raise ReplayError(f"order {order_id} settled but not held")
-        sale = self.sales.get(order.sale_id)
-        assert sale is not None
-        if paid:
-            order.status = OrderStatus.PAID
-            if order.counted:
-                sale.units_held -= order.quantity
-                sale.units_sold += order.quantity
-        else:
-            order.status = OrderStatus.EXPIRED
-            if order.counted:
-                released = sale.stock.release(buyer_id, order_id)
-                assert released.released_units == order.quantity, released
-                sale.units_held -= order.quantity
-        sale.check()
-
     def accepted_of_sale(self, sale_id: str, limit: int) -> list[tuple[OrderAccepted, OrderStatus]]:
         """Up to `limit` accepted orders of a sale, oldest first, with their status now."""
         found: list[tuple[OrderAccepted, OrderStatus]] = []
@@ -511,7 +510,14 @@ class OrderBook:
 
     # Payment and expiry.
 
-    def pay(self, command: PayOrder, now_ms: int) -> list[Event]:
+    def pay(self, command: PayOrder, now_ms: int, store_settled: bool | None = None) -> list[Event]:
+        """Settle a held order. Local stock: `store_settled` is None. External stock: the
+        adapter first awaits `store.settle(...)` and passes its answer, because the store
+        arbitrates between this payment and an expiry (here or in another process):
+        False means the units were already released, so the payment is refused; True
+        means they are sold, even if this process expired the hold meanwhile."""
+        assert (store_settled is None) == (not self.external_stock), "store_settled"
+
         def refuse(reason: Reason, detail: str) -> list[Event]:
             return [PaymentRefused(command.order_id, command.buyer_id, reason, detail)]
 
@@ -527,18 +533,37 @@ class OrderBook:
             return refuse(Reason.UNKNOWN_ORDER, "no such order for this buyer")
         if order.status is OrderStatus.PAID:
             return [OrderRepeated(order.answer, order.status)]
-        if order.status is OrderStatus.EXPIRED:
-            return refuse(Reason.ORDER_EXPIRED, "the payment hold expired; order again")
         if order.status is OrderStatus.REJECTED:
             return refuse(Reason.UNKNOWN_ORDER, "this order was not accepted")
-        assert order.status is OrderStatus.HELD
         accepted = order.answer
         assert isinstance(accepted, OrderAccepted)
-        if now_ms >= accepted.hold_expires_at_ms:
-            expired = self._expire(command.buyer_id, command.order_id, now_ms)
-            return [*expired, *refuse(Reason.ORDER_EXPIRED, "the payment hold expired")]
         sale = self.sales.get(order.sale_id)
         assert sale is not None
+        if store_settled is False:
+            expired = self._expire(command.buyer_id, command.order_id, now_ms)
+            return [*expired, *refuse(Reason.ORDER_EXPIRED, "the payment hold expired")]
+        if order.status is OrderStatus.EXPIRED and store_settled is None:
+            return refuse(Reason.ORDER_EXPIRED, "the payment hold expired; order again")
+        if (
+            order.status is OrderStatus.HELD
+            and store_settled is None
+            and now_ms >= accepted.hold_expires_at_ms
+        ):
+            expired = self._expire(command.buyer_id, command.order_id, now_ms)
+            return [*expired, *refuse(Reason.ORDER_EXPIRED, "the payment hold expired")]
+        if order.status is OrderStatus.EXPIRED:
+            # External stock, settled in the store although this process expired the hold
+            # while the settlement was in flight (its release then gave back nothing).
+            # The store is right: the units are sold. Take them back in the local mirror
+            # if it still has them; otherwise leave them out of the local counts.
+            order.counted = order.counted and sale.stock.retake(command.buyer_id, command.order_id)
+            if order.counted:
+                sale.units_held += order.quantity
+        else:
+            assert order.status is OrderStatus.HELD
+            if order.counted:
+                settled = sale.stock.settle(command.buyer_id, command.order_id)
+                assert settled
         order.status = OrderStatus.PAID
         if order.counted:
             sale.units_held -= order.quantity

@@ -1,109 +1,113 @@
-"""Reading the ledger back into a core: the state after a restart is the ledger's state.
+"""Rebuild the core from its ledger entries, and the stock store's records from the core.
 
-`apply_entry(core, entry_type, fields)` takes one decoded ledger entry, in log order, and
-puts its effect back into `core` without re-running any check (the entry says it
-happened). Derived entries (`stock/v1`, and `inventory/v1` of a sale's take, which only
-restate counts) are checked or applied as absolute values, so replaying a log gives the
-same counts as the live core had: `tests/livecommerce/orders` replays a live server's
-ledger and compares.
+`replay(entries)` feeds `(entry_type, fields)` pairs, in ledger order, back into a fresh
+`CommerceCore`. What the ledger does not hold is not restored: display names (personal
+data; keep profiles elsewhere), remembered order *rejections* (a retry after a restart is
+evaluated again), and session challenges. Every `stock/v1` entry is checked against the
+replayed counts (embedded mode), so a ledger that disagrees with itself is refused with a
+`ReplayError` naming the entry, rather than served.
 
-Unknown entry types are skipped (other parts of the system write to the same log).
-Anything inconsistent raises `ReplayError`.
+`order_records(core, sale_id)` gives the list a stock store's `rebuild` takes, e.g. after
+Redis restarted empty.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable
 
-from livecommerce.commerce.catalog import Product
+from livecommerce.commerce.catalog import InventoryChanged, Product
 from livecommerce.commerce.core import CommerceCore
+from livecommerce.commerce.events import Entry
 from livecommerce.commerce.identity import Identity
-from livecommerce.commerce.orders import OrderAccepted
-from livecommerce.commerce.results import ReplayError
+from livecommerce.commerce.orders import OrderAccepted, OrderStatus
+from livecommerce.commerce.reservations import OrderRecord, RecordStatus
 from livecommerce.commerce.sales import CloseReason, ScheduleSale
 
-PRODUCT_FIELDS = (
-    "product_id",
-    "merchant_id",
-    "title",
-    "description",
-    "price_cents",
-    "currency",
-    "sku",
+
+class ReplayError(ValueError):
+    """The entries do not describe a valid history; the message names the entry."""
+
+
+def _pick(fields: dict[str, object], names: Iterable[str]) -> dict[str, object]:
+    return {name: fields[name] for name in names}
+
+
+_PRODUCT_FIELDS = [
+    "product_id", "merchant_id", "title", "description", "price_cents", "currency", "sku",
     "image_url",
-)
-SALE_FIELDS = (
-    "sale_id",
-    "room_id",
-    "product_id",
-    "merchant_id",
-    "units_offered",
-    "price_cents",
-    "per_buyer_limit",
-    "starts_at_ms",
-    "duration_ms",
-    "payment_hold_ms",
-)
-ACCEPTED_FIELDS = (
-    "order_id",
-    "sale_id",
-    "buyer_id",
-    "quantity",
-    "price_cents",
-    "currency",
-    "hold_expires_at_ms",
-    "time_ms",
-    "signed_time_ms",
-    "signature",
-)
+]  # fmt: skip
+_SPEC_FIELDS = list(ScheduleSale.__dataclass_fields__)
+_ACCEPTED_FIELDS = list(OrderAccepted.__dataclass_fields__)
 
 
-def _pick(fields: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    try:
-        return {name: fields[name] for name in names}
-    except KeyError as error:
-        raise ReplayError(f"entry lacks {error}") from None
-
-
-def accepted_from_entry(fields: Mapping[str, Any]) -> OrderAccepted:
-    return OrderAccepted(**_pick(fields, ACCEPTED_FIELDS))
-
-
-def apply_entry(core: CommerceCore, entry_type: str, fields: Mapping[str, Any]) -> None:
-    """Put one recorded entry's effect into `core` (see the module docstring)."""
+def apply_entry(core: CommerceCore, entry: Entry) -> None:
+    entry_type, fields = entry
     action = fields.get("action")
     time_ms = fields.get("time_ms")
     if isinstance(time_ms, int):
-        # Recorded time only moves the core's clock forward; nothing is ticked here.
-        core.advance_clock(time_ms)
-    if entry_type == "identity/v1" and action == "registered":
-        identity_id = fields["identity_id"]
-        # Display names are personal data and stay off the log.
-        core.identities.restore(Identity(identity_id, "", fields["time_ms"]))
-    elif entry_type == "product/v1" and action == "listed":
-        core.catalog.record_listed(Product(**_pick(fields, PRODUCT_FIELDS)))
+        core.restore_clock(time_ms)
+    if entry_type == "identity/v1":
+        identity_id, registered_at_ms = fields["identity_id"], fields["time_ms"]
+        assert isinstance(identity_id, str)
+        assert isinstance(registered_at_ms, int)
+        core.identities.restore(Identity(identity_id, "", registered_at_ms))
+    elif entry_type == "product/v1":
+        core.catalog.restore_product(Product(**_pick(fields, _PRODUCT_FIELDS)))  # type: ignore[arg-type]
     elif entry_type == "inventory/v1":
-        core.catalog.record_inventory(
-            fields["product_id"], fields["inventory_units"], fields["cause"]
-        )
+        core.catalog.restore_inventory(InventoryChanged(**fields))  # type: ignore[arg-type]
+    elif entry_type == "sale/v1" and action == "scheduled":
+        spec = ScheduleSale(**_pick(fields, _SPEC_FIELDS))  # type: ignore[arg-type]
+        currency = fields["currency"]
+        assert isinstance(currency, str)
+        core.sales.restore_scheduled(spec, currency)
+    elif entry_type == "sale/v1" and action == "opened":
+        core.sales.restore_opened(str(fields["sale_id"]))
+    elif entry_type == "sale/v1" and action == "closed":
+        core.sales.restore_closed(str(fields["sale_id"]), CloseReason(str(fields["reason"])))
+    elif entry_type == "order/v1" and action == "accepted":
+        accepted = OrderAccepted(**_pick(fields, _ACCEPTED_FIELDS))  # type: ignore[arg-type]
+        core.orders.restore_accepted(accepted)
+    elif entry_type == "order/v1" and action == "paid":
+        core.orders.restore_paid(str(fields["buyer_id"]), str(fields["order_id"]))
+    elif entry_type == "order/v1" and action == "expired":
+        time_ms = fields["time_ms"]
+        assert isinstance(time_ms, int)
+        core.orders.restore_expired(str(fields["buyer_id"]), str(fields["order_id"]), time_ms)
     elif entry_type == "room/v1" and action == "linked":
-        core.rooms.record_linked(fields["room_id"], fields["merchant_id"])
-    elif entry_type == "sale/v1":
-        if action == "scheduled":
-            core.sales.record_scheduled(
-                ScheduleSale(**_pick(fields, SALE_FIELDS)), fields["currency"]
-            )
-        elif action == "opened":
-            core.sales.record_opened(fields["sale_id"])
-        elif action == "closed":
-            core.sales.record_closed(fields["sale_id"], CloseReason(fields["reason"]))
-    elif entry_type == "order/v1":
-        if action == "accepted":
-            core.orders.record_accepted(accepted_from_entry(fields))
-        elif action in ("paid", "expired"):
-            core.orders.record_settled(fields["buyer_id"], fields["order_id"], action == "paid")
+        core.rooms.restore_linked(str(fields["room_id"]), str(fields["merchant_id"]))
     elif entry_type == "stock/v1":
-        sale = core.sales.get(fields["sale_id"])
-        if sale is None:
-            raise ReplayError(f"stock of unknown sale {fields['sale_id']}")
+        sale = core.sales.get(str(fields["sale_id"]))
+        assert sale is not None, "stock entry for an unknown sale"
+        sale.check()
+        if not core.orders.external_stock:
+            replayed = (sale.units_remaining, sale.units_held, sale.units_sold)
+            logged = (fields["units_remaining"], fields["units_held"], fields["units_sold"])
+            if replayed != logged:
+                raise ValueError(f"counts {logged} in the ledger, {replayed} replayed")
+    else:
+        raise ValueError(f"unknown entry type {entry_type} / action {action}")
+
+
+def replay(entries: Iterable[Entry], external_stock: bool = False) -> CommerceCore:
+    core = CommerceCore(external_stock=external_stock)
+    for index, entry in enumerate(entries):
+        try:
+            apply_entry(core, entry)
+        except (KeyError, TypeError, ValueError, AssertionError) as error:
+            raise ReplayError(f"entry {index} ({entry[0]}): {error!r}") from error
+    return core
+
+
+def order_records(core: CommerceCore, sale_id: str) -> list[OrderRecord]:
+    """The accepted orders of a sale as the stock stores' `rebuild` wants them."""
+    records: list[OrderRecord] = []
+    status_to_record = {
+        OrderStatus.HELD: RecordStatus.ACCEPTED,
+        OrderStatus.PAID: RecordStatus.PAID,
+        OrderStatus.EXPIRED: RecordStatus.RELEASED,
+    }
+    for (buyer_id, order_id), order in core.orders.orders_of_sale(sale_id):
+        record = status_to_record.get(order.status)
+        if record is not None:
+            records.append(OrderRecord(buyer_id, order_id, order.quantity, record))
+    return records

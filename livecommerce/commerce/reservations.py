@@ -32,9 +32,11 @@ class ReserveStatus(StrEnum):
 
 
 class RecordStatus(StrEnum):
-    """What a stored order is now: `accepted` units are held or sold; `released` returned."""
+    """What a stored order is now: `accepted` units are held for payment, `paid` units are
+    sold for good (never released), `released` units went back to the sale."""
 
     ACCEPTED = "accepted"
+    PAID = "paid"
     RELEASED = "released"
 
 
@@ -144,6 +146,30 @@ class SaleStock:
         and has nothing left to release."""
         self._orders.clear()
 
+    def settle(self, buyer_id: str, order_id: str) -> bool:
+        """Mark an accepted order paid, so no later release can return its units. True
+        when the order is paid now (also when it already was); False when it was never
+        accepted or its units were already released (the hold expired)."""
+        first = self._orders.get((buyer_id, order_id))
+        if first is None or first[2] not in (RecordStatus.ACCEPTED, RecordStatus.PAID):
+            return False
+        status, quantity, _ = first
+        self._orders[(buyer_id, order_id)] = (status, quantity, RecordStatus.PAID)
+        return True
+
+    def retake(self, buyer_id: str, order_id: str) -> bool:
+        """Take a released order's units again and mark it paid, if they are still there
+        (used when a store said "paid" after this mirror released the hold)."""
+        first = self._orders.get((buyer_id, order_id))
+        if first is None or first[2] is not RecordStatus.RELEASED or first[1] > self.remaining:
+            return False
+        status, quantity, _ = first
+        self._orders[(buyer_id, order_id)] = (status, quantity, RecordStatus.PAID)
+        self.remaining -= quantity
+        self._buyer_units[buyer_id] = self._buyer_units.get(buyer_id, 0) + quantity
+        self._check()
+        return True
+
     def _check(self) -> None:
         assert 0 <= self.remaining <= self.units_offered, self.remaining
 
@@ -165,7 +191,7 @@ class SaleStock:
             key = (record.buyer_id, record.order_id)
             assert key not in stock._orders, f"order {key} appears twice"
             assert record.quantity > 0, record
-            if record.status is RecordStatus.ACCEPTED:
+            if record.status in (RecordStatus.ACCEPTED, RecordStatus.PAID):
                 if record.quantity > stock.remaining:
                     raise ValueError(f"history oversells sale at order {record.order_id}")
                 stock.remaining -= record.quantity

@@ -65,8 +65,3 @@ def all_text(*values: object) -> bool:
 def all_integers(*values: object) -> bool:
     """True when every value is an int (bool excluded: JSON true is not a quantity)."""
     return all(type(value) is int for value in values)
-
-
-class ReplayError(ValueError):
-    """Recorded history the core cannot take back (an unknown sale, an oversold sale, an
-    order twice): the ledger and the code disagree, which is a bug or a damaged log."""

@@ -13,7 +13,7 @@ from typing import Final
 
 from livecommerce.commerce.events import Entry, Event
 from livecommerce.commerce.identity import IdentityRegistry
-from livecommerce.commerce.results import Reason, Rejected, ReplayError, all_text
+from livecommerce.commerce.results import Reason, Rejected, all_text
 from livecommerce.commerce.sales import ROOM_ID
 
 ROOMS_MAX: Final = 100_000
@@ -62,7 +62,7 @@ class RoomBook:
         self._merchants[command.room_id] = command.merchant_id
         return RoomLinked(command.room_id, command.merchant_id, now_ms)
 
-    def record_linked(self, room_id: str, merchant_id: str) -> None:
-        if room_id in self._merchants:
-            raise ReplayError(f"room {room_id} linked twice")
+    def restore_linked(self, room_id: str, merchant_id: str) -> None:
+        """Replay from the ledger (a trusted entry)."""
+        assert room_id not in self._merchants, room_id
         self._merchants[room_id] = merchant_id

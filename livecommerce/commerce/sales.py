@@ -20,7 +20,7 @@ from typing import Final
 from livecommerce.commerce.catalog import PRICE_CENTS_MAX, Catalog
 from livecommerce.commerce.events import Entry, Event
 from livecommerce.commerce.reservations import SaleStock
-from livecommerce.commerce.results import Reason, Rejected, ReplayError, all_text
+from livecommerce.commerce.results import Reason, Rejected, all_text
 
 SALE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ROOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -286,34 +286,6 @@ class SaleBook:
             now_ms,
         )
 
-    # Recorded history (the ledger read back, or another process's decisions): trusted.
-
-    def record_scheduled(self, spec: ScheduleSale, currency: str) -> Sale:
-        if spec.sale_id in self._sales:
-            raise ReplayError(f"sale {spec.sale_id} scheduled twice")
-        sale = Sale(spec, currency)
-        self._sales[sale.sale_id] = sale
-        self._live[sale.sale_id] = sale
-        return sale
-
-    def record_opened(self, sale_id: str) -> None:
-        """Idempotent: a process's own clock may have opened the sale already."""
-        sale = self._sales.get(sale_id)
-        if sale is None:
-            raise ReplayError(f"unknown sale {sale_id} opened")
-        if sale.state is SaleState.SCHEDULED:
-            sale.state = SaleState.OPEN
-
-    def record_closed(self, sale_id: str, reason: CloseReason) -> None:
-        """Idempotent: the first close (by clock or by record) keeps its reason."""
-        sale = self._sales.get(sale_id)
-        if sale is None:
-            raise ReplayError(f"unknown sale {sale_id} closed")
-        if sale.state is not SaleState.CLOSED:
-            sale.state = SaleState.CLOSED
-            sale.close_reason = reason
-            self._live.pop(sale_id, None)
-
     def _advance(self, sale: Sale, now_ms: int) -> list[Event]:
         events: list[Event] = []
         if sale.state is SaleState.SCHEDULED and now_ms >= sale.spec.starts_at_ms:
@@ -322,6 +294,29 @@ class SaleBook:
         if sale.state is SaleState.OPEN and now_ms >= sale.ends_at_ms:
             events.append(self.close(sale, CloseReason.TIME_UP, now_ms))
         return events
+
+    # Replay from the ledger (trusted entries, in ledger order).
+
+    def restore_scheduled(self, spec: ScheduleSale, currency: str) -> None:
+        assert spec.sale_id not in self._sales, spec.sale_id
+        sale = Sale(spec, currency)
+        self._sales[sale.sale_id] = sale
+        self._live[sale.sale_id] = sale
+
+    def restore_opened(self, sale_id: str) -> None:
+        """Idempotent: a replica core following the ledger writer's feed (scaled out) may
+        have opened the sale by its own clock before the entry arrives."""
+        sale = self._sales[sale_id]
+        if sale.state is SaleState.SCHEDULED:
+            sale.state = SaleState.OPEN
+
+    def restore_closed(self, sale_id: str, reason: CloseReason) -> None:
+        """Idempotent, as `restore_opened`; the first close keeps its reason."""
+        sale = self._sales[sale_id]
+        if sale.state is not SaleState.CLOSED:
+            sale.state = SaleState.CLOSED
+            sale.close_reason = reason
+            self._live.pop(sale_id, None)
 
     def tick(self, now_ms: int) -> list[Event]:
         """Time-driven transitions for every live sale (bounded by `sales_live_max`)."""

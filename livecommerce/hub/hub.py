@@ -197,15 +197,18 @@ class Hub:
             # Subscribe first, so no event falls between the load and the subscription;
             # events up to the loaded sequence are dropped as duplicates in `_on_event`.
             replica = await self._load(room_id)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as error:
+            future.set_exception(error)
+            future.exception()  # retrieved here; concurrent joiners re-raise it themselves
+            raise
+        else:
             future.set_result(replica)
             return replica
-        except BaseException as error:
-            future.set_exception(error)
-            raise
         finally:
             del self._loading[room_id]
-            if future.done() and future.exception() is not None:
-                future.exception()  # retrieved: waiting joiners got it too
 
     async def _load(self, room_id: str) -> Replica | None:
         if len(self.replicas) >= self.limits.rooms_max:
@@ -525,7 +528,12 @@ class Hub:
         now_ms = self.clock_ms()
         for room_id, replica in list(self.replicas.items()):
             viewers_here = len(replica.group)
-            heartbeat_due = now_ms - replica.flushed_at_ms >= self.limits.viewer_heartbeat_ms
+            # A process with no viewers of a room stops refreshing its count; its stale entry
+            # then drops out of the total, which is what zero means.
+            heartbeat_due = (
+                viewers_here > 0
+                and now_ms - replica.flushed_at_ms >= self.limits.viewer_heartbeat_ms
+            )
             if (
                 replica.likes_delta
                 or replica.shares_delta

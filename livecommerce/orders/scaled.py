@@ -190,7 +190,7 @@ class ScaledOrderService:
             if index <= self.applied_index:
                 continue
             entry_type, entry_fields = decode_entry(fields[b"entry"])
-            apply_entry(self.core, entry_type, entry_fields)
+            apply_entry(self.core, (entry_type, entry_fields))
             self.applied_index = index
         async with self._applied:
             self._applied.notify_all()
@@ -370,6 +370,7 @@ class ScaledOrderService:
                         "currency": sale.currency,
                         "hold_expires_at_ms": now_ms + sale.spec.payment_hold_ms,
                         "time_ms": now_ms,
+                        "order_digest": ready.digest.hex(),
                         "signed_time_ms": command.time_ms,
                         "signature": command.signature,
                     }

@@ -212,7 +212,7 @@ class OrderService:
         size = self.ledger.size
         for index in range(size):
             entry_type, fields = self.decode_entry(self.ledger.entry(index))
-            apply_entry(self.core, entry_type, fields)
+            apply_entry(self.core, (entry_type, fields))
             if entry_type == "order/v1":
                 key = (fields["buyer_id"], fields["order_id"])
                 if fields.get("action") == "accepted":

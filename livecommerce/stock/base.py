@@ -10,6 +10,9 @@
   answer is remembered. An unknown sale -> `unknown_sale` (remembered nowhere).
 - `release(sale_id, buyer_id, order_id)`: an accepted order's units go back, exactly
   once; releasing again, or releasing a refused or unknown order, returns 0 units.
+- `settle(sale_id, buyer_id, order_id) -> bool`: the order is paid; from then on no
+  release returns its units. False when it was never accepted or was already released
+  (its hold expired first): the payment must be refused. Idempotent.
 - `remaining(sale_id)`: units left, or None for an unknown sale.
 - `rebuild(sale_id, units_offered, records)`: replace the sale's state with what the
   ledger says (accepted and released orders): after Redis lost its data, say.
@@ -65,6 +68,8 @@ class StockStore(Protocol):
     ) -> ReserveResult: ...
 
     async def release(self, sale_id: str, buyer_id: str, order_id: str) -> ReleaseResult: ...
+
+    async def settle(self, sale_id: str, buyer_id: str, order_id: str) -> bool: ...
 
     async def remaining(self, sale_id: str) -> int | None: ...
 

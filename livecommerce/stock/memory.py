@@ -52,6 +52,11 @@ class MemoryStockStore:
             return ReleaseResult(0, 0)
         return stock.release(buyer_id, order_id)
 
+    async def settle(self, sale_id: str, buyer_id: str, order_id: str) -> bool:
+        check_ids(sale_id, buyer_id, order_id)
+        stock = self._sales.get(sale_id)
+        return stock is not None and stock.settle(buyer_id, order_id)
+
     async def remaining(self, sale_id: str) -> int | None:
         stock = self._sales.get(sale_id)
         return None if stock is None else stock.remaining

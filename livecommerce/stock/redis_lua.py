@@ -1,13 +1,14 @@
-"""The Redis stock store: one Lua script per reservation, one per release.
+"""The Redis stock store: one Lua script per reservation, release and settlement.
 
 Key layout (one hash tag per sale, so every key of a sale is in one Redis Cluster slot,
 which a script touching several keys requires):
 
 - `{sale:<sale_id>}:meta`: hash `offered` -> units offered, `remaining` -> units left.
 - `{sale:<sale_id>}:orders`: hash `<buyer_id>:<order_id>` ->
-  `<first status>:<first quantity>:<record>` where record is `a` (accepted, units taken),
-  `r` (released) or `-` (refused). Ids never contain `:` (they are [A-Za-z0-9_-]).
-- `{sale:<sale_id>}:buyers`: hash `<buyer_id>` -> units held (accepted, not released).
+  `<first status>:<first quantity>:<record>` where record is `a` (accepted, units held),
+  `p` (paid: units sold, never released), `r` (released) or `-` (refused). Ids never
+  contain `:` (they are [A-Za-z0-9_-]).
+- `{sale:<sale_id>}:buyers`: hash `<buyer_id>` -> units the buyer holds or bought (not released).
 
 Redis runs a script atomically: no other command runs between the script's reads and
 writes, so the checks (idempotency, per-buyer limit, stock), the decrement and the record
@@ -121,6 +122,19 @@ end
 return {quantity, remaining}
 """
 
+SETTLE_LUA: Final = """
+-- KEYS: orders. ARGV: buyer_id, order_id. Returns 1 when the order is paid (now or
+-- before), 0 when it was never accepted or its units were released.
+local field = ARGV[1] .. ':' .. ARGV[2]
+local first = redis.call('HGET', KEYS[1], field)
+if not first then return 0 end
+local status, quantity, record = string.match(first, '^([a-z_]+):(%d+):(.)$')
+if record == 'p' then return 1 end
+if record ~= 'a' then return 0 end
+redis.call('HSET', KEYS[1], field, status .. ':' .. quantity .. ':p')
+return 1
+"""
+
 LOAD_LUA: Final = """
 -- KEYS: meta. ARGV: units_offered. Returns {offered, remaining, created (0/1)}.
 local offered = redis.call('HGET', KEYS[1], 'offered')
@@ -163,6 +177,7 @@ class RedisStockStore:
         self._reserve_record = client.register_script(RESERVE_RECORD_LUA)
         self._release = client.register_script(RELEASE_LUA)
         self._load = client.register_script(LOAD_LUA)
+        self._settle = client.register_script(SETTLE_LUA)
 
     @classmethod
     def from_url(
@@ -279,6 +294,14 @@ class RedisStockStore:
         reply = await self._run(self._release, sale_keys(sale_id), [buyer_id, order_id])
         return ReleaseResult(int(reply[0]), max(int(reply[1]), 0))
 
+    async def settle(self, sale_id: str, buyer_id: str, order_id: str) -> bool:
+        check_ids(sale_id, buyer_id, order_id)
+        try:
+            reply = await self._settle(keys=sale_keys(sale_id)[1:2], args=[buyer_id, order_id])
+        except (RedisError, OSError) as error:
+            raise StockStoreUnavailable(f"redis is unavailable: {error!r}") from error
+        return int(reply) == 1
+
     async def remaining(self, sale_id: str) -> int | None:
         try:
             value = await self.client.hget(sale_keys(sale_id)[0], "remaining")
@@ -297,7 +320,12 @@ class RedisStockStore:
         order_fields: dict[str, str] = {}
         for buyer_id, order_id, status, quantity, record in stock.order_items():
             check_ids(sale_id, buyer_id, order_id)
-            mark = {RecordStatus.ACCEPTED: "a", RecordStatus.RELEASED: "r", None: "-"}[record]
+            mark = {
+                RecordStatus.ACCEPTED: "a",
+                RecordStatus.PAID: "p",
+                RecordStatus.RELEASED: "r",
+                None: "-",
+            }[record]
             order_fields[f"{buyer_id}:{order_id}"] = f"{status}:{quantity}:{mark}"
         try:
             async with self.client.pipeline(transaction=True) as pipe:

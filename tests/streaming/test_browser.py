@@ -40,6 +40,16 @@ FRAMES_DECODED_JS = """async () => {
 }"""
 
 
+AUDIO_PACKETS_JS = """async () => {
+  const report = await window.session.peerConnection.getStats();
+  let packets = 0;
+  report.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "audio") packets = s.packetsReceived ?? 0;
+  });
+  return packets;
+}"""
+
+
 async def wait_for_state(page: Any, name: str, wanted: str, timeout_s: float) -> None:
     for _ in range(int(timeout_s * 10)):
         state = await page.evaluate(f"window.{name} ?? null")
@@ -83,6 +93,12 @@ async def test_browser_publishes_over_whip_and_another_plays_over_whep(
             status = streaming_server.service.room_status("room-1")
             assert status["live"] is True
             assert status["viewers"] == 1
+            # The viewer joined a running stream, so the relay asked Chromium for a
+            # keyframe (whether that one or a later natural keyframe came first is not
+            # told apart here; test_relay_aiortc checks the PLI reaches the host).
+            assert status["keyframe_requests"] >= 1
+            audio_packets = await viewer_page.evaluate(AUDIO_PACKETS_JS)
+            assert audio_packets > 0, "the viewer received no audio"
 
             await host_page.evaluate("window.session.stop()")
             for _ in range(100):

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import av
 import pytest
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack, VideoStreamTrack
+from aiortc.mediastreams import (
+    AudioStreamTrack,
+    MediaStreamError,
+    MediaStreamTrack,
+    VideoStreamTrack,
+)
 
 from streaming import client
 from streaming.aiortc_internals import EncodedFrame, tap_encoded_frames, vp8_frame_is_keyframe
@@ -39,10 +45,8 @@ class GeneratedVideo(VideoStreamTrack):
         return frame
 
 
-async def receive_frames(
-    track: MediaStreamTrack, count: int, timeout_s: float
-) -> list[av.VideoFrame]:
-    frames: list[av.VideoFrame] = []
+async def receive_frames(track: MediaStreamTrack, count: int, timeout_s: float) -> list[Any]:
+    frames: list[Any] = []
 
     async def gather() -> None:
         while len(frames) < count:
@@ -57,12 +61,16 @@ def video_track(session: client.ClientSession) -> MediaStreamTrack:
 
 
 async def test_viewers_receive_and_decode_the_hosts_frames(streaming_server: RunningServer) -> None:
-    host = await client.publish(streaming_server.whip(), HOST_TOKEN, [GeneratedVideo()])
-    viewers = [await client.play(streaming_server.whep(), kinds=("video",)) for _ in range(3)]
+    tracks = [GeneratedVideo(), AudioStreamTrack()]
+    host = await client.publish(streaming_server.whip(), HOST_TOKEN, tracks)
+    viewers = [await client.play(streaming_server.whep()) for _ in range(3)]
     try:
         for viewer in viewers:
             frames = await receive_frames(video_track(viewer), 10, timeout_s=20)
             assert all(f.width == FRAME_WIDTH and f.height == FRAME_HEIGHT for f in frames)
+            audio = next(t for t in viewer.tracks if t.kind == "audio")
+            sounds = await receive_frames(audio, 10, timeout_s=10)
+            assert all(s.sample_rate == 48000 for s in sounds)
         status = streaming_server.service.room_status("room-1")
         assert status["live"] is True
         assert status["viewers"] == 3
@@ -203,3 +211,23 @@ async def test_end_room_closes_host_and_viewers(streaming_server: RunningServer)
     finally:
         await viewer.peer_connection.close()
         await host.peer_connection.close()
+
+
+async def test_a_host_that_vanishes_ends_the_broadcast_after_the_grace_period(
+    streaming_server: RunningServer,
+) -> None:
+    host = await client.publish(streaming_server.whip(), HOST_TOKEN, [GeneratedVideo()])
+    viewer = await client.play(streaming_server.whep(), kinds=("video",))
+    try:
+        await receive_frames(video_track(viewer), 3, timeout_s=20)
+        await host.peer_connection.close()  # no DELETE: the host's network is gone
+        await asyncio.sleep(0.5)
+        # Within the grace period the viewer stays, waiting for the host to come back.
+        assert streaming_server.service.room_status("room-1")["viewers"] == 1
+        assert streaming_server.service.room_status("room-1")["live"] is False
+        grace_s = streaming_server.settings.host_reconnect_grace_ms / 1000
+        with pytest.raises(MediaStreamError):
+            await asyncio.wait_for(receive_frames(video_track(viewer), 10_000, 60), grace_s + 10)
+        assert streaming_server.service.peers_total == 0
+    finally:
+        await viewer.peer_connection.close()

@@ -11,6 +11,7 @@ from nacl.signing import SigningKey
 from livecommerce.commerce.canonical import CanonicalError
 from livecommerce.commerce.catalog import AddStock, ListProduct
 from livecommerce.commerce.core import CommerceCore
+from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import Register, b64url_encode, registration_bytes
 from livecommerce.commerce.orders import PlaceOrder
 from livecommerce.commerce.sales import ScheduleSale
@@ -102,16 +103,25 @@ def schedule_command(
 
 
 def make_core(
-    buyers: int = 3, inventory: int = 1000, external_stock: bool = False
+    buyers: int = 3,
+    inventory: int = 1000,
+    external_stock: bool = False,
+    sink: list[Event] | None = None,
 ) -> tuple[CommerceCore, Signer, list[Signer]]:
-    """A core with a registered merchant and buyers, and a listed, stocked product."""
+    """A core with a registered merchant and buyers, and a listed, stocked product.
+    The events of the setup go to `sink` when given (to replay them later)."""
     core = CommerceCore(external_stock=external_stock)
     merchant = Signer("merchant")
     buyer_signers = [Signer(f"buyer{i}") for i in range(buyers)]
+    events: list[Event] = []
     for signer in [merchant, *buyer_signers]:
-        events = core.handle(register_command(signer, "Someone"), NOW_MS)
-        assert type(events[-1]).__name__ == "Registered", events
-    assert type(core.handle(list_product_command(merchant), NOW_MS)[-1]).__name__ == "ProductListed"
+        registered = core.handle(register_command(signer, "Someone"), NOW_MS)
+        assert type(registered[-1]).__name__ == "Registered", registered
+        events.extend(registered)
+    listed = core.handle(list_product_command(merchant), NOW_MS)
+    assert type(listed[-1]).__name__ == "ProductListed"
     added = core.handle(add_stock_command(merchant, inventory), NOW_MS)
     assert type(added[-1]).__name__ == "InventoryChanged", added
+    if sink is not None:
+        sink.extend([*events, *listed, *added])
     return core, merchant, buyer_signers

@@ -16,6 +16,8 @@ from livecommerce.commerce.orders import (
     OrderRepeated,
     PayOrder,
 )
+from livecommerce.commerce.replay import order_records, replay
+from livecommerce.commerce.reservations import SaleStock
 from livecommerce.commerce.results import Reason
 from livecommerce.commerce.sales import SaleClosed, StopSale
 from tests.livecommerce.commerce.helpers import NOW_MS, make_core, order_command, schedule_command
@@ -28,9 +30,10 @@ BUYERS = 4
 class OrderMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.core, self.merchant, self.buyers = make_core(buyers=BUYERS)
+        self.events: list[Event] = []
+        self.core, self.merchant, self.buyers = make_core(buyers=BUYERS, sink=self.events)
         self.now_ms = NOW_MS
-        self.core.handle(
+        scheduled = self.core.handle(
             schedule_command(
                 self.merchant,
                 units_offered=UNITS_OFFERED,
@@ -40,12 +43,14 @@ class OrderMachine(RuleBasedStateMachine):
             ),
             self.now_ms,
         )
+        self.events.extend(scheduled)
         self.units_by_order: dict[tuple[str, str], int] = {}
         self.state_by_order: dict[tuple[str, str], str] = {}
         self.sold_seen = 0
         self.closed = 0
 
     def apply(self, events: list[Event]) -> None:
+        self.events.extend(events)
         for event in events:
             if isinstance(event, OrderAccepted):
                 key = (event.buyer_id, event.order_id)
@@ -134,6 +139,40 @@ class OrderMachine(RuleBasedStateMachine):
                 and self.state_by_order[(buyer_id, _)] in ("held", "paid")
             )
             assert live <= PER_BUYER_LIMIT
+
+    def teardown(self) -> None:
+        """The ledger entries replay to the same state: counts, order states, stock."""
+        entries = [entry for event in self.events if (entry := event.to_entry()) is not None]
+        replayed = replay(entries)
+        live_sale, replayed_sale = self.core.sales.get("s1"), replayed.sales.get("s1")
+        assert live_sale is not None
+        assert replayed_sale is not None
+        assert (
+            replayed_sale.state,
+            replayed_sale.close_reason,
+            replayed_sale.units_sold,
+            replayed_sale.units_held,
+            replayed_sale.units_remaining,
+        ) == (
+            live_sale.state,
+            live_sale.close_reason,
+            live_sale.units_sold,
+            live_sale.units_held,
+            live_sale.units_remaining,
+        )
+        for buyer_id, order_id in self.units_by_order:
+            assert replayed.orders.status(buyer_id, order_id) == self.core.orders.status(
+                buyer_id, order_id
+            )
+        assert replayed.catalog.inventory_units("mug") == self.core.catalog.inventory_units("mug")
+        records = order_records(replayed, "s1")
+        rebuilt = SaleStock.rebuild(UNITS_OFFERED, records)
+        assert rebuilt.remaining == live_sale.units_remaining
+        # Both cores go on identically: expire everything still held.
+        later = self.now_ms + 10**6
+        assert [e.to_entry() for e in replayed.tick(later)] == [
+            e.to_entry() for e in self.core.tick(later)
+        ]
 
 
 TestOrderMachine = OrderMachine.TestCase

@@ -298,3 +298,33 @@ def test_store_trouble_is_not_remembered() -> None:
     assert prepared is not None  # The retry goes to the store again.
     done = core.complete_order(prepared, ReserveResult(ReserveStatus.ACCEPTED, 1, 9), NOW_MS + 1)
     assert only(done, OrderAccepted)
+
+
+def test_external_payment_follows_the_store() -> None:
+    core, merchant, (alice, bob, carol) = make_core(external_stock=True)
+    core.handle(schedule_command(merchant, units_offered=5), NOW_MS)
+    for buyer in (alice, bob, carol):
+        _, prepared = core.prepare_order(order_command(buyer, "o1"), NOW_MS)
+        assert prepared is not None
+        core.complete_order(prepared, ReserveResult(ReserveStatus.ACCEPTED, 1, 4), NOW_MS)
+    # The store released alice's units first (another process expired them): refused.
+    refused = core.pay_order(PayOrder(alice.identity_id, "o1"), False, NOW_MS + 1)
+    assert isinstance(only(refused, PaymentRefused), PaymentRefused)
+    assert isinstance(only(refused, OrderExpired), OrderExpired)
+    # The store settled bob's payment, though the hold ran out locally meanwhile: paid.
+    # The payment is applied before the clock runs, then the clock expires carol's hold.
+    late = core.pay_order(PayOrder(bob.identity_id, "o1"), True, NOW_MS + 10_000)
+    paid = only(late, OrderPaid)
+    assert isinstance(paid, OrderPaid)
+    assert paid.buyer_id == bob.identity_id
+    assert core.orders.status(bob.identity_id, "o1") is OrderStatus.PAID
+    expired = only(late, OrderExpired)
+    assert isinstance(expired, OrderExpired)
+    assert expired.buyer_id == carol.identity_id
+    # Carol's hold expired locally before the settlement answer came back: still paid.
+    revived = core.pay_order(PayOrder(carol.identity_id, "o1"), True, NOW_MS + 10_002)
+    assert isinstance(only(revived, OrderPaid), OrderPaid)
+    sale = core.sales.get("s1")
+    assert sale is not None
+    sale.check()
+    assert (sale.units_sold, sale.units_held, sale.units_remaining) == (2, 0, 3)

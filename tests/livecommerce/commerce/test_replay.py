@@ -1,120 +1,108 @@
-"""Replaying recorded entries gives back the live core's state (sans-I/O, no ledger)."""
-
 from __future__ import annotations
-
-import random
 
 import pytest
 
-from livecommerce.commerce.core import CommerceCore
 from livecommerce.commerce.events import Entry, Event
-from livecommerce.commerce.identity import verify_signature
-from livecommerce.commerce.orders import OrderAccepted, OrderStatus, PayOrder
-from livecommerce.commerce.replay import accepted_from_entry, apply_entry
-from livecommerce.commerce.results import ReplayError
-from livecommerce.commerce.rooms import LinkRoom, RoomLinked
+from livecommerce.commerce.orders import OrderRejected, OrderRepeated, PayOrder
+from livecommerce.commerce.replay import ReplayError, order_records, replay
+from livecommerce.commerce.reservations import OrderRecord, RecordStatus
+from livecommerce.commerce.results import Reason
 from tests.livecommerce.commerce.helpers import (
     NOW_MS,
     Signer,
-    add_stock_command,
-    list_product_command,
     make_core,
     order_command,
-    register_command,
     schedule_command,
 )
 
 
 def entries_of(events: list[Event]) -> list[Entry]:
-    return [entry for entry in (event.to_entry() for event in events) if entry is not None]
+    return [entry for event in events if (entry := event.to_entry()) is not None]
 
 
-def recorded_core() -> tuple[CommerceCore, list[Entry], list[Signer]]:
-    """A live core after a busy sale, and every entry it produced, in order."""
-    core = CommerceCore()
-    merchant = Signer("merchant")
-    buyers = [Signer(f"buyer{i}") for i in range(20)]
-    log: list[Entry] = []
-
-    def run(command: object, now_ms: int) -> list[Event]:
-        events = core.handle(command, now_ms)  # type: ignore[arg-type]
-        log.extend(entries_of(events))
-        return events
-
-    for signer in [merchant, *buyers]:
-        run(register_command(signer, "Someone"), NOW_MS)
-    run(list_product_command(merchant), NOW_MS)
-    run(add_stock_command(merchant, 100), NOW_MS)
-    assert isinstance(run(LinkRoom("room1", merchant.identity_id), NOW_MS)[-1], RoomLinked)
-    run(schedule_command(merchant, units_offered=30, payment_hold_ms=5_000), NOW_MS)
-    chooser = random.Random(7)
-    now_ms = NOW_MS
-    for number in range(120):
-        now_ms += 100
-        buyer = chooser.choice(buyers)
-        quantity = chooser.randint(1, 3)
-        events = run(order_command(buyer, f"o{number}", quantity=quantity, time_ms=now_ms), now_ms)
-        accepted = [e for e in events if isinstance(e, OrderAccepted)]
-        if accepted and chooser.random() < 0.5:
-            run(PayOrder(buyer.identity_id, f"o{number}"), now_ms + 50)
-    log.extend(entries_of(core.tick(now_ms + 1_000)))
-    return core, log, buyers
+def history() -> tuple[list[Entry], list[Signer]]:
+    events: list[Event] = []
+    core, merchant, buyers = make_core(sink=events)
+    alice, bob, carol = buyers
+    events += core.handle(schedule_command(merchant, units_offered=4), NOW_MS)
+    events += core.handle(order_command(alice, "a1", quantity=2), NOW_MS)
+    events += core.handle(order_command(bob, "b1"), NOW_MS)
+    events += core.handle(order_command(carol, "c1", quantity=3), NOW_MS)  # Refused.
+    events += core.handle(PayOrder(alice.identity_id, "a1"), NOW_MS + 1)
+    events += core.tick(NOW_MS + 10_000)  # bob's hold expires.
+    return entries_of(events), buyers
 
 
-def test_replay_gives_the_live_counts_orders_and_links() -> None:
-    live, log, buyers = recorded_core()
-    replayed = CommerceCore()
-    for entry_type, fields in log:
-        apply_entry(replayed, entry_type, fields)
-    live_sale, sale = live.sales.get("s1"), replayed.sales.get("s1")
-    assert live_sale is not None
+def test_replay_restores_orders_and_idempotency() -> None:
+    entries, (alice, bob, carol) = history()
+    replayed = replay(entries)
+    sale = replayed.sales.get("s1")
     assert sale is not None
-    assert live_sale.units_sold > 0
-    assert (sale.units_sold, sale.units_held, sale.units_remaining) == (
-        live_sale.units_sold,
-        live_sale.units_held,
-        live_sale.units_remaining,
+    assert (sale.units_sold, sale.units_held, sale.units_remaining) == (2, 0, 2)
+    assert order_records(replayed, "s1") == [
+        OrderRecord(alice.identity_id, "a1", 2, RecordStatus.PAID),
+        OrderRecord(bob.identity_id, "b1", 1, RecordStatus.RELEASED),
+    ]
+    # A retry with the same bytes after the restart gets the first answer...
+    again = replayed.handle(order_command(alice, "a1", quantity=2), NOW_MS + 20)
+    assert isinstance(again[-1], OrderRepeated)
+    # ...altered bytes are still refused...
+    altered = replayed.handle(order_command(alice, "a1", quantity=1), NOW_MS + 20)
+    assert isinstance(altered[-1], OrderRejected)
+    assert altered[-1].reason is Reason.DUPLICATE_CONFLICT
+    # ...and the per-buyer limit counts what was bought before the restart.
+    limited = replayed.handle(
+        order_command(alice, "a2", quantity=2, time_ms=NOW_MS + 20_000), NOW_MS + 20_000
     )
-    assert sale.state == live_sale.state
-    assert replayed.rooms.merchant_of("room1") == live.rooms.merchant_of("room1")
-    assert replayed.catalog.inventory_units("mug") == live.catalog.inventory_units("mug") == 70
-    for buyer in buyers:
-        assert replayed.identities.get(buyer.identity_id) is not None
-        for number in range(120):
-            status = live.orders.status(buyer.identity_id, f"o{number}")
-            if status is not None and status is not OrderStatus.REJECTED:
-                assert replayed.orders.status(buyer.identity_id, f"o{number}") is status
-    # Holds still running in the live core expire in the replayed one at the same time.
-    later = NOW_MS + 120 * 100 + 10_000
-    live.tick(later)
-    replayed.tick(later)
-    assert live_sale.units_remaining == sale.units_remaining
-    assert sale.units_held == 0
+    assert isinstance(limited[-1], OrderRejected)
+    assert limited[-1].reason is Reason.LIMIT_REACHED
+    # Rejections are not on the ledger: carol's refused order is evaluated afresh.
+    assert replayed.orders.status(carol.identity_id, "c1") is None
+    # The display name is personal data, so it was never logged.
+    identity = replayed.identities.get(alice.identity_id)
+    assert identity is not None
+    assert identity.display_name == ""
 
 
-def test_accepted_entries_carry_the_buyers_signature() -> None:
-    _, log, _ = recorded_core()
-    accepted = [fields for entry_type, fields in log if fields.get("action") == "accepted"]
-    assert accepted
-    for fields in accepted:
-        command = accepted_from_entry(fields).signed_command()
-        assert (
-            verify_signature(command.buyer_id, command.signing_bytes(), command.signature) is None
-        )
+def test_replay_refuses_a_ledger_that_disagrees_with_itself() -> None:
+    entries, _ = history()
+    doubled = [*entries]
+    accepted = next(i for i, (kind, f) in enumerate(entries) if f.get("action") == "accepted")
+    kind, fields = entries[accepted]
+    doubled.insert(accepted + 1, (kind, {**fields, "order_id": "forged", "quantity": 2}))
+    with pytest.raises(ReplayError, match="entry"):
+        replay(doubled)
+    stock_index = next(i for i, (kind, _) in enumerate(entries) if kind == "stock/v1")
+    tampered = [*entries]
+    kind, fields = tampered[stock_index]
+    tampered[stock_index] = (kind, {**fields, "units_remaining": 99})
+    with pytest.raises(ReplayError, match=f"entry {stock_index}"):
+        replay(tampered)
+    with pytest.raises(ReplayError, match="unknown entry type"):
+        replay([("escrow/v9", {"action": "x"})])
 
 
-def test_a_history_that_oversells_is_refused() -> None:
-    core, merchant, (alice, bob, *_) = make_core()
-    core.handle(schedule_command(merchant, units_offered=2), NOW_MS)
-    first = OrderAccepted(
-        "o1", "s1", alice.identity_id, 2, 999, "EUR", NOW_MS + 9, NOW_MS, NOW_MS, ""
+def test_order_entries_carry_the_buyers_signature_and_room_links_replay() -> None:
+    from livecommerce.commerce.identity import verify_signature
+    from livecommerce.commerce.orders import OrderAccepted
+    from livecommerce.commerce.rooms import LinkRoom, RoomLinked
+
+    events: list[Event] = []
+    core, merchant, (alice, *_) = make_core(sink=events)
+    linked = core.handle(LinkRoom("room1", merchant.identity_id), NOW_MS)
+    assert isinstance(linked[-1], RoomLinked)
+    events += linked
+    events += core.handle(schedule_command(merchant, units_offered=4), NOW_MS)
+    events += core.handle(order_command(alice, "a1", quantity=2), NOW_MS)
+    accepted = [e for e in events if isinstance(e, OrderAccepted)]
+    assert len(accepted) == 1
+    command = accepted[0].signed_command()
+    assert verify_signature(command.buyer_id, command.signing_bytes(), command.signature) is None
+    replayed = replay(entries_of(events))
+    assert replayed.rooms.merchant_of("room1") == merchant.identity_id
+    # A linked room sells only its merchant's products.
+    other = Signer("other merchant")
+    refused = replayed.handle(
+        schedule_command(other, sale_id="s2", starts_at_ms=NOW_MS + 1), NOW_MS + 1
     )
-    assert len(core.orders.record_accepted(first)) == 2
-    assert core.orders.record_accepted(first) == []  # the same order again: nothing new
-    second = OrderAccepted(
-        "o2", "s1", bob.identity_id, 1, 999, "EUR", NOW_MS + 9, NOW_MS, NOW_MS, ""
-    )
-    with pytest.raises(ReplayError):
-        core.orders.record_accepted(second)
-    with pytest.raises(ReplayError):
-        apply_entry(core, "order/v1", {"action": "paid", "buyer_id": "x", "order_id": "nope"})
+    assert type(refused[-1]).__name__ == "CommandRejected"

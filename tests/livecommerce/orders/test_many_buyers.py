@@ -42,7 +42,7 @@ async def test_thousands_of_buyers_never_oversell_and_the_ledger_replays_to_the_
         recorded = 0
         for index in range(ledger.size):
             entry_type, fields = decode_entry(ledger.entry(index))
-            apply_entry(replayed, entry_type, fields)
+            apply_entry(replayed, (entry_type, fields))
             if entry_type == "order/v1" and fields["action"] == "accepted":
                 recorded += 1
                 assert accepted[fields["order_id"]]["ledger_index"] == index

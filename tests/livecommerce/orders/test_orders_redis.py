@@ -85,7 +85,7 @@ async def ledger_entries(data_dir: Path) -> list[tuple[str, dict[str, Any]]]:
 def replay(entries: list[tuple[str, dict[str, Any]]]) -> CommerceCore:
     core = CommerceCore()
     for entry_type, fields in entries:
-        apply_entry(core, entry_type, fields)
+        apply_entry(core, (entry_type, fields))
     return core
 
 

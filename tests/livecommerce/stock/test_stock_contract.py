@@ -194,3 +194,47 @@ async def test_rebuild_from_ledger_records(store: StockStore) -> None:
     assert await store.rebuild("s1", 6, records[:1]) == 4
     with pytest.raises(ValueError, match="oversells"):
         await store.rebuild("s1", 2, records)
+
+
+async def test_settle_makes_units_sold_for_good(store: StockStore) -> None:
+    await store.load_sale("s1", 5)
+    assert (await store.reserve("s1", "b1", "paid", 2, 5)).accepted
+    assert (await store.reserve("s1", "b1", "late", 1, 5)).accepted
+    assert await store.settle("s1", "b1", "paid")
+    assert await store.settle("s1", "b1", "paid")  # Idempotent.
+    assert (await store.release("s1", "b1", "paid")).released_units == 0
+    assert (await store.release("s1", "b1", "late")).released_units == 1
+    assert not await store.settle("s1", "b1", "late")  # Expired first: refuse payment.
+    assert not await store.settle("s1", "b1", "never")
+    assert not await store.settle("nope", "b1", "paid")
+    assert await store.remaining("s1") == 3
+    # Paid units still count against the buyer's limit.
+    assert (await store.reserve("s1", "b1", "more", 4, 5)).status is ReserveStatus.LIMIT_REACHED
+
+
+async def test_settle_and_release_race_one_winner(store: StockStore) -> None:
+    await store.load_sale("s1", 100)
+    for n in range(50):
+        assert (await store.reserve("s1", f"b{n}", "o", 1, 1)).accepted
+    settles = [store.settle("s1", f"b{n}", "o") for n in range(50)]
+    releases = [store.release("s1", f"b{n}", "o") for n in range(50)]
+    mixed = [step for pair in zip(settles, releases, strict=True) for step in pair]
+    random.Random(3).shuffle(mixed)
+    results = await asyncio.gather(*mixed)
+    settled = {n for n in range(50) if results[mixed.index(settles[n])]}
+    released = {n for n in range(50) if results[mixed.index(releases[n])].released_units}
+    assert settled.isdisjoint(released)
+    assert settled | released == set(range(50))
+    assert await store.remaining("s1") == 100 - len(settled)
+
+
+async def test_rebuild_keeps_paid_orders_unreleasable(store: StockStore) -> None:
+    records = [
+        OrderRecord("b1", "o1", 2, RecordStatus.PAID),
+        OrderRecord("b2", "o1", 1, RecordStatus.ACCEPTED),
+    ]
+    assert await store.rebuild("s1", 5, records) == 2
+    assert (await store.release("s1", "b1", "o1")).released_units == 0
+    assert await store.settle("s1", "b1", "o1")
+    assert (await store.release("s1", "b2", "o1")).released_units == 1
+    assert await store.remaining("s1") == 3

@@ -1,0 +1,190 @@
+"""The asyncio ledger: group commit, checkpoints, receipts, push-back and reopening."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from ledger import Ledger, LedgerBusy, LedgerCorruption, LedgerSettings, encode_entry
+from ledger.checkpoint import Checkpoint
+from ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
+from ledger.note import Verifier, open_note
+from ledger.receipt import Receipt, verify_receipt
+from ledger.storage import FileLayer
+from ledger.verify import verify_directory
+from tests.ledger.conftest import FAST
+
+
+def _entry(i: int) -> bytes:
+    return encode_entry("order/v1", {"order": f"o-{i}", "quantity": i % 5 + 1})
+
+
+async def test_append_resolves_indexes_in_order_and_reads_back(tmp_path: Path) -> None:
+    ledger = await Ledger.open(tmp_path, FAST)
+    try:
+        indexes = await asyncio.gather(*(ledger.append(_entry(i)) for i in range(500)))
+        assert sorted(indexes) == list(range(500))
+        assert ledger.size == 500
+        many = await ledger.append_many([_entry(i) for i in range(500, 510)])
+        assert many == list(range(500, 510))
+        for index, i in zip(indexes, range(500), strict=True):
+            assert ledger.entry(index) == _entry(i)
+        note = await ledger.wait_covered(509)
+        verifier = Verifier.parse(ledger.verifier_key)
+        checkpoint = Checkpoint.parse(open_note(note, (verifier,)).text)
+        assert checkpoint.size >= 510
+        assert checkpoint.origin == "test.example/log"
+        receipt = ledger.proof(many[3])
+        assert verify_receipt(receipt, verifier, ledger.entry(many[3])).index == many[3]
+        with pytest.raises(IndexError):
+            ledger.proof(10_000)
+        parsed = Receipt.parse(receipt)
+        changed = Receipt(parsed.index, parsed.path, parsed.checkpoint_note, b"{}").format()
+        with pytest.raises(ValueError, match="inclusion proof"):
+            verify_receipt(changed, verifier)
+    finally:
+        await ledger.close()
+
+
+async def test_checkpoints_chain_into_blocks_and_stay_consistent(tmp_path: Path) -> None:
+    ledger = await Ledger.open(tmp_path, FAST)
+    try:
+        sizes: list[tuple[int, bytes]] = []
+        for round_number in range(4):
+            await ledger.append_many([_entry(round_number * 10 + i) for i in range(10)])
+            await ledger.wait_covered(ledger.size - 1)
+            sizes.append((ledger.checkpoint.size, ledger.checkpoint.root))
+        assert ledger.block_height >= 4
+        for (old_size, old_root), (new_size, new_root) in itertools.pairwise(sizes):
+            proof = ledger.consistency_proof(old_size, new_size)
+            verify_consistency(old_size, new_size, proof, old_root, new_root)
+        block_note, checkpoint_note = ledger.block_record(ledger.block_height)
+        assert checkpoint_note == ledger.latest_checkpoint
+        assert block_note.startswith(b"ledger-block/v1\n")
+    finally:
+        await ledger.close()
+    report = verify_directory(tmp_path, Verifier.parse(ledger.verifier_key))
+    assert report.entries == 40
+
+
+async def test_checkpoint_interval_under_light_load(tmp_path: Path) -> None:
+    ledger = await Ledger.open(tmp_path, FAST)
+    try:
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            await ledger.append(_entry(1))
+            await asyncio.sleep(0.005)
+        start = ledger.block_height
+        index = await ledger.append(_entry(2))
+        await asyncio.wait_for(ledger.wait_covered(index), timeout=2)
+        assert ledger.block_height > start
+    finally:
+        await ledger.close()
+
+
+class SlowLayer(FileLayer):
+    def fsync(self, fd: int) -> None:
+        time.sleep(0.2)
+        super().fsync(fd)
+
+
+async def test_full_queue_answers_busy(tmp_path: Path) -> None:
+    settings = LedgerSettings(origin="busy", queue_entries_max=3, checkpoint_interval_ms=1000)
+    ledger = await Ledger.open(tmp_path, settings, file_layer=SlowLayer())
+    try:
+        first = asyncio.create_task(ledger.append(_entry(0)))
+        await asyncio.sleep(0.05)  # the writer is now inside its slow fsync
+        queued = [asyncio.create_task(ledger.append(_entry(i))) for i in range(1, 4)]
+        await asyncio.sleep(0)
+        with pytest.raises(LedgerBusy):
+            await ledger.append(_entry(9))
+        with pytest.raises(LedgerBusy):
+            await ledger.append_many([_entry(9)])
+        assert await first == 0
+        assert sorted(await asyncio.gather(*queued)) == [1, 2, 3]
+    finally:
+        await ledger.close()
+
+
+async def test_bad_entries_are_refused(tmp_path: Path) -> None:
+    ledger = await Ledger.open(tmp_path, FAST)
+    try:
+        with pytest.raises(ValueError, match="65535"):
+            await ledger.append(b"x" * 65_536)
+        with pytest.raises(TypeError):
+            await ledger.append("text")  # type: ignore[arg-type]
+        assert ledger.size == 0
+    finally:
+        await ledger.close()
+
+
+async def test_signing_key_is_private_and_kept(tmp_path: Path) -> None:
+    ledger = await Ledger.open(tmp_path, FAST)
+    key = ledger.verifier_key
+    await ledger.close()
+    assert stat.S_IMODE((tmp_path / "signing.key").stat().st_mode) == 0o600
+    reopened = await Ledger.open(tmp_path, FAST)
+    assert reopened.verifier_key == key
+    await reopened.close()
+    os.chmod(tmp_path / "signing.key", 0o644)
+    with pytest.raises(LedgerCorruption, match="mode 644"):
+        await Ledger.open(tmp_path, FAST)
+    os.chmod(tmp_path / "signing.key", 0o600)
+    with pytest.raises(LedgerCorruption, match="key is for"):
+        await Ledger.open(tmp_path, LedgerSettings(origin="another.example/log"))
+
+
+async def test_reopen_keeps_everything(tmp_path: Path) -> None:
+    ledger = await Ledger.open(tmp_path, FAST)
+    await ledger.append_many([_entry(i) for i in range(300)])
+    root = ledger.checkpoint.root
+    await ledger.close()
+    reopened = await Ledger.open(tmp_path, FAST)
+    try:
+        assert reopened.size == 300
+        assert reopened.checkpoint.root != root or reopened.checkpoint.size == 300
+        assert reopened.entry(299) == _entry(299)
+        index = await reopened.append(_entry(300))
+        assert index == 300
+        proof = Receipt.parse(reopened.proof(0)) if reopened.checkpoint.size > 0 else None
+        assert proof is not None
+        checkpoint = reopened.checkpoint
+        verify_inclusion(0, checkpoint.size, leaf_hash(_entry(0)), proof.path, checkpoint.root)
+    finally:
+        await reopened.close()
+
+
+async def test_batch_age_groups_appends(tmp_path: Path) -> None:
+    settings = LedgerSettings(origin="age.example", batch_age_ms_max=20)
+    ledger = await Ledger.open(tmp_path, settings)
+    try:
+        indexes = await asyncio.gather(*(ledger.append(_entry(i)) for i in range(50)))
+        assert sorted(indexes) == list(range(50))
+    finally:
+        await ledger.close()
+    frames = (tmp_path / "entries.wal").read_bytes().count(b"LGF1")
+    assert frames <= 2  # the 50 appends waited for each other: one or two frames
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("origin", "has space"),
+        ("origin", ""),
+        ("origin", "a+b"),
+        ("batch_entries_max", 0),
+        ("batch_bytes_max", 100),
+        ("batch_age_ms_max", -1),
+        ("queue_entries_max", 0),
+        ("checkpoint_interval_ms", 1),
+    ],
+)
+def test_settings_are_validated(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field.split("_")[0]):
+        LedgerSettings(**{field: value})  # type: ignore[arg-type]
