@@ -17,3 +17,9 @@ class Event:
 
     def to_entry(self) -> Entry | None:
         raise NotImplementedError
+
+
+def flat_fields(event: object) -> dict[str, object]:
+    """The fields of a dataclass whose values are all plain (str, int, bool, None): what
+    `dataclasses.asdict` gives, without its recursive deep copy (on the hot order path)."""
+    return {name: getattr(event, name) for name in event.__dataclass_fields__}  # type: ignore[attr-defined]

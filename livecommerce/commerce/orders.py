@@ -29,12 +29,12 @@ from __future__ import annotations
 import hashlib
 import heapq
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Final
 
 from livecommerce.commerce.canonical import DOMAIN_ORDER, CanonicalError, signing_bytes
-from livecommerce.commerce.events import Entry, Event
+from livecommerce.commerce.events import Entry, Event, flat_fields
 from livecommerce.commerce.identity import IdentityRegistry, verify_signature
 from livecommerce.commerce.reservations import ORDER_ID, ReserveResult, ReserveStatus
 from livecommerce.commerce.results import Reason, Rejected, all_integers, all_text
@@ -114,7 +114,7 @@ class OrderAccepted(Event):
     signature: str
 
     def to_entry(self) -> Entry:
-        return "order/v1", {"action": "accepted", **asdict(self)}
+        return "order/v1", {"action": "accepted", **flat_fields(self)}
 
     def signed_command(self) -> PlaceOrder:
         """The order as the buyer signed it (its signature can be checked again)."""
@@ -165,7 +165,7 @@ class OrderPaid(Event):
     shipping_commitment: str = ""
 
     def to_entry(self) -> Entry:
-        return "order/v1", {"action": "paid", **asdict(self)}
+        return "order/v1", {"action": "paid", **flat_fields(self)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +179,7 @@ class OrderExpired(Event):
     time_ms: int
 
     def to_entry(self) -> Entry:
-        return "order/v1", {"action": "expired", **asdict(self)}
+        return "order/v1", {"action": "expired", **flat_fields(self)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Final
 
 from livecommerce.commerce.catalog import PRICE_CENTS_MAX, Catalog
-from livecommerce.commerce.events import Entry, Event
+from livecommerce.commerce.events import Entry, Event, flat_fields
 from livecommerce.commerce.reservations import SaleStock
 from livecommerce.commerce.results import Reason, Rejected, all_text
 
@@ -164,7 +164,7 @@ class StockChanged(Event):
     time_ms: int
 
     def to_entry(self) -> Entry:
-        return "stock/v1", asdict(self)
+        return "stock/v1", flat_fields(self)
 
 
 def stock_changed(sale: Sale, cause: str, now_ms: int) -> StockChanged:

@@ -61,6 +61,7 @@ from livecommerce.orders.shipping import ShippingFull, ShippingStore
 log = logging.getLogger("livecommerce.orders")
 
 OrderKey = tuple[str, str]  # (buyer_id, order_id)
+RECEIPTS_PER_TURN_MAX = 64
 
 
 class LedgerLike(Protocol):
@@ -550,12 +551,18 @@ class OrderService:
                 log.warning("receipts stopped: %r", error)
                 return
             covered = checkpoint_size(note)
+            sent = 0
             while self._receipts and self._receipts[0][0] < covered:
                 index, send = self._receipts.popleft()
                 try:
                     send(index)
                 except Exception:
                     log.exception("sending a receipt failed")
+                sent += 1
+                if sent % RECEIPTS_PER_TURN_MAX == 0:
+                    # A second's worth of receipts at once would hold the event loop for
+                    # tens of milliseconds: let orders in between.
+                    await asyncio.sleep(0)
 
 
 def checkpoint_size(note: bytes) -> int:

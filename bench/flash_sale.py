@@ -1,0 +1,644 @@
+"""Flash sale: signed orders per second, answer latency and oversold units, end to end.
+
+    python bench/flash_sale.py [--mode embedded|redis|both] [--buyers 2000]
+        [--client-processes 4] [--seconds 10] [--sellout-units 5000]
+
+Each mode starts the real server as separate OS processes (embedded: one `serve`; redis:
+a private redis-server without persistence, the `ledger-writer` and two `serve --redis`
+web processes), makes a merchant, a product, a room and two sales over HTTP, then starts
+`--client-processes` client processes. Every buyer is a registered Ed25519 key with its
+own WebSocket to the room (spread over the web processes) and signs every order (PyNaCl)
+just before sending it.
+
+1. Throughput: each buyer orders 1 unit, waits for the answer, orders again (a closed
+   loop; the number of buyers is the concurrency) for `--seconds`, against a sale with
+   more units than get ordered. Figures: accepted orders per second (answers "accepted",
+   which the server gives only after the ledger append is durable), answer latency p50,
+   p99 and max (send to `order.result/v1`, measured in the clients).
+2. Sell-out: a fresh sale of `--sellout-units`; every buyer sends 3 orders of 1 unit at
+   once (per-buyer limit 3), more than offered. Oversold units = accepted units beyond
+   the offer, plus any difference between the units the buyers were told were accepted
+   and the units the ledger holds (read after the servers stop) and the server's own
+   count. Must be 0.
+
+The redis mode also measures the bare reserve script (the one the web processes run,
+which also appends the order to the sale's stream) with redis-benchmark on the same
+Redis: the ceiling one Redis gives a single hot sale. Figures only: no assertion on speed.
+Viewers' stock pushes (state/v1, up to 10 a second to every socket) and receipts
+(receipt/v1 for every accepted order) are all sent as in production and are part of the
+load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import websockets  # noqa: E402
+
+from livecommerce.orders.signing import KeyPair  # noqa: E402
+
+PRICE_CENTS = 1800
+THROUGHPUT_UNITS = 1_000_000
+SELLOUT_LIMIT = 3
+ANSWER_WAIT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"nothing listening on {port}") from None
+            time.sleep(0.05)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Processes:
+    """The server side of one mode, as OS processes; stopped in reverse order."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.running: list[subprocess.Popen[bytes]] = []
+        self.web_ports: list[int] = []
+        self.redis_url = ""
+        self.environment = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "LIVECOMMERCE_CONNECTIONS_PER_ADDRESS_MAX": "20000",
+        }
+
+    def spawn(self, command: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        log = (self.directory / log_name).open("wb")
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.environment
+        )
+        self.running.append(process)
+        return process
+
+    def start_redis(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is not on PATH")
+        port = free_port()
+        self.spawn(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            "redis.log",
+        )  # fmt: skip
+        wait_for_port(port)
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+
+    def start_writer(self) -> None:
+        self.spawn(
+            [sys.executable, "-m", "livecommerce", "ledger-writer", "--redis", self.redis_url,
+             "--data", str(self.directory / "writer")],
+            "writer.log",
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while "ledger writer ready" not in (self.directory / "writer.log").read_text():
+            if time.monotonic() > deadline:
+                raise SystemExit("the ledger writer did not start")
+            time.sleep(0.05)
+
+    def start_web(self, name: str, profile: Path | None = None) -> None:
+        port = free_port()
+        if profile:
+            python = [sys.executable, __file__, "_profiled", str(profile)]
+        else:
+            python = [sys.executable, "-m", "livecommerce"]
+        command = [*python, "serve", "--port", str(port),
+                   "--data", str(self.directory / name)]  # fmt: skip
+        if self.redis_url:
+            command += ["--redis", self.redis_url]
+        self.spawn(command, f"{name}.log")
+        wait_for_port(port)
+        self.web_ports.append(port)
+
+    def stop(self) -> None:
+        for process in reversed(self.running):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+
+
+def setup_sales(base: str, bases: list[str], throughput_units: int, sellout_units: int) -> Any:
+    """Merchant, product and stock, a room linked to the merchant, two open sales."""
+    merchant = KeyPair()
+    with httpx.Client(timeout=30) as client:
+
+        def post(url: str, body: dict[str, Any], token: str = "") -> Any:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            response = client.post(url, json=body, headers=headers)
+            if response.status_code >= 300:
+                raise SystemExit(f"{url}: {response.status_code} {response.text}")
+            return response.json()
+
+        post(f"{base}/api/identities", merchant.registration("Bench merchant", now_ms()))
+        post(
+            f"{base}/api/products", merchant.listing("mug", "Stoneware mug", PRICE_CENTS, now_ms())
+        )
+        for number, units in enumerate((throughput_units, sellout_units)):
+            post(
+                f"{base}/api/products/mug/stock",
+                merchant.stock(f"bench-{number}", "mug", units, now_ms()),
+            )
+        challenge = post(f"{base}/api/sessions/challenge", {})["challenge"]
+        token = post(f"{base}/api/sessions", merchant.session(challenge))["token"]
+        room = post(f"{base}/api/rooms", {"title": "Bench", "host_name": "Bench"})
+        room_id, host_token = room["room_id"], room["host_token"]
+        post(f"{base}/api/rooms/{room_id}/merchant", {"merchant_token": token}, host_token)
+        for sale_id, units, limit in (
+            ("throughput", throughput_units, 100),
+            ("sellout", sellout_units, SELLOUT_LIMIT),
+        ):
+            post(
+                f"{base}/api/rooms/{room_id}/sales",
+                {
+                    "sale_id": sale_id,
+                    "product_id": "mug",
+                    "units_offered": units,
+                    "per_buyer_limit": limit,
+                    "duration_ms": 3_600_000,
+                    "payment_hold_ms": 3_600_000,
+                },
+                host_token,
+            )
+        for other in bases:  # every web process knows both sales before anyone buys
+            deadline = time.monotonic() + 10
+            while client.get(f"{other}/api/sales/sellout").status_code != 200:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{other} never learned the sales")
+                time.sleep(0.05)
+    return room_id
+
+
+# Client processes
+
+
+def client_main(
+    number: int,
+    buyers: int,
+    web_ports: list[int],
+    room_id: str,
+    rates_per_process: list[float],
+    seconds: float,
+    ready: Any,
+    steps: list[Any],
+    results: Any,
+) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        outcome = asyncio.run(
+            client_run(
+                number,
+                buyers,
+                web_ports,
+                room_id,
+                rates_per_process,
+                seconds,
+                ready,
+                steps,
+                results,
+            )
+        )
+    except BaseException as error:  # the orchestrator must hear about it, not wait forever
+        results.put({"error": repr(error)})
+        raise
+    results.put(outcome)
+
+
+class Buyers:
+    """One process's buyers: a key and a WebSocket each; a reader task per socket hands
+    each `order.result/v1` to whoever waits for that order."""
+
+    def __init__(self, keys: list[KeyPair], sockets: list[Any]) -> None:
+        self.keys = keys
+        self.sockets = sockets
+        self.waiting: dict[tuple[int, str], tuple[float, asyncio.Future[dict[str, Any]]]] = {}
+        self.readers = [asyncio.create_task(self._read(i)) for i in range(len(sockets))]
+
+    async def _read(self, index: int) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for frame in self.sockets[index]:
+                if '"order.result/v1"' not in frame:
+                    continue  # state pushes, sale events, receipts
+                result = json.loads(frame)
+                waiting = self.waiting.pop((index, result["order_id"]), None)
+                if waiting is not None:
+                    sent, future = waiting
+                    result["answered_s"] = time.perf_counter()
+                    result["latency_s"] = result["answered_s"] - sent
+                    if not future.done():
+                        future.set_result(result)
+
+    async def order(
+        self, index: int, order_id: str, sale_id: str
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Sign and send; the future gets the answer (with its latency)."""
+        fields = self.keys[index].order(order_id, sale_id, 1, PRICE_CENTS, now_ms())
+        frame = json.dumps({"type": "order/v1", **fields})
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.waiting[(index, order_id)] = (time.perf_counter(), future)
+        await self.sockets[index].send(frame)
+        return future
+
+
+async def client_run(
+    number: int,
+    buyers: int,
+    web_ports: list[int],
+    room_id: str,
+    rates_per_process: list[float],
+    seconds: float,
+    ready: Any,
+    steps: list[Any],
+    results: Any,
+) -> dict[str, Any]:
+    keys = [KeyPair() for _ in range(buyers)]
+    ports = [web_ports[(number + i) % len(web_ports)] for i in range(buyers)]
+    limits = httpx.Limits(max_connections=50)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        gate = asyncio.Semaphore(50)
+
+        async def register(key: KeyPair, port: int) -> None:
+            async with gate:
+                response = await client.post(
+                    f"http://127.0.0.1:{port}/api/identities",
+                    json=key.registration("buyer", now_ms()),
+                )
+                if response.status_code != 201:
+                    raise RuntimeError(f"registration: {response.status_code} {response.text}")
+
+        await asyncio.gather(*(register(k, p) for k, p in zip(keys, ports, strict=True)))
+    sockets = [
+        await websockets.connect(
+            f"ws://127.0.0.1:{port}/ws/rooms/{room_id}", max_queue=None, open_timeout=60
+        )
+        for port in ports
+    ]
+    crowd = Buyers(keys, sockets)
+    ready.put(number)
+    step_outcomes = []
+    sent_per_buyer = [0] * buyers
+    for step, rate in enumerate(rates_per_process):
+        await asyncio.to_thread(steps[step].wait)
+        step_outcomes.append(await open_loop(crowd, sent_per_buyer, rate, seconds, step))
+    # Sell-out: every buyer of every process at once, SELLOUT_LIMIT orders of 1 unit.
+    await asyncio.to_thread(steps[-1].wait)
+    futures = [
+        await crowd.order(index, f"s{n}", "sellout")
+        for index in range(buyers)
+        for n in range(SELLOUT_LIMIT)
+    ]
+    done, _ = await asyncio.wait(futures, timeout=ANSWER_WAIT_S)
+    answers = [future.result() for future in done]
+    for ws in sockets:
+        await ws.close()
+    for reader in crowd.readers:
+        reader.cancel()
+    return {
+        "steps": step_outcomes,
+        "sellout_units": sum(a["quantity"] for a in answers if a["status"] == "accepted"),
+        "sellout_reasons": count_reasons(answers),
+        "sellout_unanswered": len(futures) - len(done),
+    }
+
+
+def count_reasons(answers: list[dict[str, Any]]) -> dict[str, int]:
+    reasons: dict[str, int] = {}
+    for answer in answers:
+        if answer["status"] != "accepted":
+            reasons[answer["reason"]] = reasons.get(answer["reason"], 0) + 1
+    return reasons
+
+
+async def open_loop(
+    crowd: Buyers, sent_per_buyer: list[int], rate: float, seconds: float, step: int
+) -> dict[str, Any]:
+    """Each buyer orders on its own fixed schedule (an open loop: a slow answer does not
+    slow the offered load), `rate` orders a second from this process in all."""
+    buyers = len(crowd.keys)
+    interval_s = buyers / rate
+    started = time.perf_counter()
+    futures: list[asyncio.Future[dict[str, Any]]] = []
+
+    async def buyer(index: int) -> None:
+        next_s = started + interval_s * index / buyers
+        while next_s < started + seconds:
+            await asyncio.sleep(max(0.0, next_s - time.perf_counter()))
+            order_id = f"r{step}-{sent_per_buyer[index]}"
+            sent_per_buyer[index] += 1
+            futures.append(await crowd.order(index, order_id, "throughput"))
+            next_s += interval_s
+
+    await asyncio.gather(*(buyer(i) for i in range(buyers)))
+    done, _ = await asyncio.wait(futures, timeout=ANSWER_WAIT_S) if futures else (set(), set())
+    answers = [future.result() for future in done]
+    last_answer_s = max((a["answered_s"] for a in answers), default=started) - started
+    return {
+        "sent": len(futures),
+        "unanswered": len(futures) - len(done),
+        "accepted": sum(1 for a in answers if a["status"] == "accepted"),
+        "reasons": count_reasons(answers),
+        "latencies": [a["latency_s"] for a in answers],
+        "window_s": seconds,
+        "last_answer_s": last_answer_s,
+    }
+
+
+# Measuring one mode
+
+
+def ledger_units(data_dir: Path, sale_id: str) -> int:
+    """Units of accepted, not expired orders of a sale, read from a stopped server's ledger."""
+
+    async def read() -> int:
+        from ledger import Ledger, LedgerSettings, decode_entry
+
+        ledger = await Ledger.open(data_dir / "ledger", LedgerSettings())
+        try:
+            units = 0
+            for index in range(ledger.size):
+                entry_type, fields = decode_entry(ledger.entry(index))
+                if entry_type == "order/v1" and fields["sale_id"] == sale_id:
+                    if fields["action"] == "accepted":
+                        units += fields["quantity"]
+                    elif fields["action"] == "expired":
+                        units -= fields["quantity"]
+            return units
+        finally:
+            await ledger.close()
+
+    return asyncio.run(read())
+
+
+def run_mode(mode: str, arguments: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as directory:
+        processes = Processes(Path(directory))
+        try:
+            if mode == "redis":
+                processes.start_redis()
+                processes.start_writer()
+                processes.start_web("web0", arguments.profile)
+                processes.start_web("web1")
+            else:
+                processes.start_web("web0", arguments.profile)
+            bases = [f"http://127.0.0.1:{port}" for port in processes.web_ports]
+            print(f"  {mode}: servers starting", flush=True)
+            room_id = setup_sales(bases[0], bases, THROUGHPUT_UNITS, arguments.sellout_units)
+            context = multiprocessing.get_context("spawn")
+            ready, results = context.Queue(), context.Queue()
+            steps = [context.Event() for _ in range(len(arguments.rates) + 1)]
+            per_client = arguments.buyers // arguments.client_processes
+            per_process = [rate / arguments.client_processes for rate in arguments.rates]
+            clients = [
+                context.Process(
+                    target=client_main,
+                    args=(
+                        n,
+                        per_client,
+                        processes.web_ports,
+                        room_id,
+                        per_process,
+                        arguments.seconds,
+                        ready,
+                        steps,
+                        results,
+                    ),
+                )
+                for n in range(arguments.client_processes)
+            ]
+            for client in clients:
+                client.start()
+            print("  servers up, sales open; clients registering and connecting", flush=True)
+            for _ in clients:
+                ready.get(timeout=300)
+            for step, rate in enumerate(arguments.rates):
+                print(f"  offering {rate:,.0f} orders/s for {arguments.seconds:.0f} s", flush=True)
+                steps[step].set()
+                time.sleep(arguments.seconds + 3)
+            steps[-1].set()
+            outcomes = [results.get(timeout=300) for _ in clients]
+            for client in clients:
+                client.join(timeout=30)
+            errors = [outcome["error"] for outcome in outcomes if "error" in outcome]
+            if errors:
+                raise SystemExit(f"client errors: {errors}")
+            server_remaining = None
+            with httpx.Client(timeout=10) as http:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    # Scaled out, the web replica's count is local; Redis is the truth.
+                    sale = http.get(f"{bases[0]}/api/sales/sellout").json()
+                    server_remaining = sale["units_remaining"]
+                    if mode == "embedded" or server_remaining is not None:
+                        break
+            redis_remaining = None
+            if mode == "redis":
+                import redis as redis_sync
+
+                client_redis = redis_sync.Redis.from_url(processes.redis_url)
+                value = client_redis.hget("{sale:sellout}:meta", "remaining")
+                redis_remaining = None if value is None else int(value)
+                client_redis.close()
+            bare = bare_script_rate(processes.redis_url) if mode == "redis" else None
+        finally:
+            processes.stop()
+        data_dir = Path(directory) / ("writer" if mode == "redis" else "web0")
+        in_ledger = ledger_units(data_dir, "sellout")
+    rows = []
+    for step, rate in enumerate(arguments.rates):
+        parts = [outcome["steps"][step] for outcome in outcomes]
+        latencies = sorted(x for part in parts for x in part["latencies"])
+        reasons: dict[str, int] = {}
+        for part in parts:
+            for reason, count in part["reasons"].items():
+                reasons[reason] = reasons.get(reason, 0) + count
+        accepted = sum(part["accepted"] for part in parts)
+        # Answers that come after the window still count, over the time they took.
+        span_s = max(max(part["window_s"], part["last_answer_s"]) for part in parts)
+        rows.append(
+            {
+                "offered_per_s": rate,
+                "sent": sum(part["sent"] for part in parts),
+                "accepted_per_s": accepted / span_s,
+                "unanswered": sum(part["unanswered"] for part in parts),
+                "p50_ms": 1000 * percentile(latencies, 0.50),
+                "p99_ms": 1000 * percentile(latencies, 0.99),
+                "max_ms": 1000 * latencies[-1] if latencies else float("nan"),
+                "refused": reasons,
+            }
+        )
+    sellout_reasons: dict[str, int] = {}
+    for outcome in outcomes:
+        for reason, count in outcome["sellout_reasons"].items():
+            sellout_reasons[reason] = sellout_reasons.get(reason, 0) + count
+    told = sum(outcome["sellout_units"] for outcome in outcomes)
+    offered = arguments.sellout_units
+    remaining = redis_remaining if mode == "redis" else server_remaining
+    oversold = max(0, told - offered) + abs(in_ledger - told)
+    if remaining is not None:
+        oversold += abs((offered - remaining) - told)
+    return {
+        "mode": mode,
+        "buyers": per_client * arguments.client_processes,
+        "rows": rows,
+        "sellout_told": told,
+        "sellout_ledger": in_ledger,
+        "sellout_remaining": remaining,
+        "sellout_reasons": sellout_reasons,
+        "sellout_unanswered": sum(outcome["sellout_unanswered"] for outcome in outcomes),
+        "offered": offered,
+        "oversold": oversold,
+        "bare_script_per_s": bare,
+    }
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def bare_script_rate(redis_url: str) -> float | None:
+    """The reserve-and-record script alone, driven by redis-benchmark (C, 50 connections),
+    random buyers and orders, limit 1 each, on a sale with enough units."""
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        return None
+    import redis as redis_sync
+
+    from livecommerce.stock.redis_lua import RESERVE_RECORD_LUA, accepted_stream_key, sale_keys
+
+    requests = 200_000
+    client = redis_sync.Redis.from_url(redis_url)
+    sha = client.script_load(RESERVE_RECORD_LUA)
+    client.hset(sale_keys("bare")[0], mapping={"offered": requests, "remaining": requests})
+    client.close()
+    host, port = redis_url.split("//", 1)[1].split("/")[0].rsplit(":", 1)
+    record = json.dumps({"order_id": "x", "note": "a record of about the real size" * 8})
+    completed = subprocess.run(
+        [binary, "-h", host, "-p", port, "-c", "50", "-n", str(requests), "-r", "1000000000",
+         "-q", "EVALSHA", sha, "4", *sale_keys("bare"), accepted_stream_key("bare"),
+         "b__rand_int__", "o__rand_int__", "1", "1", "100000000", record, "2000000"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    found = re.findall(r"([0-9.]+) requests per second", completed.stdout)
+    return float(found[-1]) if found else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["embedded", "redis", "both"], default="both")
+    parser.add_argument("--buyers", type=int, default=2000)
+    parser.add_argument("--client-processes", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [float(part) for part in text.split(",")],
+        default=[2000.0, 5000.0],
+        help="offered orders per second, one step each (comma-separated)",
+    )
+    parser.add_argument("--sellout-units", type=int, default=5000)
+    parser.add_argument(
+        "--profile", type=Path, help="run the (first) web process under cProfile, into this file"
+    )
+    arguments = parser.parse_args()
+    modes = ["embedded", "redis"] if arguments.mode == "both" else [arguments.mode]
+    print(
+        f"{arguments.buyers} buyers in {arguments.client_processes} client processes,"
+        f" one WebSocket each, {arguments.seconds:.0f} s per offered rate; sell-out of"
+        f" {arguments.sellout_units} units; load average before: {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    for mode in modes:
+        result = run_mode(mode, arguments)
+        print(json.dumps(result), flush=True)
+        for row in result["rows"]:
+            print(
+                f"{mode:<9} buyers {result['buyers']}  offered {row['offered_per_s']:>6,.0f}/s"
+                f"  accepted {row['accepted_per_s']:>6,.0f}/s  p50 {row['p50_ms']:.1f} ms"
+                f"  p99 {row['p99_ms']:.1f} ms  max {row['max_ms']:.0f} ms"
+                f"  unanswered {row['unanswered']}  refused {row['refused']}",
+                flush=True,
+            )
+        print(
+            f"{mode:<9} sell-out of {result['offered']}: told {result['sellout_told']},"
+            f" ledger {result['sellout_ledger']}, remaining {result['sellout_remaining']},"
+            f" refused {result['sellout_reasons']}, unanswered {result['sellout_unanswered']}"
+            f"  oversold {result['oversold']}"
+            + (
+                f"  bare script {result['bare_script_per_s']:,.0f}/s"
+                if result["bare_script_per_s"]
+                else ""
+            ),
+            flush=True,
+        )
+
+
+def profiled(output: str, argv: list[str]) -> None:
+    """`python -m livecommerce <argv>` under cProfile; the profile is written on SIGTERM
+    (uvicorn re-raises the signal after its shutdown, which would skip cProfile's own
+    writing)."""
+    import cProfile
+
+    from livecommerce.__main__ import main as livecommerce_main
+
+    profiler = cProfile.Profile()
+
+    def dump(signal_number: int, frame: Any) -> None:
+        profiler.disable()
+        profiler.dump_stats(output)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, dump)
+    profiler.enable()
+    livecommerce_main(argv)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["_profiled"]:
+        profiled(sys.argv[2], sys.argv[3:])
+    else:
+        main()
