@@ -136,6 +136,8 @@ class Processes:
         port = free_port()
         if profile:
             python = [sys.executable, __file__, "_profiled", str(profile)]
+        elif os.environ.get("FLASH_SALE_GC_LOG"):
+            python = [sys.executable, __file__, "_gc_logged"]
         else:
             python = [sys.executable, "-m", "livecommerce"]
         command = [*python, "serve", "--port", str(port),
@@ -416,6 +418,8 @@ def ledger_units(data_dir: Path, sale_id: str) -> int:
 def run_mode(mode: str, arguments: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory:
         processes = Processes(Path(directory))
+        if os.environ.get("FLASH_SALE_GC_LOG"):
+            print(f"  server logs in {directory}", flush=True)
         try:
             if mode == "redis":
                 processes.start_redis()
@@ -637,8 +641,31 @@ def profiled(output: str, argv: list[str]) -> None:
     livecommerce_main(argv)
 
 
+def gc_logged(argv: list[str]) -> None:
+    """`python -m livecommerce <argv>`, appending every garbage collection over 20 ms to
+    the file FLASH_SALE_GC_LOG names (set it to use this)."""
+    import gc
+
+    from livecommerce.__main__ import main as livecommerce_main
+
+    started: list[float] = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        elif (took := time.perf_counter() - started[0]) > 0.02:
+            generation = info["generation"]
+            with open(os.environ["FLASH_SALE_GC_LOG"], "a") as log:
+                log.write(f"{time.time():.1f} gc generation {generation}: {took * 1000:.0f} ms\n")
+
+    gc.callbacks.append(callback)
+    livecommerce_main(argv)
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["_profiled"]:
+    if sys.argv[1:2] == ["_gc_logged"]:
+        gc_logged(sys.argv[2:])
+    elif sys.argv[1:2] == ["_profiled"]:
         profiled(sys.argv[2], sys.argv[3:])
     else:
         main()

@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from livecommerce import __version__
+from livecommerce.gc_pauses import freeze_survivors_forever
 from livecommerce.hub import endpoints as hub_endpoints
 from livecommerce.hub.broker import Broker, InProcessBroker
 from livecommerce.hub.hub import Hub, HubLimits
@@ -133,7 +134,13 @@ def create_app(settings: Settings) -> Starlette:
                     from livecommerce.demo import create_demo
 
                     await create_demo(app, settings)
-                yield
+                gc_task = asyncio.create_task(
+                    freeze_survivors_forever(settings.gc_freeze_interval_ms), name="gc-freeze"
+                )
+                try:
+                    yield
+                finally:
+                    gc_task.cancel()
         finally:
             await video.close()
             await hub.close()

@@ -53,6 +53,9 @@ class Settings:
     receipts_pending_max: int = 200_000
     commerce_tick_interval_ms: int = 100
     order_freshness_ms: int = 30_000
+    # Surviving objects move out of the garbage collector's reach this often (see
+    # livecommerce/gc_pauses.py): full collections then stay short.
+    gc_freeze_interval_ms: int = 1000
     # Scaled out: how long a web process waits for the ledger writer to record an order
     # before telling the buyer to retry (the order is kept and recorded later).
     order_confirm_timeout_ms: int = 20_000

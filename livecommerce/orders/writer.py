@@ -62,6 +62,7 @@ from livecommerce.commerce.sales import (
     SaleState,
     stock_changed,
 )
+from livecommerce.gc_pauses import freeze_survivors_forever
 from livecommerce.hub import messages as m
 from livecommerce.hub.broker import BrokerUnavailable
 from livecommerce.hub.redis_broker import RedisBroker
@@ -252,6 +253,9 @@ class LedgerWriter:
         self._tasks = [
             asyncio.create_task(self._receipts_forever(), name="writer-receipts"),
             asyncio.create_task(self._stock_forever(), name="writer-stock"),
+            asyncio.create_task(
+                freeze_survivors_forever(self.settings.gc_freeze_interval_ms), name="gc-freeze"
+            ),
         ]
         delay_s = 0.1
         synced = False
