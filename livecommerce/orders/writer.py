@@ -358,12 +358,14 @@ class LedgerWriter:
         except (ValueError, TypeError, KeyError) as error:
             log.error("dropping a bad command: %s", error)
             return
-        if isinstance(command, PayOrder) and fields.get(b"sealed"):
+        first = len(pending.events)
+        pending.events.extend(self.core.handle(command, now_ms))
+        paid = any(isinstance(event, OrderPaid) for event in pending.events[first:])
+        if paid and isinstance(command, PayOrder) and fields.get(b"sealed"):
+            # Stored (to disk, then Redis) before the payment's entry is appended.
             box = b64url_decode(fields[b"sealed"].decode())
             if box is not None:
                 self._sealed.append((command.buyer_id, command.order_id, box))
-        first = len(pending.events)
-        pending.events.extend(self.core.handle(command, now_ms))
         for event in pending.events[first:]:
             if isinstance(event, SaleScheduled):
                 self._streams[event.spec.sale_id] = None

@@ -21,7 +21,10 @@ from ledger.note import Signer
 from ledger.storage import KEY_FILE
 from ledger.verify import verify_directory
 from livecommerce.commerce.core import CommerceCore
+from livecommerce.commerce.identity import b64url_decode
+from livecommerce.commerce.privacy import open_shipping
 from livecommerce.commerce.replay import apply_entry
+from livecommerce.commerce.results import Rejected
 from livecommerce.orders.signing import KeyPair
 from livecommerce.stock.redis_lua import RedisStockStore
 from tests.conftest import RedisServer
@@ -32,7 +35,7 @@ from tests.livecommerce.orders.crowd import (
     register_crowd,
     send_crowd,
 )
-from tests.livecommerce.orders.flows import now_ms, register, room_with_sale
+from tests.livecommerce.orders.flows import now_ms, register, room_with_sale, session
 from tests.livecommerce.processes import ServerProcess, WriterProcess
 from tests.support import require_binary
 
@@ -318,3 +321,68 @@ async def _order_retrying(client: httpx.AsyncClient, base: str, order: Json) -> 
             if body.get("reason") not in ("unavailable", "stock_unavailable", "busy"):
                 return body
             await asyncio.sleep(0.2)
+
+
+async def test_scaled_out_expiry_returns_units_and_payment_seals_shipping(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with scaled(tmp_path, redis_server.url, web_processes=2) as (writer, webs):
+        async with httpx.AsyncClient(timeout=30) as client:
+            setup = await room_with_sale(
+                client, webs[0].http, units_offered=5, payment_hold_ms=1_000
+            )
+            await sale_known_everywhere(client, webs, setup.sale_id)
+            buyer = KeyPair()
+            await register(client, webs[1].http, buyer, "Ann")
+            token = await session(client, webs[1].http, buyer)
+            keep = buyer.order("keep", setup.sale_id, 2, setup.price_cents, now_ms())
+            lapse = buyer.order("lapse", setup.sale_id, 1, setup.price_cents, now_ms())
+            for order in (keep, lapse):
+                answer = await client.post(f"{webs[1].http}/api/orders", json=order)
+                assert answer.status_code == 201, answer.text
+            address = {"name": "Ann Example", "city": "Cork"}
+            paid = await client.post(
+                f"{webs[0].http}/api/orders/keep/pay",
+                json={"shipping": address},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert paid.status_code == 200, paid.text
+            assert paid.json()["status"] == "paid"
+            # The unpaid hold runs out in the writer; Redis gets the unit back.
+            async with asyncio.timeout(10):
+                while await redis_remaining(redis_server.url, setup.sale_id) != 3:
+                    await asyncio.sleep(0.1)
+            late = await client.post(
+                f"{webs[0].http}/api/orders/lapse/pay",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert late.json()["reason"] == "order_expired"
+            listed = await client.get(
+                f"{webs[1].http}/api/merchant/orders",
+                headers={"Authorization": f"Bearer {setup.merchant_token}"},
+            )
+            orders = {order["order_id"]: order for order in listed.json()["orders"]}
+            assert orders["keep"]["status"] == "paid"
+            assert orders["lapse"]["status"] == "expired"
+            sealed = b64url_decode(orders["keep"]["shipping_sealed"])
+            assert sealed is not None
+            opened = open_shipping(sealed, setup.merchant.signing_key)
+            assert not isinstance(opened, Rejected)
+            assert opened.details == address
+        await asyncio.to_thread(writer.stop)
+        entries = await ledger_entries(writer.data_dir)
+    actions = [
+        (fields["order_id"], fields["action"])
+        for entry_type, fields in entries
+        if entry_type == "order/v1"
+    ]
+    assert actions == [
+        ("keep", "accepted"),
+        ("lapse", "accepted"),
+        ("keep", "paid"),
+        ("lapse", "expired"),
+    ]
+    assert b"Cork" not in b"".join(json.dumps(fields).encode() for _, fields in entries)
+    sale = replay(entries).sales.get(setup.sale_id)
+    assert sale is not None
+    assert (sale.units_sold, sale.units_held, sale.units_remaining) == (2, 0, 3)
