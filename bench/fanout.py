@@ -5,7 +5,9 @@
     PYTHONPATH=. /work/venv/bin/python bench/fanout.py --viewers 10000 --rate 10 --seconds 20
 
 For each server (`hub`: `python -m livecommerce serve`, embedded; `naive`:
-`bench/fanout_naive_server.py` under stock uvicorn) it opens viewers in steps (e.g. 1,000 then
+`bench/fanout_naive_server.py` under stock uvicorn; `floor`: `bench/fanout_floor_server.py`, no
+framework at all, one `transport.write` per socket: what the kernel and the event loop cost
+here) it opens viewers in steps (e.g. 1,000 then
 5,000 then 10,000) from several client processes (`bench/fanout_client.py`), and at each step:
 
 - RSS per idle connection: server RSS after the step's sockets are open and settled, minus
@@ -138,6 +140,8 @@ def start_server(kind: str, data_dir: Path, viewers_max: int) -> Server:
         env["LIVECOMMERCE_CONNECTIONS_PER_ADDRESS_MAX"] = str(viewers_max + 100)
         env["LIVECOMMERCE_CONNECTIONS_PER_PROCESS_MAX"] = str(max(30000, viewers_max + 100))
         command = [PYTHON, "-m", "livecommerce", "serve", "--port", str(port), "--data", str(data_dir)]
+    elif kind == "floor":
+        command = [PYTHON, "bench/fanout_floor_server.py", "--port", str(port)]
     else:
         command = [
             PYTHON,
@@ -501,14 +505,21 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
                 f"| {step['client_cpu_pct']:.0f} | {step['p50_ms']:.1f} | {step['p99_ms']:.1f} "
                 f"| {step['rss_kb_per_idle_connection']:.1f} |"
             )
-    hub, naive = results["servers"].get("hub"), results["servers"].get("naive")
-    if hub and naive:
+    servers = results["servers"]
+    hub, naive, floor = servers.get("hub"), servers.get("naive"), servers.get("floor")
+    if hub and (naive or floor):
         lines.append("")
-        lines.append("| viewers | naive/hub server CPU per delivery |")
-        lines.append("|---:|---:|")
-        for hub_step, naive_step in zip(hub["steps"], naive["steps"], strict=False):
-            ratio = naive_step["cpu_us_per_delivery"] / hub_step["cpu_us_per_delivery"]
-            lines.append(f"| {hub_step['open']:,} | {ratio:.1f}x |")
+        lines.append("| viewers | naive/hub server CPU per delivery | hub/floor server CPU per delivery |")
+        lines.append("|---:|---:|---:|")
+        for number, hub_step in enumerate(hub["steps"]):
+            cells = []
+            for numerator, denominator in ((naive, hub), (hub, floor)):
+                if numerator is None or denominator is None or number >= len(numerator["steps"]):
+                    cells.append("")
+                    continue
+                top = numerator["steps"][number]["cpu_us_per_delivery"]
+                cells.append(f"{top / denominator['steps'][number]['cpu_us_per_delivery']:.2f}x")
+            lines.append(f"| {hub_step['open']:,} | {cells[0]} | {cells[1]} |")
     if hub and "slow" in hub:
         slow, base = hub["slow"], hub["steps"][-1]
         lines.append("")
@@ -547,7 +558,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=4, help="client processes (default 4)")
     parser.add_argument("--sample-every", type=int, default=10, help="latency from every N-th socket")
     parser.add_argument("--pad", type=int, default=0, help="extra bytes in each pin (image field, ≤500)")
-    parser.add_argument("--servers", default="hub,naive", help="hub,naive (default both)")
+    parser.add_argument(
+        "--servers",
+        default="hub,naive,floor",
+        help="which of hub,naive,floor (the bare transport.write floor) to run (default all)",
+    )
     parser.add_argument("--slow-fraction", type=float, default=0.01, help="share of stalled sockets; 0 skips")
     parser.add_argument(
         "--stall-rcvbuf", type=int, default=4096, help="receive buffer of stalled sockets, bytes (0: as is)"
