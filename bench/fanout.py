@@ -20,9 +20,9 @@ here) it opens viewers in steps (e.g. 1,000 then
   `--sample-every`-th socket. The table shows medians over windows.
 
 Then, on the hub at the largest step, the slow-consumer run: 1% of the sockets stop reading
-(with a small receive buffer, so the server's own buffers are reached within the run), and the
-same windows are measured again on the healthy sockets; server RSS before and after, and how
-many stalled sockets the server closed with 4008 (seen once they read again).
+(with a 4 KiB receive buffer), and the same windows are measured again on the healthy sockets;
+then larger pins (`--overflow-rate`) until the server releases the stalled sockets. Reported:
+server RSS and kernel send queues, when the stalled sockets were released and by what.
 
 Everything is on 127.0.0.1; children (servers and client processes) are killed on exit.
 """
@@ -278,6 +278,7 @@ class Window:
     seconds: float
     publishes: int
     deliveries: int
+    bytes: int
     server_cpu_s: float
     server_system_cpu_s: float
     client_cpu_s: float
@@ -355,6 +356,7 @@ def measure_window(server: Server, clients: Clients, seconds: float, rate: float
         seconds=publishing_s,
         publishes=published,
         deliveries=counted["frames"],
+        bytes=counted["bytes"],
         server_cpu_s=cpu_after - cpu_before,
         server_system_cpu_s=system_after - system_before,
         client_cpu_s=client_cpu_after - client_cpu_before,
@@ -380,8 +382,14 @@ def summarize(windows: list[Window]) -> dict[str, float]:
     }
 
 
-def run_windows(server: Server, clients: Clients, args: argparse.Namespace, label: str) -> dict[str, float]:
-    windows = []
+def run_windows(
+    server: Server,
+    clients: Clients,
+    args: argparse.Namespace,
+    label: str,
+    windows: list[Window] | None = None,
+) -> dict[str, float]:
+    windows = [] if windows is None else windows
     for number in range(args.windows):
         window = measure_window(server, clients, args.seconds, args.rate, args.pad)
         windows.append(window)
@@ -440,24 +448,58 @@ def run_server(kind: str, args: argparse.Namespace, data_dir: Path) -> dict[str,
     return result
 
 
+def kernel_send_queues(port: int) -> tuple[int, int]:
+    """Bytes queued in the kernel on the server's side of its established sockets: total, largest."""
+    try:
+        listing = subprocess.run(
+            ["ss", "-tnH", "state", "established", f"( sport = :{port} )"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return -1, -1
+    queued = [int(line.split()[1]) for line in listing.splitlines() if line.split()[1:2]]
+    return sum(queued), max(queued, default=0)
+
+
 def slow_consumer_run(server: Server, clients: Clients, args: argparse.Namespace) -> dict[str, Any]:
+    """1% stop reading: healthy latency, then how long and how many bytes until the server cuts them.
+
+    A stalled socket is cut either by the hub (its own buffer past `viewer_buffer_bytes_max`,
+    256 KiB by default: close 4008) or by uvicorn's keepalive (a ping every 20 s, 20 s to answer:
+    up to 40 s after the stall). A stalled client reads neither close frame, so the benchmark
+    reports when the server released the sockets and how many bytes each had been sent by then
+    (what one healthy socket received over the same time) and the kernel's send queue: when the
+    bytes sent minus what the kernel holds are under 256 KiB, it was the keepalive.
+    """
     every = max(2, round(1 / args.slow_fraction))
     fds_before, rss_before = server.ps.num_fds(), server.rss()
     stalled = sum(clients.ask(("stall", every, args.stall_rcvbuf)))
+    stall_started = time.monotonic()
     print(
         f"hub slow consumers: {stalled} sockets stopped reading; RSS {rss_before / 2**20:.0f} MB", flush=True
     )
-    summary = run_windows(server, clients, args, "hub stalled")
+    windows: list[Window] = []
+    summary = run_windows(server, clients, args, "hub stalled", windows)
+    healthy = max(1, clients.opened - stalled)
+    sent_per_socket = sum(w.bytes for w in windows) / healthy
     rss_after_windows = server.rss()
-    # Keep publishing (larger pins, unmeasured) until the hub has cut every stalled socket
-    # (its open file count drops by as many) or the time is up; watch the server's RSS.
+    # Keep publishing, larger pins as fast as `--overflow-rate`, unmeasured, until the server
+    # has released every stalled socket (its open file count drops by as many) or time is up.
+    rss_peak, queued_peak, queued_one_peak = rss_after_windows, 0, 0
+    cut, cuts = 0, []
     overflow_started = time.monotonic()
-    rss_peak = rss_after_windows
-    cut = 0
     while time.monotonic() - overflow_started < args.overflow_seconds:
-        publish_for(server, 1.0, args.rate, 500)
+        publish_for(server, 1.0, args.overflow_rate, 500)
+        sent_per_socket += clients.take()["bytes"] / healthy
         rss_peak = max(rss_peak, server.rss())
-        cut = fds_before - server.ps.num_fds()
+        queued, queued_one = kernel_send_queues(server.port)
+        queued_peak, queued_one_peak = max(queued_peak, queued), max(queued_one_peak, queued_one)
+        now_cut = fds_before - server.ps.num_fds()
+        if now_cut > cut:
+            cuts.append((round(time.monotonic() - stall_started, 1), now_cut, round(sent_per_socket / 1024)))
+            cut = now_cut
         if cut >= stalled:
             break
     overflow_s = time.monotonic() - overflow_started
@@ -466,24 +508,37 @@ def slow_consumer_run(server: Server, clients: Clients, args: argparse.Namespace
     cut = fds_before - server.ps.num_fds()
     clients.ask(("unstall",))
     time.sleep(1.0)
-    seen = clients.take()
+    clients.take()
+    first_cut_s = cuts[0][0] if cuts else float("nan")
+    all_cut_s = cuts[-1][0] if cuts and cuts[-1][1] >= stalled else float("nan")
+    kb_at_first_cut = cuts[0][2] if cuts else float("nan")
     result = {
         "stalled": stalled,
         "rss_before_mb": rss_before / 2**20,
         "rss_after_windows_mb": rss_after_windows / 2**20,
         "rss_peak_mb": rss_peak / 2**20,
         "rss_end_mb": rss_end / 2**20,
+        "kernel_send_queue_peak_mb": queued_peak / 2**20,
+        "kernel_send_queue_one_socket_peak_kb": queued_one_peak / 1024,
         "overflow_s": round(overflow_s, 1),
         "server_sockets_cut": cut,
-        "closed_4008": seen["close_codes"].get(4008, 0),
-        "close_codes": seen["close_codes"],
+        "cuts": cuts,
+        "first_cut_after_s": first_cut_s,
+        "all_cut_after_s": all_cut_s,
+        "kb_sent_per_stalled_socket_at_first_cut": kb_at_first_cut,
+        "cut_by": "not released"
+        if not cuts
+        else "uvicorn keepalive: minus the kernel's queue, under 256 KiB was in the hub's buffer"
+        if kb_at_first_cut - queued_one_peak / 1024 < 256
+        else "hub buffer limit (4008) or uvicorn keepalive",
         **summary,
     }
     print(
         f"hub slow consumers: RSS {rss_before / 2**20:.0f} MB before, {rss_after_windows / 2**20:.0f} after "
-        f"the windows, peak {rss_peak / 2**20:.0f}, {rss_end / 2**20:.0f} at the end; the server cut {cut} "
-        f"of {stalled} stalled sockets after {overflow_s:.0f} s more of 500-byte-padded pins; "
-        f"close frames 4008 seen by {result['closed_4008']}",
+        f"the windows, peak {rss_peak / 2**20:.0f}, {rss_end / 2**20:.0f} at the end; kernel send queues "
+        f"peak {queued_peak / 2**20:.1f} MB ({queued_one_peak / 1024:.0f} KB on one socket); "
+        f"the server released {cut} of {stalled} stalled sockets, the first {first_cut_s:.0f} s after the "
+        f"stall ({kb_at_first_cut} KB sent to each by then), all after {all_cut_s:.0f} s: {result['cut_by']}",
         flush=True,
     )
     return result
@@ -526,7 +581,7 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
         lines.append(
             "| slow-consumer run (hub) | viewers | stalled | healthy p50 ms | healthy p99 ms "
             "| p99 vs no stall | server RSS MB: before → after windows → peak → end "
-            "| stalled sockets cut by the server (4008) |"
+            "| stalled sockets released by the server |"
         )
         lines.append("|---|---:|---:|---:|---:|---:|---|---|")
         lines.append(
@@ -536,8 +591,9 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"| 1% stop reading | {base['open']:,} | {slow['stalled']} | {slow['p50_ms']:.1f} "
             f"| {slow['p99_ms']:.1f} | {slow['p99_ms'] / base['p99_ms']:.2f}x "
             f"| {slow['rss_before_mb']:.0f} → {slow['rss_after_windows_mb']:.0f} → {slow['rss_peak_mb']:.0f} "
-            f"→ {slow['rss_end_mb']:.0f} | {slow['server_sockets_cut']} of {slow['stalled']} "
-            f"within {slow['overflow_s']:.0f} s more ({slow['closed_4008']} saw the 4008 frame) |"
+            f"→ {slow['rss_end_mb']:.0f} | {slow['server_sockets_cut']} of {slow['stalled']}, "
+            f"{slow['first_cut_after_s']:.0f}-{slow['all_cut_after_s']:.0f} s into the stall, "
+            f"{slow['kb_sent_per_stalled_socket_at_first_cut']} KB sent to each: {slow['cut_by']} |"
         )
     return "\n".join(lines)
 
@@ -571,8 +627,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--overflow-seconds",
         type=float,
         default=None,
-        help="after the stalled windows, publish padded pins until the stalled sockets are cut, "
-        "at most this long (default 90; quick 20)",
+        help="after the stalled windows, publish padded pins until the stalled sockets are released, "
+        "at most this long (default 60; quick 40)",
+    )
+    parser.add_argument(
+        "--overflow-rate", type=float, default=50.0, help="pins per second after the stalled windows"
     )
     parser.add_argument("--quick", action="store_true", help="small and short: about a minute")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -582,7 +641,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.seconds = args.seconds or (3.0 if args.quick else 6.0)
     args.windows = args.windows or (2 if args.quick else 3)
     if args.overflow_seconds is None:
-        args.overflow_seconds = 20.0 if args.quick else 90.0
+        args.overflow_seconds = 40.0 if args.quick else 60.0
     args.servers = [s for s in args.servers.split(",") if s]
     if not 0 <= args.pad <= 500:
         parser.error("--pad must be 0..500")
