@@ -423,6 +423,10 @@ def run_server(kind: str, args: argparse.Namespace, data_dir: Path) -> dict[str,
                 raise RuntimeError(f"{kind}: {failed} of {added} sockets failed to open")
             time.sleep(SETTLE_S)
             rss_after = server.rss()
+            if kind != "floor" and args.keepalive_settle > 0:
+                # uvicorn pings each socket 20 s after it opened, then every 20 s: let that start
+                # for the new sockets, or later windows pay for pings the first ones did not.
+                time.sleep(args.keepalive_settle)
             clients.take()
             step: dict[str, Any] = {
                 "viewers": viewers,
@@ -631,6 +635,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "at most this long (default 60; quick 40)",
     )
     parser.add_argument(
+        "--keepalive-settle",
+        type=float,
+        default=None,
+        help="seconds to wait after opening a step's sockets, so uvicorn's 20 s keepalive pings "
+        "run in every window (default 20; quick 0)",
+    )
+    parser.add_argument(
         "--overflow-rate", type=float, default=50.0, help="pins per second after the stalled windows"
     )
     parser.add_argument("--quick", action="store_true", help="small and short: about a minute")
@@ -640,6 +651,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.viewers = [1000, 3000] if args.quick else [1000, 5000, 10000]
     args.seconds = args.seconds or (3.0 if args.quick else 6.0)
     args.windows = args.windows or (2 if args.quick else 3)
+    if args.keepalive_settle is None:
+        args.keepalive_settle = 0.0 if args.quick else 20.0
     if args.overflow_seconds is None:
         args.overflow_seconds = 40.0 if args.quick else 60.0
     args.servers = [s for s in args.servers.split(",") if s]
