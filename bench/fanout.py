@@ -632,7 +632,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         help="after the stalled windows, publish padded pins until the stalled sockets are released, "
-        "at most this long (default 60; quick 40)",
+        "at most this long (default 60; quick 15)",
     )
     parser.add_argument(
         "--keepalive-settle",
@@ -654,7 +654,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.keepalive_settle is None:
         args.keepalive_settle = 0.0 if args.quick else 20.0
     if args.overflow_seconds is None:
-        args.overflow_seconds = 40.0 if args.quick else 60.0
+        args.overflow_seconds = 15.0 if args.quick else 60.0
     args.servers = [s for s in args.servers.split(",") if s]
     if not 0 <= args.pad <= 500:
         parser.error("--pad must be 0..500")
