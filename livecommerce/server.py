@@ -12,11 +12,16 @@ from livecommerce.settings import Settings
 
 
 def uvicorn_config(settings: Settings, log_level: str = "info") -> uvicorn.Config:
+    protocol = type(
+        "ConfiguredFanoutWebSocketProtocol",
+        (FanoutWebSocketProtocol,),
+        {"socket_send_buffer_bytes": settings.viewer_socket_send_buffer_bytes},
+    )
     return uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        ws=FanoutWebSocketProtocol,
+        ws=protocol,
         # Compression would make each socket's bytes different; the fan-out writes one frame.
         ws_per_message_deflate=False,
         ws_max_size=settings.frame_bytes_max,

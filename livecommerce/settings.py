@@ -33,6 +33,9 @@ class Settings:
     frame_bytes_max: int = 16 * 1024
     viewer_buffer_bytes_max: int = 256 * 1024
     viewer_buffer_bytes_soft: int = 64 * 1024
+    # The kernel's send buffer per WebSocket (Linux doubles it): what a stalled client can
+    # hold beyond viewer_buffer_bytes_max.
+    viewer_socket_send_buffer_bytes: int = 64 * 1024
     history_events_max: int = 1000
     snapshot_comments_max: int = 50
     comment_chars_max: int = 300

@@ -10,7 +10,9 @@ Starlette's TestClient) the hub falls back to the portable ASGI path.
 
 from __future__ import annotations
 
-from typing import Any
+import socket
+from asyncio import BaseTransport
+from typing import Any, ClassVar
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
@@ -67,6 +69,19 @@ class TransportChannel:
 
 
 class FanoutWebSocketProtocol(WebSocketsSansIOProtocol):
+    # The kernel's send buffer for a WebSocket, fixed. Left to autotuning it grows to
+    # net.ipv4.tcp_wmem's maximum (4 MiB here) for a client that stopped reading, and the
+    # hub's byte limit, which counts only what waits in the process, would never trip:
+    # such a client would sit on megabytes until keepalive noticed. Linux doubles the value
+    # given for its own bookkeeping. None leaves the kernel's default.
+    socket_send_buffer_bytes: ClassVar[int | None] = None
+
+    def connection_made(self, transport: BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if self.socket_send_buffer_bytes is not None and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_send_buffer_bytes)
+
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         scope: dict[str, Any] | None = getattr(self, "scope", None)  # absent when refused

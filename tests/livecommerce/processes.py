@@ -8,11 +8,41 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from tests.support import ROOT, free_port, wait_for_port
 
 
-class ServerProcess:
+class _ManagedProcess:
+    """A child process with its output in a log file: read the log, stop it, or SIGKILL it."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _log: BinaryIO
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+class ServerProcess(_ManagedProcess):
     def __init__(self, data_dir: Path, redis_url: str = "", log_path: Path | None = None) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -34,29 +64,8 @@ class ServerProcess:
             self.stop()
             raise AssertionError(f"server did not start:\n{self.log()}") from None
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self._log.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self._log.close()
-
-
-class WriterProcess:
+class WriterProcess(_ManagedProcess):
     """`python -m livecommerce ledger-writer`: the one process that appends to the ledger."""
 
     def __init__(self, data_dir: Path, redis_url: str, log_path: Path | None = None) -> None:
@@ -77,24 +86,3 @@ class WriterProcess:
                 self.stop()
                 raise AssertionError(f"ledger writer did not start:\n{self.log()}")
             time.sleep(0.05)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self._log.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self._log.close()

@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser import CHROMIUM_ARGS, require_chromium
 from tests.streaming.conftest import HOST_TOKEN, RunningServer
-from tests.support import require
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_INSTALLED = CHROMIUM.exists()
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-]
 
 FRAMES_DECODED_JS = """async () => {
   if (!window.session) return -1;
@@ -63,13 +47,13 @@ async def wait_for_state(page: Any, name: str, wanted: str, timeout_s: float) ->
 async def test_browser_publishes_over_whip_and_another_plays_over_whep(
     streaming_server: RunningServer,
 ) -> None:
-    require(CHROMIUM_INSTALLED, f"{CHROMIUM} is not installed")
+    executable = require_chromium()
     from playwright.async_api import async_playwright
 
     base = streaming_server.base_url
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            executable_path=executable, args=CHROMIUM_ARGS, headless=True
         )
         try:
             host_page = await browser.new_page()

@@ -68,4 +68,8 @@ def test_three_processes_never_oversell(redis_server: RedisServer) -> None:
     assert accepted >= 1500 - 2  # All or nothing leaves at most quantity - 1 units.
     assert remaining == 1500 - accepted
     assert held == accepted
-    assert all("sold_out" in output["statuses"] for output in outputs)
+    # Together they demand far more than 1,500 units, so someone hears sold_out. Not every
+    # process must: one alone takes at most 1,100 units (300 buyers, limit 5, all-or-nothing
+    # quantities), so a process the scheduler runs to the end before the others start sees
+    # only accepted and limit_reached.
+    assert any("sold_out" in output["statuses"] for output in outputs)
