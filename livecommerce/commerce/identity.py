@@ -254,6 +254,14 @@ class SessionAuthority:
         self._challenges[challenge] = expires_at_ms
         return Challenge(challenge, expires_at_ms)
 
+    def admit_challenge(self, challenge: str, expires_at_ms: int) -> None:
+        """A challenge issued elsewhere (scaled out, kept in shared storage and claimed
+        once from there): answerable here until it expires or is used."""
+        self._challenges[challenge] = expires_at_ms
+
+    def withdraw_challenge(self, challenge: str) -> None:
+        self._challenges.pop(challenge, None)
+
     def open_session(
         self, challenge: str, public_key: str, signature: str, now_ms: int
     ) -> SessionGranted | Rejected:

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from livecommerce.commerce.core import Command, CommerceCore
+from livecommerce.commerce.identity import Challenge, SessionGranted
 from livecommerce.commerce.orders import PlaceOrder
+from livecommerce.commerce.results import Rejected
 from livecommerce.hub import messages as m
 from livecommerce.orders.service import CommandOutcome
 
@@ -18,6 +20,12 @@ class Orders(Protocol):
     core: CommerceCore
 
     def clock_ms(self) -> int: ...
+
+    async def issue_challenge(self, now_ms: int) -> Challenge | Rejected: ...
+
+    async def open_session(
+        self, challenge: str, public_key: str, signature: str, now_ms: int
+    ) -> SessionGranted | Rejected: ...
 
     async def run(self, command: Command) -> CommandOutcome: ...
 

@@ -243,7 +243,8 @@ async def register(request: Request) -> Response:
 
 @endpoint
 async def challenge(request: Request) -> Response:
-    issued = _sessions(request).issue_challenge(_service(request).clock_ms())
+    service = _service(request)
+    issued = await service.issue_challenge(service.clock_ms())
     if isinstance(issued, Rejected):
         return _refused(issued.reason, issued.detail)
     return JSONResponse({"challenge": issued.challenge, "expires_at_ms": issued.expires_at_ms})
@@ -252,8 +253,9 @@ async def challenge(request: Request) -> Response:
 @endpoint
 async def open_session(request: Request) -> Response:
     body = await _body(request, SessionBody)
-    granted = _sessions(request).open_session(
-        body.challenge, body.public_key, body.signature, _service(request).clock_ms()
+    service = _service(request)
+    granted = await service.open_session(
+        body.challenge, body.public_key, body.signature, service.clock_ms()
     )
     if isinstance(granted, Rejected):
         return _refused(granted.reason, granted.detail)

@@ -20,6 +20,8 @@ command travels between them. docs/operations.md has the same table in prose.
   box (also kept on the writer's disk).
 - `lc:buyer:{<buyer_id>}` (hash, writer): `<order_id>` to its sale id.
 - `lc:session_secret` (string, the first web process): the key of session tokens.
+- `lc:challenge:<challenge>` (string with a TTL, web processes): an open session
+  challenge, claimed once with GETDEL by whichever process gets the answer.
 
 Channels: `lc:confirm` (orders recorded: sale, buyer, order, index, hold, quantity),
 `lc:receipts` (receipts stored), `lc:reply:<process>` (answers to one web process's
@@ -59,6 +61,11 @@ COMMAND_TYPES: Final[dict[str, type[Command]]] = {
 
 def feed_key(epoch: str) -> str:
     return f"lc:feed:{epoch}"
+
+
+def challenge_key(challenge: str) -> str:
+    """A session challenge any web process may take the answer for, once (GETDEL)."""
+    return f"lc:challenge:{challenge}"
 
 
 def reply_channel(process_id: str) -> str:

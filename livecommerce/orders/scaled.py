@@ -32,7 +32,12 @@ from redis.exceptions import RedisError
 
 from ledger import decode_entry
 from livecommerce.commerce.core import Command, CommerceCore
-from livecommerce.commerce.identity import b64url_encode
+from livecommerce.commerce.identity import (
+    Challenge,
+    SessionAuthority,
+    SessionGranted,
+    b64url_encode,
+)
 from livecommerce.commerce.orders import (
     OrderAccepted,
     OrderRejected,
@@ -116,6 +121,8 @@ class ScaledOrderService:
         self._applied = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        # Set by the app once the shared secret is known (wiring.scaled_lifespan).
+        self.sessions = SessionAuthority(self.core.identities, secrets.token_bytes(32))
 
     # Life cycle
 
@@ -512,6 +519,39 @@ class ScaledOrderService:
         for key, (_, _, _, since_ms) in list(self._receipt_waiters.items()):
             if now_ms - since_ms > 10 * self.confirm_timeout_ms:
                 del self._receipt_waiters[key]
+
+    # Sessions: challenges live in Redis, so any process can take the answer, once
+
+    async def issue_challenge(self, now_ms: int) -> Challenge | Rejected:
+        issued = self.sessions.issue_challenge(now_ms)
+        if isinstance(issued, Rejected):
+            return issued
+        self.sessions.withdraw_challenge(issued.challenge)
+        try:
+            await self.client.set(
+                keys.challenge_key(issued.challenge),
+                issued.expires_at_ms,
+                px=self.sessions.challenge_ttl_ms,
+            )
+        except (RedisError, OSError) as error:
+            return Rejected(Reason.CAPACITY, f"redis is unavailable: {error}")
+        return issued
+
+    async def open_session(
+        self, challenge: str, public_key: str, signature: str, now_ms: int
+    ) -> SessionGranted | Rejected:
+        """Claimed from Redis with GETDEL, so a challenge opens at most one session
+        across all processes (unlike one process alone, a forged answer uses it up)."""
+        try:
+            stored = await self.client.getdel(keys.challenge_key(challenge))
+        except (RedisError, OSError) as error:
+            return Rejected(Reason.CAPACITY, f"redis is unavailable: {error}")
+        if stored is None:
+            return Rejected(Reason.UNKNOWN_CHALLENGE, "no such challenge (or already used)")
+        self.sessions.admit_challenge(challenge, int(stored))
+        granted = self.sessions.open_session(challenge, public_key, signature, now_ms)
+        self.sessions.withdraw_challenge(challenge)
+        return granted
 
     # Commands, through the writer
 

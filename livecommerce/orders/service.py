@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from livecommerce.commerce.core import Command, CommandRejected, CommerceCore
 from livecommerce.commerce.events import Event
+from livecommerce.commerce.identity import Challenge, SessionAuthority, SessionGranted
 from livecommerce.commerce.orders import (
     OrderAccepted,
     OrderPaid,
@@ -171,10 +172,12 @@ class OrderService:
         decode_entry: DecodeEntry,
         clock_ms: Callable[[], int],
         shipping: ShippingStore,
+        sessions: SessionAuthority,
         limits: OrderLimits = OrderLimits(),
     ) -> None:
         self.core = core
         self.shipping = shipping
+        self.sessions = sessions
         self.ledger = ledger
         self.viewers = viewers
         self.encode_entry = encode_entry
@@ -272,6 +275,16 @@ class OrderService:
 
         self.submit(command, done, failed)
         return await future
+
+    # Sessions: challenges live in this process
+
+    async def issue_challenge(self, now_ms: int) -> Challenge | Rejected:
+        return self.sessions.issue_challenge(now_ms)
+
+    async def open_session(
+        self, challenge: str, public_key: str, signature: str, now_ms: int
+    ) -> SessionGranted | Rejected:
+        return self.sessions.open_session(challenge, public_key, signature, now_ms)
 
     def submit_order(
         self,

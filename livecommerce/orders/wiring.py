@@ -58,6 +58,9 @@ async def orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Async
     try:
         core = CommerceCore(order_freshness_ms=settings.order_freshness_ms)
         shipping = await ShippingStore.open(settings.data_dir)
+        sessions = SessionAuthority(
+            core.identities, load_or_create_secret(settings.data_dir / "session_secret")
+        )
         service = OrderService(
             core,
             ledger,
@@ -66,12 +69,10 @@ async def orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Async
             decode_entry,
             wall_clock_ms,
             shipping,
+            sessions,
             order_limits(settings),
         )
         await service.start()
-        sessions = SessionAuthority(
-            core.identities, load_or_create_secret(settings.data_dir / "session_secret")
-        )
         hub.order_handler = SocketOrders(service, sessions)
         app.state.orders = service
         app.state.sessions = sessions
@@ -100,6 +101,7 @@ async def scaled_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Async
     await service.start()
     try:
         sessions = SessionAuthority(service.core.identities, await service.shared_secret())
+        service.sessions = sessions
         hub.order_handler = SocketOrders(service, sessions)
         app.state.orders = service
         app.state.sessions = sessions

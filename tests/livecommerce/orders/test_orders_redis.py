@@ -35,7 +35,7 @@ from tests.livecommerce.orders.crowd import (
     register_crowd,
     send_crowd,
 )
-from tests.livecommerce.orders.flows import now_ms, register, room_with_sale, session
+from tests.livecommerce.orders.flows import now_ms, register, room_with_sale
 from tests.livecommerce.processes import ServerProcess, WriterProcess
 from tests.support import require_binary
 
@@ -334,7 +334,15 @@ async def test_scaled_out_expiry_returns_units_and_payment_seals_shipping(
             await sale_known_everywhere(client, webs, setup.sale_id)
             buyer = KeyPair()
             await register(client, webs[1].http, buyer, "Ann")
-            token = await session(client, webs[1].http, buyer)
+            # A session challenge from one process is answered on another, once.
+            challenge = (await client.post(f"{webs[0].http}/api/sessions/challenge")).json()
+            answer = buyer.session(challenge["challenge"])
+            opened = await client.post(f"{webs[1].http}/api/sessions", json=answer)
+            assert opened.status_code == 200, opened.text
+            token = opened.json()["token"]
+            replayed = await client.post(f"{webs[0].http}/api/sessions", json=answer)
+            assert replayed.status_code == 401
+            assert replayed.json()["error"] == "unknown_challenge"
             keep = buyer.order("keep", setup.sale_id, 2, setup.price_cents, now_ms())
             lapse = buyer.order("lapse", setup.sale_id, 1, setup.price_cents, now_ms())
             for order in (keep, lapse):
