@@ -56,6 +56,9 @@ class Settings:
     receipts_pending_max: int = 200_000
     commerce_tick_interval_ms: int = 100
     order_freshness_ms: int = 30_000
+    # A closed sale's orders leave memory this long after it closed (livecommerce/orders/
+    # forgetting.py); the ledger keeps them.
+    closed_sale_forget_ms: int = 3_600_000
     # Surviving objects move out of the garbage collector's reach this often (see
     # livecommerce/gc_pauses.py): full collections then stay short.
     gc_freeze_interval_ms: int = 1000

@@ -59,6 +59,7 @@ from livecommerce.orders.answers import (
     refused_order,
     refused_payment,
 )
+from livecommerce.orders.forgetting import ClosedSales
 from livecommerce.orders.service import CommandOutcome, OrderLimits, ServiceUnavailable
 from livecommerce.stock.base import StockStoreError, StockStoreUnavailable
 from livecommerce.stock.redis_lua import RedisStockStore
@@ -118,6 +119,7 @@ class ScaledOrderService:
         self._epoch = ""
         self._feed_position = "0-0"
         self.applied_index = -1
+        self._closed = ClosedSales(self.limits.closed_sale_forget_ms)
         self._applied = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -189,9 +191,7 @@ class ScaledOrderService:
         reply = await self.client.xread(
             {stream: self._feed_position}, count=FEED_READ_COUNT, block=FEED_BLOCK_MS
         )
-        if not reply:
-            return
-        for message_id, fields in reply[0][1]:
+        for message_id, fields in reply[0][1] if reply else []:
             self._feed_position = message_id.decode()
             index = int(fields[b"index"])
             if index <= self.applied_index:
@@ -199,6 +199,12 @@ class ScaledOrderService:
             entry_type, entry_fields = decode_entry(fields[b"entry"])
             apply_entry(self.core, (entry_type, entry_fields))
             self.applied_index = index
+            if entry_type == "sale/v1" and entry_fields.get("action") == "closed":
+                self._closed.closed(entry_fields["sale_id"], entry_fields["time_ms"])
+        # This process's own order records of long-closed sales (the writer keeps the
+        # authoritative ones) leave memory too.
+        for key in self._closed.forget_due(self.core, self.clock_ms()):
+            self._confirmed.pop(key, None)
         async with self._applied:
             self._applied.notify_all()
 

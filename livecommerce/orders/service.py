@@ -57,6 +57,7 @@ from livecommerce.orders.answers import (
     refused_payment,
     sale_view,
 )
+from livecommerce.orders.forgetting import ClosedSales
 from livecommerce.orders.shipping import ShippingFull, ShippingStore
 
 log = logging.getLogger("livecommerce.orders")
@@ -95,6 +96,7 @@ class OrderLimits:
     ledger_batches_in_flight_max: int = 8
     receipts_pending_max: int = 200_000
     tick_interval_ms: int = 100
+    closed_sale_forget_ms: int = 3_600_000
 
     def __post_init__(self) -> None:
         assert self.order_queue_max > 0
@@ -102,6 +104,7 @@ class OrderLimits:
         assert self.ledger_batches_in_flight_max > 0
         assert self.receipts_pending_max > 0
         assert self.tick_interval_ms > 0
+        assert self.closed_sale_forget_ms > 0
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,7 @@ class OrderService:
         self._tasks: list[asyncio.Task[None]] = []
         self._commits: set[asyncio.Task[None]] = set()
         self._tick_queued = False
+        self._closed = ClosedSales(limits.closed_sale_forget_ms)
         self.orders_accepted = 0
         self.orders_rejected = 0
 
@@ -217,6 +221,8 @@ class OrderService:
         for index in range(size):
             entry_type, fields = self.decode_entry(self.ledger.entry(index))
             apply_entry(self.core, (entry_type, fields))
+            if entry_type == "sale/v1" and fields.get("action") == "closed":
+                self._closed.closed(fields["sale_id"], fields["time_ms"])
             if entry_type == "order/v1":
                 key = (fields["buyer_id"], fields["order_id"])
                 if fields.get("action") == "accepted":
@@ -448,6 +454,9 @@ class OrderService:
             if job.command is None:
                 self._tick_queued = False
                 events = self.core.tick(now_ms)
+                for key in self._closed.forget_due(self.core, now_ms):
+                    self._index_of.pop(key, None)
+                    self._paid_index_of.pop(key, None)
             else:
                 events = self.core.handle(job.command, now_ms)
             batch.append((job, events))
@@ -493,6 +502,8 @@ class OrderService:
                     self._paid_index_of[(event.buyer_id, event.order_id)] = index
                 if isinstance(event, SaleScheduled | SaleOpened | SaleClosed | StockChanged):
                     changed.append(event)
+                if isinstance(event, SaleClosed):
+                    self._closed.closed(event.sale_id, event.time_ms)
             try:
                 job.done(CommandOutcome.of(events, event_indexes))
             except Exception:

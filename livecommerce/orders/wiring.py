@@ -37,6 +37,7 @@ def order_limits(settings: Settings) -> OrderLimits:
         ledger_batches_in_flight_max=settings.ledger_batches_in_flight_max,
         receipts_pending_max=settings.receipts_pending_max,
         tick_interval_ms=settings.commerce_tick_interval_ms,
+        closed_sale_forget_ms=settings.closed_sale_forget_ms,
     )
 
 

@@ -68,6 +68,7 @@ from livecommerce.hub.broker import BrokerUnavailable
 from livecommerce.hub.redis_broker import RedisBroker
 from livecommerce.orders import redis_keys as keys
 from livecommerce.orders.answers import sale_view
+from livecommerce.orders.forgetting import ClosedSales
 from livecommerce.orders.service import checkpoint_size
 from livecommerce.orders.shipping import ShippingStore
 from livecommerce.orders.wiring import ledger_dir, ledger_settings
@@ -137,6 +138,7 @@ class LedgerWriter:
         self._sealed: list[tuple[str, str, bytes]] = []  # shipping boxes to store first
         self._epoch = ""
         self._released_again = False
+        self._closed = ClosedSales(settings.closed_sale_forget_ms)
         self._to_release: list[OrderExpired] = []
         self._unloaded: set[str] = set()
         self._alive_token = b""
@@ -167,6 +169,8 @@ class LedgerWriter:
             entry_type, fields = decode_entry(entry)
             apply_entry(self.core, (entry_type, fields))
             self._remember(index, entry_type, fields, entry)
+            if entry_type == "sale/v1" and fields.get("action") == "closed":
+                self._closed.closed(fields["sale_id"], fields["time_ms"])
         log.info("replayed %d ledger entries", self.ledger.size)
 
     def _remember(self, index: int, entry_type: str, fields: dict[str, Any], entry: bytes) -> None:
@@ -305,6 +309,9 @@ class LedgerWriter:
         # every expiry goes through `_take_time_events` (Redis release first).
         now_ms = self.clock_ms()
         pending.events.extend(self.core.tick(now_ms))
+        for key in self._closed.forget_due(self.core, now_ms):
+            self._index_of.pop(key, None)
+            self._paid_index_of.pop(key, None)
         self._apply_reads(read, pending, now_ms)
         await self._record(pending)
         await self._release_expired(pending.events)
@@ -567,6 +574,7 @@ class LedgerWriter:
             log.info("sale %s: no room to tell (%s)", sale_id, error)
         if isinstance(event, SaleClosed):
             self._streams[sale_id] = self.clock_ms()
+            self._closed.closed(sale_id, event.time_ms)
 
     def _forget_closed_streams(self) -> None:
         now_ms = self.clock_ms()

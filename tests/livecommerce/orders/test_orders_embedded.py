@@ -303,3 +303,36 @@ async def test_a_restart_rebuilds_everything_from_the_ledger(tmp_path: Path) -> 
         assert (await client.post(f"{server.http}/api/orders", json=more)).json()[
             "reason"
         ] == "limit_reached"
+
+
+async def test_a_closed_settled_sale_leaves_memory_and_its_orders_are_never_taken_again(
+    tmp_path: Path,
+) -> None:
+    async with (
+        running_server(tmp_path, closed_sale_forget_ms=500) as server,
+        httpx.AsyncClient() as client,
+    ):
+        setup = await room_with_sale(
+            client, server.http, units_offered=3, duration_ms=1_500, payment_hold_ms=1_000
+        )
+        buyer = KeyPair()
+        await register(client, server.http, buyer, "Ann")
+        order = buyer.order("o1", setup.sale_id, 1, setup.price_cents, now_ms())
+        first = await client.post(f"{server.http}/api/orders", json=order)
+        assert first.status_code == 201
+        core = server.app.state.orders.core
+        assert core.orders.orders_remembered() == 1
+        async with asyncio.timeout(10):  # hold expires, sale closes, then it is forgotten
+            while core.orders.orders_remembered():
+                await asyncio.sleep(0.1)
+        again = await client.post(f"{server.http}/api/orders", json=order)
+        assert again.json()["status"] == "rejected"
+        assert again.json()["reason"] in ("sale_not_open", "stale")
+        # The ledger still has it: one acceptance, one expiry.
+        ledger = server.app.state.ledger
+        actions = [
+            fields["action"]
+            for entry_type, fields in (decode_entry(ledger.entry(i)) for i in range(ledger.size))
+            if entry_type == "order/v1"
+        ]
+        assert actions == ["accepted", "expired"]
