@@ -1,7 +1,7 @@
 """The one CLI.
 
 python -m livecommerce serve [--host H] [--port P] [--data DIR] [--demo] [--redis URL]
-python -m livecommerce ledger-writer --redis URL [--data DIR]
+python -m livecommerce ledger-writer --redis URL [--data DIR] [--host H --port P]
 python -m livecommerce buy [--url URL] [--room ID] [--quantity N]
 """
 
@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     writer.add_argument("--redis", dest="redis_url", required=True, help="redis://host:port/db")
     writer.add_argument("--data", dest="data_dir", type=Path, help="data directory (./data)")
+    writer.add_argument("--host", help="with --port: address to serve the ledger on")
+    writer.add_argument("--port", type=int, help="serve the ledger at http://host:port/ledger/")
     buy = commands.add_parser("buy", help="buy in a room's flash sale from the terminal")
     buy.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
     buy.add_argument("--room", default="demo", help="room id")
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = vars(build_parser().parse_args(argv))
     command = arguments.pop("command")
+    serve_ledger = command == "ledger-writer" and arguments.get("port") is not None
     if command == "buy":
         from livecommerce.orders.buy import main as buy_main
 
@@ -58,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "ledger-writer":
         from livecommerce.orders.writer import main as writer_main
 
-        return writer_main(settings)
+        return writer_main(settings, serve_http=serve_ledger)
     if command == "serve":
         from livecommerce.server import serve
 

@@ -35,7 +35,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -633,7 +633,9 @@ class LedgerWriter:
                     self._stock_dirty.add(sale_id)
 
 
-def main(settings: Settings) -> int:
+def main(settings: Settings, serve_http: bool = False) -> int:
+    """Run the writer until SIGTERM or SIGINT. With `serve_http`, also serve the ledger
+    (checkpoint, tiles, proofs, vkey: docs/ledger.md) at http://host:port/ledger/."""
     import signal
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -644,10 +646,38 @@ def main(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for signal_number in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signal_number, writer.stop)
+        http = None
+        if serve_http:
+            http = await serve_ledger(writer, settings)
         try:
             await writer.run()
         finally:
+            if http is not None:
+                server, task = http
+                server.should_exit = True
+                await task
             await writer.close()
         return 0
 
     return asyncio.run(run())
+
+
+async def serve_ledger(writer: LedgerWriter, settings: Settings) -> tuple[Any, asyncio.Task[None]]:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    assert writer.ledger is not None
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # the writer handles SIGTERM and SIGINT itself
+
+    app = Starlette(routes=[Mount("/ledger", app=writer.ledger.asgi_app())])
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, lifespan="off", log_level="warning"
+    )
+    server = Server(config)
+    task = asyncio.create_task(server.serve(), name="ledger-http")
+    return server, task

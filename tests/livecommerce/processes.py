@@ -68,13 +68,25 @@ class ServerProcess(_ManagedProcess):
 class WriterProcess(_ManagedProcess):
     """`python -m livecommerce ledger-writer`: the one process that appends to the ledger."""
 
-    def __init__(self, data_dir: Path, redis_url: str, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        redis_url: str,
+        log_path: Path | None = None,
+        serve_ledger: bool = False,
+    ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
         self.log_path = log_path or data_dir / "writer.log"
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         command = [sys.executable, "-m", "livecommerce", "ledger-writer"]
         command += ["--redis", redis_url, "--data", str(data_dir)]
+        # With serve_ledger, the log is served at `self.ledger_url` (checkpoint, tiles...).
+        self.ledger_url = ""
+        if serve_ledger:
+            port = free_port()
+            command += ["--port", str(port)]
+            self.ledger_url = f"http://127.0.0.1:{port}/ledger"
         self._log = self.log_path.open("ab")
         environment = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(

@@ -17,9 +17,10 @@ import redis.asyncio as redis
 import websockets
 
 from ledger import Ledger, LedgerSettings, decode_entry
-from ledger.note import Signer
+from ledger.note import Signer, Verifier
+from ledger.receipt import verify_receipt
 from ledger.storage import KEY_FILE
-from ledger.verify import verify_directory
+from ledger.verify import verify_directory, verify_url
 from livecommerce.commerce.core import CommerceCore
 from livecommerce.commerce.identity import b64url_decode
 from livecommerce.commerce.privacy import open_shipping
@@ -51,7 +52,7 @@ async def scaled(
     admin = redis.Redis.from_url(redis_url)
     await admin.flushdb()
     await admin.aclose()
-    writer = await asyncio.to_thread(WriterProcess, tmp_path / "writer", redis_url)
+    writer = await asyncio.to_thread(WriterProcess, tmp_path / "writer", redis_url, None, True)
     webs: list[ServerProcess] = []
     try:
         for number in range(web_processes):
@@ -133,6 +134,18 @@ async def test_two_web_processes_and_the_writer_never_oversell(
                         break
             await watcher.close()
         assert await redis_remaining(redis_server.url, setup.sale_id) == 0
+        # Anyone can check the log over HTTP, and a buyer's receipt against it.
+        async with httpx.AsyncClient(timeout=30) as client:
+            vkey = (await client.get(f"{writer.ledger_url}/vkey")).text.strip()
+            receipt = await client.get(
+                f"{webs[0].http}/api/orders/o1/receipt",
+                params={"buyer_id": crowd.orders["o1"]["buyer_id"]},
+            )
+        verifier = Verifier.parse(vkey)
+        report = await asyncio.to_thread(verify_url, writer.ledger_url, verifier)
+        assert report.entries > 2 * offered
+        if "o1" in accepted:
+            assert verify_receipt(receipt.content, verifier).index == accepted["o1"]["ledger_index"]
         await asyncio.to_thread(writer.stop)
         entries = await ledger_entries(writer.data_dir)
     recorded = accepted_in(entries)
