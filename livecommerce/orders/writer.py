@@ -421,13 +421,14 @@ class LedgerWriter:
         for at, index in enumerate(indexes):
             if entry_types[at] in keys.FEED_ENTRY_TYPES:
                 self._feed.append((index, entries[at]))
-        await self._after_durable(pending, event_index, entries, positions, sealed)
+        await self._after_durable(pending, event_index, entries, entry_types, positions, sealed)
 
     async def _after_durable(
         self,
         pending: _Pending,
         event_index: list[int | None],
         entries: list[bytes],
+        entry_types: list[str],
         positions: list[int | None],
         sealed: list[tuple[str, str, bytes]],
     ) -> None:
@@ -453,8 +454,7 @@ class LedgerWriter:
                         records.append((accepted, status))
                 elif isinstance(event, SaleScheduled | SaleOpened | SaleClosed):
                     sale_events.append(event)
-                entry_type = entries[at][9 : entries[at].index(b'"', 9)].decode()
-                if entry_type in keys.FEED_ENTRY_TYPES:
+                if entry_types[at] in keys.FEED_ENTRY_TYPES:
                     pipe.xadd(keys.feed_key(self._epoch), {"index": index, "entry": entries[at]})
             for accepted in pending.reconfirm:
                 known = self._index_of.get((accepted.buyer_id, accepted.order_id))
