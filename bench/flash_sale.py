@@ -97,6 +97,9 @@ class Processes:
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "LIVECOMMERCE_CONNECTIONS_PER_ADDRESS_MAX": "20000",
+            # Opt-in GC freezing (livecommerce/gc_pauses.py): the figures in
+            # docs/benchmarks.md were measured with it; it leaks closed connections.
+            "LIVECOMMERCE_GC_FREEZE_INTERVAL_MS": "1000",
         }
 
     def spawn(self, command: list[str], log_name: str) -> subprocess.Popen[bytes]:

@@ -134,13 +134,18 @@ def create_app(settings: Settings) -> Starlette:
                     from livecommerce.demo import create_demo
 
                     await create_demo(app, settings)
-                gc_task = asyncio.create_task(
-                    freeze_survivors_forever(settings.gc_freeze_interval_ms), name="gc-freeze"
+                gc_task = (
+                    asyncio.create_task(
+                        freeze_survivors_forever(settings.gc_freeze_interval_ms), name="gc-freeze"
+                    )
+                    if settings.gc_freeze_interval_ms
+                    else None
                 )
                 try:
                     yield
                 finally:
-                    gc_task.cancel()
+                    if gc_task is not None:
+                        gc_task.cancel()
         finally:
             await video.close()
             await hub.close()

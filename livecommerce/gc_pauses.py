@@ -10,7 +10,11 @@ So: after startup, and then every `interval_ms`, collect the young generations a
 move every surviving object to the permanent generation (`gc.freeze`, O(1)); full
 collections then only walk what arrived since. The cost: a reference cycle that became
 garbage after it was frozen is never collected (plain reference counting still frees
-everything else). The order path makes no such cycles on purpose.
+everything else). That cost is real: with a freeze every 200 ms, 600 of 600 WebSocket
+connections held across a freeze and then closed kept their protocol objects alive after
+`gc.collect()` (0 of 600 without it), because the asyncio and uvicorn objects of a
+connection form cycles. So this is off by default (`gc_freeze_interval_ms` = 0) and meant
+for short, bounded runs such as a single flash-sale burst, not for a server that stays up.
 """
 
 from __future__ import annotations

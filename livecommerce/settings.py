@@ -13,6 +13,10 @@ ENVIRONMENT_PREFIX = "LIVECOMMERCE_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+# Settings where 0 has a meaning: any port, or "off".
+ZERO_ALLOWED = frozenset({"port", "gc_freeze_interval_ms"})
+
+
 class SettingsError(ValueError):
     """A setting has a value it cannot take; the message names the setting."""
 
@@ -59,9 +63,10 @@ class Settings:
     # A closed sale's orders leave memory this long after it closed (livecommerce/orders/
     # forgetting.py); the ledger keeps them.
     closed_sale_forget_ms: int = 3_600_000
-    # Surviving objects move out of the garbage collector's reach this often (see
-    # livecommerce/gc_pauses.py): full collections then stay short.
-    gc_freeze_interval_ms: int = 1000
+    # Opt-in, 0 = off: surviving objects move out of the garbage collector's reach this
+    # often, so full collections stay short, but a cycle frozen while alive is never freed:
+    # every connection open across a freeze leaks (livecommerce/gc_pauses.py).
+    gc_freeze_interval_ms: int = 0
     # Scaled out: how long a web process waits for the ledger writer to record an order
     # before telling the buyer to retry (the order is kept and recorded later).
     order_confirm_timeout_ms: int = 20_000
@@ -86,8 +91,10 @@ class Settings:
             )
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
-            if item.type == "int" and item.name != "port" and value <= 0:
+            if item.type == "int" and item.name not in ZERO_ALLOWED and value <= 0:
                 raise SettingsError(f"{item.name} must be positive, got {value}")
+            if item.name in ZERO_ALLOWED and value < 0:
+                raise SettingsError(f"{item.name} must not be negative, got {value}")
         if self.viewer_buffer_bytes_soft > self.viewer_buffer_bytes_max:
             raise SettingsError("viewer_buffer_bytes_soft must not exceed viewer_buffer_bytes_max")
 

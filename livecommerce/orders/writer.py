@@ -257,10 +257,14 @@ class LedgerWriter:
         self._tasks = [
             asyncio.create_task(self._receipts_forever(), name="writer-receipts"),
             asyncio.create_task(self._stock_forever(), name="writer-stock"),
-            asyncio.create_task(
-                freeze_survivors_forever(self.settings.gc_freeze_interval_ms), name="gc-freeze"
-            ),
         ]
+        if self.settings.gc_freeze_interval_ms:
+            self._tasks.append(
+                asyncio.create_task(
+                    freeze_survivors_forever(self.settings.gc_freeze_interval_ms),
+                    name="gc-freeze",
+                )
+            )
         delay_s = 0.1
         synced = False
         while not self._stopping:

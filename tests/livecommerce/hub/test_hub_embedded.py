@@ -348,3 +348,29 @@ async def test_portable_asgi_path_serves_the_same_protocol(tmp_path: Path) -> No
         await bob.send(b"binary")
         assert await closed_with(bob) == 1003
         await alice.close()
+
+
+async def test_closed_connections_are_freed(tmp_path: Path) -> None:
+    """Nothing keeps a closed connection alive: no leak per viewer over a server's life."""
+    import gc
+    import weakref
+
+    async with running_server(tmp_path) as server:
+        room_id, _ = await create_room(server)
+        sockets = [(await join(server, room_id))[0] for _ in range(20)]
+        replica = server.hub.replicas[room_id]
+        async with asyncio.timeout(5):
+            while len(replica.group) < 20:
+                await asyncio.sleep(0.01)
+        protocols = [
+            weakref.ref(member.sink._channel._protocol) for member in replica.group.members
+        ]
+        await asyncio.sleep(1.5)  # live across the server's periodic work (ticks, any freeze)
+        for ws in sockets:
+            await ws.close()
+        async with asyncio.timeout(5):
+            while server.hub.connections:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        gc.collect()
+        assert [ref for ref in protocols if ref() is not None] == []
