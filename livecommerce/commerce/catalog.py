@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Final
+from typing import ClassVar, Final
 
 from livecommerce.commerce.canonical import (
     DOMAIN_LISTING,
@@ -85,9 +85,26 @@ def check_product(product: Product | ListProduct) -> Rejected | None:
     return None
 
 
+class _SignedByMerchant:
+    """A merchant's command: every field but `signature` is signed under `DOMAIN`."""
+
+    __slots__ = ()
+    DOMAIN: ClassVar[str]
+
+    def signed_fields(self) -> dict[str, object]:
+        fields = asdict(self)  # type: ignore[call-overload]
+        del fields["signature"]
+        return dict(fields)
+
+    def signing_bytes(self) -> bytes:
+        return signing_bytes(self.DOMAIN, self.signed_fields())
+
+
 @dataclass(frozen=True, slots=True)
-class ListProduct:
+class ListProduct(_SignedByMerchant):
     """Command: the merchant lists a product (signed by `merchant_id`)."""
+
+    DOMAIN: ClassVar[str] = DOMAIN_LISTING
 
     product_id: str
     merchant_id: str
@@ -100,18 +117,12 @@ class ListProduct:
     time_ms: int
     signature: str
 
-    def signed_fields(self) -> dict[str, object]:
-        fields = asdict(self)
-        del fields["signature"]
-        return fields
-
-    def signing_bytes(self) -> bytes:
-        return signing_bytes(DOMAIN_LISTING, self.signed_fields())
-
 
 @dataclass(frozen=True, slots=True)
-class AddStock:
+class AddStock(_SignedByMerchant):
     """Command: the merchant adds `quantity` units to a product's inventory (signed)."""
+
+    DOMAIN: ClassVar[str] = DOMAIN_STOCK
 
     change_id: str
     product_id: str
@@ -119,14 +130,6 @@ class AddStock:
     quantity: int
     time_ms: int
     signature: str
-
-    def signed_fields(self) -> dict[str, object]:
-        fields = asdict(self)
-        del fields["signature"]
-        return fields
-
-    def signing_bytes(self) -> bytes:
-        return signing_bytes(DOMAIN_STOCK, self.signed_fields())
 
 
 @dataclass(frozen=True, slots=True)
