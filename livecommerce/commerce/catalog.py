@@ -190,6 +190,11 @@ class Catalog:
     def inventory_units(self, product_id: str) -> int:
         return self._inventory_units.get(product_id, 0)
 
+    def of_merchant(self, merchant_id: str, limit: int) -> list[Product]:
+        """The merchant's products, oldest listing first, at most `limit`."""
+        products = [p for p in self._products.values() if p.merchant_id == merchant_id]
+        return products[:limit]
+
     def _verify(
         self, merchant_id: str, message: bytes, signature: str, time_ms: int, now_ms: int
     ) -> Rejected | None:

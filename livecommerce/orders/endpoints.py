@@ -35,12 +35,15 @@ from livecommerce.hub.hub import Connection, Hub
 from livecommerce.orders.answers import BUSY, UNAVAILABLE, refused_payment, sale_view
 from livecommerce.orders.base import Orders
 from livecommerce.orders.service import CommandOutcome, ServiceUnavailable
+from livecommerce.orders.stats import OrderStats
 
 log = logging.getLogger("livecommerce.orders")
 
 BODY_BYTES_MAX = 16 * 1024
 RECEIPT_WAIT_S = 5.0
 MERCHANT_ORDERS_MAX = 1000
+MERCHANT_PRODUCTS_MAX = 500
+ROOM_STATS_SALES_MAX = 20
 
 T = TypeVar("T")
 
@@ -171,6 +174,11 @@ def _bearer(request: Request) -> str:
 def _service(request: Request) -> Orders:
     service: Orders = request.app.state.orders
     return service
+
+
+def _stats(request: Request) -> OrderStats:
+    stats: OrderStats = request.app.state.order_stats
+    return stats
 
 
 def _sessions(request: Request) -> SessionAuthority:
@@ -420,6 +428,41 @@ async def stop_sale(request: Request) -> Response:
 
 
 @endpoint
+async def room_stats(request: Request) -> Response:
+    """The host's dashboard: the room's sales (newest first) with their order counts."""
+    room_id = request.path_params["room_id"]
+    await _host(request, room_id)
+    service = _service(request)
+    sales = [sale for sale in service.core.sales.all() if sale.spec.room_id == room_id]
+    sales.sort(key=lambda sale: sale.spec.starts_at_ms, reverse=True)
+    views = []
+    for sale in sales[:ROOM_STATS_SALES_MAX]:
+        view = sale_view(sale, service.core.catalog)
+        view.update(_stats(request).of_sale(sale.sale_id))
+        views.append(view)
+    return JSONResponse(
+        {
+            "room_id": room_id,
+            "merchant_id": service.core.rooms.merchant_of(room_id),
+            "time_ms": service.clock_ms(),
+            "sales": views,
+        }
+    )
+
+
+@endpoint
+async def merchant_products(request: Request) -> Response:
+    catalog = _service(request).core.catalog
+    products = catalog.of_merchant(request.path_params["merchant_id"], MERCHANT_PRODUCTS_MAX)
+    views = []
+    for product in products:
+        view: dict[str, Any] = asdict(product)
+        view["inventory_units"] = catalog.inventory_units(product.product_id)
+        views.append(view)
+    return JSONResponse({"products": views})
+
+
+@endpoint
 async def get_sale(request: Request) -> Response:
     service = _service(request)
     sale = service.core.sales.get(request.path_params["sale_id"])
@@ -447,6 +490,7 @@ def order_command(body: OrderBody | m.PlaceOrder) -> PlaceOrder:
 async def place_order(request: Request) -> Response:
     body = await _body(request, OrderBody)
     result = await _service(request).place_order(order_command(body))
+    _stats(request).record(body.buyer_id, result)
     status = 200 if result.status == "accepted" else STATUS_OF_REASON.get(result.reason, 409)
     if result.status == "accepted" and not result.repeated:
         status = 201
@@ -496,14 +540,21 @@ class SocketOrders:
     socket, receipt later); payments run as a short task each (they are rate-limited by
     the socket's frame budget)."""
 
-    def __init__(self, service: Orders, sessions: SessionAuthority) -> None:
+    def __init__(self, service: Orders, sessions: SessionAuthority, stats: OrderStats) -> None:
         self.service = service
         self.sessions = sessions
+        self.stats = stats
         self._payments: set[asyncio.Task[None]] = set()
 
     def __call__(self, connection: Connection, message: m.OrderMessage) -> None:
         if isinstance(message, m.PlaceOrder):
-            self.service.submit_order(order_command(message), connection.send, connection.send)
+            buyer_id = message.buyer_id
+
+            def reply(result: m.OrderResult) -> None:
+                self.stats.record(buyer_id, result)
+                connection.send(result)
+
+            self.service.submit_order(order_command(message), reply, connection.send)
             return
         task = asyncio.get_running_loop().create_task(self._pay(connection, message))
         self._payments.add(task)
@@ -534,6 +585,8 @@ def routes() -> list[BaseRoute]:
         Route("/api/rooms/{room_id}/sales", schedule_sale, methods=["POST"]),
         Route("/api/rooms/{room_id}/sales/{sale_id}/stop", stop_sale, methods=["POST"]),
         Route("/api/sales/{sale_id}", get_sale, methods=["GET"]),
+        Route("/api/rooms/{room_id}/stats", room_stats, methods=["GET"]),
+        Route("/api/merchants/{merchant_id}/products", merchant_products, methods=["GET"]),
         Route("/api/orders", place_order, methods=["POST"]),
         Route("/api/orders/{order_id}/pay", pay, methods=["POST"]),
         Route("/api/orders/{order_id}/receipt", receipt, methods=["GET"]),

@@ -16,6 +16,7 @@ from livecommerce.hub.hub import Hub
 from livecommerce.orders.endpoints import SocketOrders
 from livecommerce.orders.service import OrderLimits, OrderService
 from livecommerce.orders.shipping import ShippingStore
+from livecommerce.orders.stats import OrderStats
 from livecommerce.settings import Settings
 
 
@@ -74,7 +75,8 @@ async def orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Async
             order_limits(settings),
         )
         await service.start()
-        hub.order_handler = SocketOrders(service, sessions)
+        app.state.order_stats = OrderStats()
+        hub.order_handler = SocketOrders(service, sessions, app.state.order_stats)
         app.state.orders = service
         app.state.sessions = sessions
         app.state.ledger = ledger
@@ -103,7 +105,8 @@ async def scaled_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Async
     try:
         sessions = SessionAuthority(service.core.identities, await service.shared_secret())
         service.sessions = sessions
-        hub.order_handler = SocketOrders(service, sessions)
+        app.state.order_stats = OrderStats()
+        hub.order_handler = SocketOrders(service, sessions, app.state.order_stats)
         app.state.orders = service
         app.state.sessions = sessions
         yield

@@ -1,0 +1,63 @@
+"""Order answers counted per sale, for the host's dashboard (`GET /api/rooms/{id}/stats`).
+
+Counted where answers leave this process (the room socket and `POST /api/orders`), so
+the embedded server counts every order; scaled out, each web process counts the answers
+it gave (the stock count the dashboard shows next to them is the global one). Repeats are
+not counted again. Bounded: at most `SALES_MAX` sales (the oldest is dropped first) and
+`BUYERS_PER_SALE_MAX` distinct buyers per sale.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from livecommerce.hub import messages as m
+
+SALES_MAX = 1_000
+BUYERS_PER_SALE_MAX = 1_000_000
+
+
+@dataclass
+class SaleCounts:
+    accepted: int = 0
+    units_accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    buyers: set[str] = field(default_factory=set)
+
+    def view(self) -> dict[str, Any]:
+        rejected = sum(self.rejected.values())
+        answered = self.accepted + rejected
+        return {
+            "orders_answered": answered,
+            "orders_accepted": self.accepted,
+            "units_accepted": self.units_accepted,
+            "orders_rejected": dict(sorted(self.rejected.items())),
+            "buyers": len(self.buyers),
+        }
+
+
+class OrderStats:
+    def __init__(self) -> None:
+        self._sales: OrderedDict[str, SaleCounts] = OrderedDict()
+
+    def record(self, buyer_id: str, result: m.OrderResult) -> None:
+        if result.repeated or not result.sale_id:
+            return
+        counts = self._sales.get(result.sale_id)
+        if counts is None:
+            counts = self._sales[result.sale_id] = SaleCounts()
+            if len(self._sales) > SALES_MAX:
+                self._sales.popitem(last=False)
+        if result.status == "accepted":
+            counts.accepted += 1
+            counts.units_accepted += result.quantity or 0
+            if len(counts.buyers) < BUYERS_PER_SALE_MAX:
+                counts.buyers.add(buyer_id)
+        else:
+            counts.rejected[result.reason or "unknown"] += 1
+
+    def of_sale(self, sale_id: str) -> dict[str, Any]:
+        counts = self._sales.get(sale_id)
+        return (counts or SaleCounts()).view()
