@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 
 from livecommerce.commerce.catalog import AddStock, ListProduct
 from livecommerce.commerce.core import Command
-from livecommerce.commerce.identity import Register, registration_bytes
+from livecommerce.commerce.identity import Register, b64url_encode, registration_bytes
 from livecommerce.commerce.rooms import LinkRoom
 from livecommerce.hub import messages as m
 from livecommerce.hub.hub import Hub
@@ -25,6 +25,7 @@ from livecommerce.settings import Settings
 DEMO_ROOM_ID = "demo"
 DEMO_PRODUCT_ID = "mug-1"
 DEMO_STOCK_UNITS = 500
+DEMO_PRODUCT_IMAGE = "/img/mug.svg"
 
 
 async def create_demo(app: Starlette, settings: Settings) -> None:
@@ -38,13 +39,22 @@ async def create_demo(app: Starlette, settings: Settings) -> None:
         print(f"demo room {DEMO_ROOM_ID!r} exists already; its host credential is unchanged")
         return
     product = m.PinnedProduct(
-        product_id=DEMO_PRODUCT_ID, title="Stoneware mug", price_cents=1800, currency="EUR"
+        product_id=DEMO_PRODUCT_ID,
+        title="Stoneware mug",
+        price_cents=1800,
+        currency="EUR",
+        image=DEMO_PRODUCT_IMAGE,
     )
     await hub.host_command(room_id, host_token, m.HostPin(product=product))
     await hub.host_command(room_id, host_token, m.HostLive(live=True))
     orders: Orders | None = getattr(app.state, "orders", None)
+    panel_secrets = f"host_token={host_token}"
     if orders is not None and settings.embedded:
-        await create_demo_merchant(orders, settings)
+        merchant = await create_demo_merchant(orders, settings)
+        # The panel signs listings and restocks with the merchant's key, so the demo hands
+        # it over in the URL fragment (never sent to the server); the page imports it into
+        # WebCrypto as non-extractable and keeps it in IndexedDB.
+        panel_secrets += f"&merchant_key={b64url_encode(bytes(merchant.signing_key))}"
     base = settings.base_url
     sale = (
         f'{{"sale_id":"flash-{int(time.time())}","product_id":"{DEMO_PRODUCT_ID}",'
@@ -57,8 +67,9 @@ async def create_demo(app: Starlette, settings: Settings) -> None:
                 "",
                 "livecommerce demo is ready:",
                 f"  viewer page:     {base}/?room={room_id}",
-                f"  host panel:      {base}/host.html?room={room_id}",
+                f"  host panel:      {base}/host.html?room={room_id}#{panel_secrets}",
                 f"  host credential: {host_token}",
+                f"  ledger:          {base}/ledger.html",
                 f"  room API:        {base}/api/rooms/{room_id}",
                 "",
                 "start a flash sale (50 mugs, 2 per buyer, opens in 10 s):",
@@ -74,7 +85,7 @@ async def create_demo(app: Starlette, settings: Settings) -> None:
     )
 
 
-async def create_demo_merchant(orders: Orders, settings: Settings) -> None:
+async def create_demo_merchant(orders: Orders, settings: Settings) -> KeyPair:
     """A merchant identity, a listed product with stock, and the demo room linked to it.
     Each step that the ledger already holds (a restart) is refused and skipped."""
     from livecommerce.app import load_or_create_secret
@@ -83,7 +94,14 @@ async def create_demo_merchant(orders: Orders, settings: Settings) -> None:
     now_ms = orders.clock_ms()
     name = "Mugs & Co"
     signed_registration = merchant.sign(registration_bytes(merchant.identity_id, name, now_ms))
-    listing = merchant.listing(DEMO_PRODUCT_ID, "Stoneware mug", 1800, now_ms)
+    listing = merchant.listing(
+        DEMO_PRODUCT_ID,
+        "Stoneware mug",
+        1800,
+        now_ms,
+        description="Hand-thrown stoneware, 350 ml, dishwasher safe.",
+        image_url=DEMO_PRODUCT_IMAGE,
+    )
     stock = merchant.stock(f"demo-{now_ms}", DEMO_PRODUCT_ID, DEMO_STOCK_UNITS, now_ms)
     commands: list[Command] = [
         Register(merchant.identity_id, name, now_ms, signed_registration),
@@ -98,3 +116,4 @@ async def create_demo_merchant(orders: Orders, settings: Settings) -> None:
         skipped = ("already_registered", "product_exists", "room_linked")
         if refused is not None and refused[0] not in skipped:
             print(f"demo: {type(command).__name__} refused: {refused[1]}", file=sys.stderr)
+    return merchant
