@@ -1,6 +1,7 @@
 // A room connection that reconnects with backoff and resumes from the last sequence number
-// (docs/protocol.md). `onMessage` gets every server message; `onStatus` a short status text.
-export function connectRoom(roomId, { onMessage, onStatus }) {
+// (docs/protocol.md). `onMessage` gets every server message; `onStatus` a short status text
+// and whether the socket is up; `onOpen` runs on every (re)connection (say, to sign in).
+export function connectRoom(roomId, { onMessage, onStatus, onOpen = () => {} }) {
   const tokenKey = `livecommerce.viewer.${roomId}`;
   let lastSeq = null;
   let socket = null;
@@ -18,7 +19,7 @@ export function connectRoom(roomId, { onMessage, onStatus }) {
 
   function open() {
     socket = new WebSocket(url());
-    socket.onopen = () => { retryMs = 250; onStatus("connected"); };
+    socket.onopen = () => { retryMs = 250; onStatus("connected", true); onOpen(); };
     socket.onmessage = (frame) => {
       const message = JSON.parse(frame.data);
       if (message.type === "welcome/v1") localStorage.setItem(tokenKey, message.viewer_token);
@@ -27,8 +28,8 @@ export function connectRoom(roomId, { onMessage, onStatus }) {
     };
     socket.onclose = (event) => {
       const final = [4003, 4004, 4010, 1003, 1009].includes(event.code);
-      if (stopped || final) { onStatus(`closed: ${event.reason || event.code}`); return; }
-      onStatus(`connection lost, retrying in ${Math.round(retryMs / 1000 * 10) / 10} s…`);
+      if (stopped || final) { onStatus(`closed: ${event.reason || event.code}`, false, event.code); return; }
+      onStatus(`connection lost, retrying in ${Math.round(retryMs / 1000 * 10) / 10} s…`, false);
       setTimeout(open, retryMs);
       retryMs = Math.min(retryMs * 2, 8000);
     };
@@ -40,6 +41,10 @@ export function connectRoom(roomId, { onMessage, onStatus }) {
       if (socket && socket.readyState === WebSocket.OPEN) { socket.send(JSON.stringify(message)); return true; }
       return false;
     },
+    get connected() { return socket?.readyState === WebSocket.OPEN; },
+    get lastSeq() { return lastSeq; },
+    // Drops the current connection as a network failure would; it reconnects and resumes.
+    drop() { socket?.close(); },
     close() { stopped = true; socket?.close(); },
   };
 }

@@ -1,4 +1,5 @@
-"""The plain live-feed page in a real browser: two tabs see each other, HTML stays text."""
+"""The plain live-feed page (`/feed.html`, a minimal client of the protocol) in a real
+browser: two tabs see each other, HTML stays text."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ async def test_two_tabs_share_comments_and_likes(tmp_path: Path) -> None:
             first = await browser.new_page(viewport={"width": 390, "height": 844})
             second = await browser.new_page()
             for page in (first, second):
-                await page.goto(f"{server.http}/?room={room_id}")
+                await page.goto(f"{server.http}/feed.html?room={room_id}")
                 await page.wait_for_selector("#status:has-text('connected')")
             assert await first.inner_text("#title") == "Browser room"
             await second.fill("#name", "Bob")
