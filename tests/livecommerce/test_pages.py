@@ -147,6 +147,9 @@ async def test_host_goes_live_viewers_watch_chat_buy_and_verify(tmp_path: Path) 
             for _ in range(3):
                 await bob.click("#like")
             await ann.wait_for_function("document.getElementById('likes').dataset.value === '3'")
+            await bob.click("#share")
+            await ann.wait_for_function("document.getElementById('shares').dataset.value === '1'")
+            assert await bob.evaluate("navigator.clipboard.readText()") == viewer_url
 
             # The host starts a sale: 3 units, 2 per buyer, after a 3 s countdown.
             await host.fill("#sale-units", "3")
