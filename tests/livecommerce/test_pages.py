@@ -102,7 +102,7 @@ async def test_host_goes_live_viewers_watch_chat_buy_and_verify(tmp_path: Path) 
     async with running_server(tmp_path) as server, chromium() as browser:
         # The host starts a room from the panel: the merchant key is made in the page.
         host = await new_page(browser, errors, "host", **HOST_DESKTOP)
-        host.on("dialog", lambda dialog: dialog.accept())
+        host.on("dialog", lambda dialog: dialog.accept(dialog.default_value))
         await host.goto(f"{server.http}/host.html")
         await host.fill("#create-title", "Friday flash sale")
         await host.fill("#create-host", "Mia")
@@ -257,6 +257,22 @@ async def test_host_goes_live_viewers_watch_chat_buy_and_verify(tmp_path: Path) 
         await ann.wait_for_timeout(500)
         for text in ("want one!", "while you were away 1", "while you were away 2"):
             assert await ann.locator("#comments li", has_text=text).count() == 1
+
+        # A ban closes the viewer's socket for good; a restock and stopping the sale show.
+        await cat.fill("#comment-text", "buy followers at spam.example")
+        await cat.click(".send")
+        spam = host.locator("#host-comments li", has_text="spam.example")
+        await spam.hover()
+        await spam.locator("text=Ban").click()
+        await cat.wait_for_selector("#conn:has-text('Disconnected')")
+        await host.wait_for_selector("#moderated:has-text('Cat (banned)')")
+        await host.click("#products li:has-text('Linen tote bag') >> text=+ Stock")
+        await host.wait_for_selector("#products li:has-text('50 in stock')")
+        await host.click("#sale-stop")
+        await host.wait_for_selector("#sale-state:has-text('closed: stopped')")
+        for viewer in (ann, bob):
+            await viewer.wait_for_selector("#product[data-state=over]")
+            assert await text_of(viewer, "#buy") == "Sale over"
 
         # Phone-sized host panel and desktop viewer with the video playing.
         await host.set_viewport_size({"width": 390, "height": 844})
