@@ -34,9 +34,15 @@ const orders = {
   load() { this.list = JSON.parse(localStorage.getItem(this.key()) || "[]"); },
   save() { localStorage.setItem(this.key(), JSON.stringify(this.list.slice(-100))); },
   find(orderId) { return this.list.find((o) => o.order_id === orderId); },
+  // Where an accepted order is now: the server's last word, or expired once its hold
+  // has run out unpaid (the server expires it then and the units go back to the sale).
+  statusOf(order) {
+    const status = order.order_status || "held";
+    return status === "held" && order.hold_expires_at_ms < clock.now() ? "expired" : status;
+  },
   unitsHeld(saleId) {
     return this.list
-      .filter((o) => o.sale_id === saleId && o.status === "accepted" && o.order_status !== "expired")
+      .filter((o) => o.sale_id === saleId && o.status === "accepted" && this.statusOf(o) !== "expired")
       .reduce((n, o) => n + o.quantity, 0);
   },
 };
@@ -284,6 +290,8 @@ function onOrderResult(result) {
     order.quantity = result.quantity || order.quantity;
     order.hold_expires_at_ms = result.hold_expires_at_ms;
     toast(`Order placed: ${order.quantity} × ${order.title}. Checking the receipt…`, "ok");
+    // The socket pushes the receipt; an order placed over HTTP fetches it.
+    setTimeout(() => { if (!order.receipt) fetchReceipt(order); }, 2500);
   } else {
     toast(REASON_TEXT[result.reason] || result.detail || result.reason, "error");
   }
@@ -310,12 +318,15 @@ async function onReceipt(orderId, proof) {
   renderOrders();
 }
 
+async function fetchReceipt(order) {
+  const url = `/api/orders/${encodeURIComponent(order.order_id)}/receipt?buyer_id=${encodeURIComponent(order.buyer_id)}`;
+  const response = await fetch(url).catch(() => null);
+  if (response?.ok) await onReceipt(order.order_id, await response.text());
+}
+
 async function fetchMissingReceipts() {
   for (const order of orders.list) {
-    if (order.status !== "accepted" || order.verified) continue;
-    const url = `/api/orders/${encodeURIComponent(order.order_id)}/receipt?buyer_id=${encodeURIComponent(order.buyer_id)}`;
-    const response = await fetch(url).catch(() => null);
-    if (response?.ok) await onReceipt(order.order_id, await response.text());
+    if (order.status === "accepted" && !order.verified) await fetchReceipt(order);
   }
 }
 
@@ -351,7 +362,7 @@ function renderOrders() {
   $("orders-empty").hidden = shown.length > 0;
   $("orders-count").textContent = String(orders.list.filter((o) => o.status === "accepted").length);
   list.replaceChildren(...shown.slice().reverse().map((order) => {
-    const status = order.status === "accepted" ? (order.order_status || "held") : order.status === "rejected" ? `refused: ${order.reason}` : order.status;
+    const status = order.status === "accepted" ? orders.statusOf(order) : order.status === "rejected" ? `refused: ${order.reason}` : order.status;
     let receipt = null;
     if (order.verified) {
       receipt = h("p", { class: "verified" }, `✓ Verified in the ledger at checkpoint ${order.verified.size} `,
@@ -359,7 +370,7 @@ function renderOrders() {
     }
     else if (order.verify_error) receipt = h("p", { class: "error" }, `✗ Receipt does not verify: ${order.verify_error}`);
     else if (order.status === "accepted") receipt = h("p", { class: "muted" }, "Waiting for the ledger's checkpoint…");
-    const canPay = order.status === "accepted" && (order.order_status || "held") === "held";
+    const canPay = order.status === "accepted" && orders.statusOf(order) === "held";
     return h("li", { class: `order ${order.status}`, dataset: { orderId: order.order_id } },
       h("div", { class: "order-line" }, h("b", {}, `${order.quantity} × ${order.title}`), h("span", { class: "order-status" }, status)),
       h("p", { class: "muted small" }, `${money(order.price_cents * order.quantity, order.currency)} · order ${order.order_id}`),

@@ -188,6 +188,8 @@ async def test_host_goes_live_viewers_watch_chat_buy_and_verify(tmp_path: Path) 
         await verified.wait_for(timeout=WAIT_MS)
         assert "Verified in the ledger at checkpoint" in await verified.inner_text()
         await ann.screenshot(path=str(shots / "viewer-phone-receipt.png"))
+        await ann.click(".order .pay")  # a session from a signed challenge, then pay/v1
+        await ann.wait_for_selector(".order .order-status:has-text('paid')")
         await ann.click("#orders-close")
 
         # Bob asks for 2 of the 1 left: sold out (all or nothing); then takes the last.
