@@ -69,6 +69,7 @@ export function parseCheckpoint(text) {
 // RFC 9162 §2.1.3.2, with arithmetic instead of 32-bit bit operations.
 export async function rootFromInclusion(index, size, leaf, path) {
   if (index >= size) throw new Error("index beyond the tree");
+  if (leaf.length !== 32 || path.some((hash) => hash.length !== 32)) throw new Error("hashes are 32 bytes");
   let fn = index;
   let sn = size - 1;
   let r = leaf;

@@ -5,6 +5,7 @@ receipt. Screenshots of each page at a phone and a desktop size go to
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from tests.browser import CHROMIUM_ARGS, require_chromium
 from tests.livecommerce.server import running_server
+from tests.support import require
 
 pytestmark = pytest.mark.browser
 
@@ -335,3 +337,36 @@ async def test_ledger_page_finds_and_verifies_and_refuses_a_forgery(tmp_path: Pa
         assert "inclusion proof" in forged
         assert bad_signature != "ok"
     assert errors.errors == []
+
+
+VECTORS = REPO.parent / "shared" / "vectors" / "rfc6962-proofs" / "inclusion"
+
+INCLUSION_JS = """async (cases) => {
+  const v = await import('/js/ledger-verify.js');
+  const b = await import('/js/b64.js');
+  const results = [];
+  for (const c of cases) {
+    try {
+      const root = await v.rootFromInclusion(c.leafIdx, c.treeSize,
+        b.b64ToBytes(c.leafHash || ''), (c.proof || []).map(b.b64ToBytes));
+      results.push(b.equalBytes(root, b.b64ToBytes(c.root || '')));
+    } catch (error) {
+      results.push(false);
+    }
+  }
+  return results;
+}"""
+
+
+async def test_the_pages_inclusion_check_agrees_with_every_rfc6962_vector(tmp_path: Path) -> None:
+    require(VECTORS.is_dir(), f"shared vectors not found at {VECTORS}")
+    cases = [json.loads(path.read_text()) for path in sorted(VECTORS.rglob("*.json"))]
+    assert len(cases) > 50
+    async with running_server(tmp_path) as server, chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(f"{server.http}/healthz")
+        verified: list[bool] = await page.evaluate(INCLUSION_JS, cases)
+    wanted = [not case["wantErr"] for case in cases]
+    assert verified == wanted
+    assert any(wanted)
+    assert not all(wanted)
