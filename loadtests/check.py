@@ -144,6 +144,7 @@ def check(run_dir: Path, vkey: str = "", ledger_url: str = "") -> tuple[list[str
     told: dict[tuple[str, str], dict[str, Any]] = {}  # (buyer, order) -> the last answer
     errors: Counter[str] = Counter()
     viewers_at_open = viewers_max = server_viewers = receipts_ok = 0
+    processes: list[tuple[float, int]] = []  # (CPU seconds, frames) per Locust process
     for entry in read_records(run_dir):
         kind = entry.get("kind")
         if kind == "order":
@@ -156,6 +157,7 @@ def check(run_dir: Path, vkey: str = "", ledger_url: str = "") -> tuple[list[str
             viewers_at_open += entry.get("connected_at_open") or 0
             viewers_max += entry.get("connected_max") or 0
             server_viewers = max(server_viewers, entry.get("server_viewers_max") or 0)
+            processes.append((entry.get("cpu_s") or 0.0, entry.get("frames") or 0))
     answered = [entry for entry in told.values() if entry["status"] != "unanswered"]
     accepted = {key: entry for key, entry in told.items() if entry["status"] == "accepted"}
     told_units = sum(entry["quantity"] for entry in accepted.values())
@@ -228,6 +230,8 @@ def check(run_dir: Path, vkey: str = "", ledger_url: str = "") -> tuple[list[str
         first = min(entry["sent_ms"] for entry in answered)
         last = max(entry["sent_ms"] + entry["rtt_ms"] for entry in answered)
         span_s = max(0.001, (last - first) / 1000)
+    frames = sum(n for _cpu, n in processes)
+    client_cpu_s = sum(cpu for cpu, _n in processes)
     rows = locust_rows(run_dir / STATS_CSV)
     pushes = [row for row in rows if row["Name"].startswith("push ")]
     summary: dict[str, Any] = {
@@ -248,6 +252,10 @@ def check(run_dir: Path, vkey: str = "", ledger_url: str = "") -> tuple[list[str
         "push_p99_ms": {row["Name"]: row["99%"] for row in pushes},
         "pushes": sum(int(row["Request Count"]) for row in pushes),
         "receipts_verified": receipts_ok,
+        "locust_processes": len(processes),
+        "frames_received": frames,
+        "client_cpu_s": round(client_cpu_s, 1),
+        "client_cpu_us_per_frame": round(1e6 * client_cpu_s / frames, 1) if frames else None,
         "units_offered": offered,
         "units_told_accepted": told_units,
         "units_in_ledger": ledger_units,
@@ -280,6 +288,9 @@ def report(summary: dict[str, Any]) -> str:
             f"push latency p99: {pushes or 'no Locust CSV in the run directory'} "
             f"({summary['pushes']:,} pushes)",
             f"receipts verified: {summary['receipts_verified']:,}",
+            f"Locust: {summary['locust_processes']} process(es) received "
+            f"{summary['frames_received']:,} frames, {summary['client_cpu_us_per_frame']} us "
+            "of client CPU per frame (all Locust work included)",
             f"units: {summary['units_offered']} offered, {summary['units_told_accepted']} told "
             f"accepted, {summary['units_in_ledger']} in the ledger, "
             f"{summary['units_expired']} expired, server: {summary['units_server_taken']} taken",

@@ -75,6 +75,8 @@ class _Process:
     viewers_connected_max = 0
     viewers_at_open: int | None = None
     server_viewers_max = 0
+    frames = 0  # text frames received by this process's sockets
+    cpu_at_start = 0.0
 
 
 PROCESS = _Process()
@@ -133,6 +135,10 @@ def _record_viewers(environment: Environment, **_kwargs: Any) -> None:
             "connected_max": PROCESS.viewers_connected_max,
             "connected_at_open": PROCESS.viewers_at_open,
             "server_viewers_max": PROCESS.server_viewers_max,
+            # This process's CPU from its first socket on (all its Locust work) and the
+            # frames its sockets received: what one worker process can hold.
+            "cpu_s": round(time.process_time() - PROCESS.cpu_at_start, 3),
+            "frames": PROCESS.frames,
         }
     )
 
@@ -168,6 +174,8 @@ class RoomSocket:
 
     def connect(self) -> bool:
         run = run_info()
+        if not PROCESS.cpu_at_start:
+            PROCESS.cpu_at_start = time.process_time()
         started = time.perf_counter()
         try:
             ws = websocket.create_connection(
@@ -224,6 +232,7 @@ class RoomSocket:
                 return
             if opcode != websocket.ABNF.OPCODE_TEXT:
                 continue
+            PROCESS.frames += 1
             try:
                 message = orjson.loads(data)
             except orjson.JSONDecodeError as error:
@@ -529,8 +538,9 @@ class FlashSaleShape(LoadTestShape):
             return run.viewers, self.viewer_rate, [ViewerUser]
         if self.viewers_in < 0:
             # Viewers not yet spawned when the buyers' turn comes are not made up by buyers.
+            # Only viewers run so far; a master knows the count its workers reported (its
+            # user_classes_count counts its own greenlets: none).
             assert self.runner is not None
-            counts = self.runner.user_classes_count
-            self.viewers_in = min(run.viewers, counts.get("ViewerUser", 0))
+            self.viewers_in = min(run.viewers, self.runner.user_count)
             self.buyer_rate = run.buyers / max(1.0, run.buyer_ramp_s)
         return self.viewers_in + run.buyers, self.buyer_rate, [BuyerUser]
