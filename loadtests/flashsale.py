@@ -54,6 +54,8 @@ RETRY_REASONS = frozenset({"busy", "unavailable", "capacity", "stock_unavailable
 RETRIES_MAX = 3
 # Pushes that are replies, not the live feed.
 NOT_PUSHES = frozenset({"welcome/v1", "snapshot/v1", "pong/v1", "ack/v1"})
+TOO_MANY_FROM_ONE_ADDRESS = 4029
+PER_ADDRESS_HINT = "raise LIVECOMMERCE_CONNECTIONS_PER_ADDRESS_MAX on the server, default 200"
 WORDS = ("love it", "how much?", "does it ship to Lyon?", "ready!", "3 2 1", "want one")
 
 
@@ -96,6 +98,13 @@ def run_info() -> RunInfo:
 def record(entry: dict[str, Any]) -> None:
     if PROCESS.records is not None:
         PROCESS.records.write(entry)
+
+
+def server_error(message: dict[str, Any]) -> OrderRefused:
+    """An `error/v1` from the server as a Locust failure."""
+    code = message.get("code")
+    hint = f" ({PER_ADDRESS_HINT})" if code == "too_many_connections" else ""
+    return OrderRefused(f"{code}: {message.get('message')}{hint}")
 
 
 def now_ms() -> int:
@@ -163,7 +172,8 @@ class RoomSocket:
         self.user = user
         self.kind = kind
         self.ws: websocket.WebSocket | None = None
-        self.closing = False
+        self.closing = False  # we are closing it
+        self.dead = False  # it has ended, whoever closed it
         self.reader: gevent.Greenlet | None = None
 
     def fire(
@@ -199,8 +209,8 @@ class RoomSocket:
         return True
 
     def send(self, message: dict[str, Any]) -> bool:
-        if self.ws is None:
-            return False
+        if self.ws is None or self.dead:
+            return False  # the failure is already recorded (connect, or the socket row)
         try:
             self.ws.send(orjson.dumps(message).decode())
         except (OSError, websocket.WebSocketException) as error:
@@ -234,7 +244,10 @@ class RoomSocket:
             received = time.perf_counter()
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
-                self._end(f"closed by the server: {code} {data[2:].decode(errors='replace')}")
+                reason = f"closed by the server: {code} {data[2:].decode(errors='replace')}"
+                if code == TOO_MANY_FROM_ONE_ADDRESS:
+                    reason += f" ({PER_ADDRESS_HINT})"
+                self._end(reason)
                 return
             if opcode != websocket.ABNF.OPCODE_TEXT:
                 continue
@@ -247,17 +260,27 @@ class RoomSocket:
             self.handle(message, received, len(data))
 
     def _end(self, reason: str) -> None:
+        self.dead = True
         self.closed(reason)
         if not self.closing:
             self.fire(f"{self.kind} socket", time.perf_counter(), error=SocketClosed(reason))
 
 
 class ViewerSocket(RoomSocket):
+    counted = False  # in PROCESS.viewers_connected
+
+    def uncount(self) -> None:
+        if self.counted:
+            self.counted = False
+            PROCESS.viewers_connected -= 1
+
+    def closed(self, reason: str) -> None:
+        self.uncount()
+
     def handle(self, message: dict[str, Any], received: float, length: int) -> None:
         kind = message.get("type")
         if kind == "error/v1":
-            error = OrderRefused(f"{message.get('code')}: {message.get('message')}")
-            self.fire("viewer error/v1", received, length, error)
+            self.fire("viewer error/v1", received, length, server_error(message))
             return
         ts_ms = message.get("ts_ms")
         if kind in NOT_PUSHES or not isinstance(ts_ms, int):
@@ -292,19 +315,19 @@ class ViewerUser(User):
         self.socket = ViewerSocket(self, "viewer")
         self.name = f"viewer-{secrets.token_hex(3)}"
         if self.socket.connect():
+            self.socket.counted = True
             PROCESS.viewers_connected += 1
             PROCESS.viewers_connected_max = max(
                 PROCESS.viewers_connected_max, PROCESS.viewers_connected
             )
 
     def on_stop(self) -> None:
-        if self.socket.ws is not None:
-            PROCESS.viewers_connected -= 1
+        self.socket.uncount()
         self.socket.close()
 
     @task
     def act(self) -> None:
-        if self.socket.ws is None or self.socket.closing:
+        if self.socket.ws is None or self.socket.dead or self.socket.closing:
             return
         run = run_info()
         like_rate, comment_rate = 1 / run.like_every_s, 1 / run.comment_every_s
@@ -336,8 +359,7 @@ class BuyerSocket(RoomSocket):
                 self.sale = sale
                 self.sale_changed.set()
         elif kind == "error/v1":
-            error = OrderRefused(f"{message.get('code')}: {message.get('message')}")
-            self.fire("buyer error/v1", received, length, error)
+            self.fire("buyer error/v1", received, length, server_error(message))
 
     def closed(self, reason: str) -> None:
         for pending in (*self.answers.values(), *self.receipts.values()):
@@ -393,8 +415,8 @@ class BuyerUser(FastHttpUser):
                 error = OrderRefused(f"the sale closed ({sale['close_reason']}) before this buyer")
                 self.socket.fire("buyer waits for the sale", started, error=error)
                 return None
-            if self.socket.closing or self.socket.ws is None:
-                return None
+            if self.socket.dead or self.socket.closing or self.socket.ws is None:
+                return None  # the socket row has the failure
             self.socket.sale_changed.clear()
             if not self.socket.sale_changed.wait(timeout=max(0.0, deadline - time.monotonic())):
                 error = OrderRefused("the sale never opened")
