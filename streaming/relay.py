@@ -90,6 +90,10 @@ class ViewerTrack(MediaStreamTrack):
         """Send through `sender` from now on; call `sender_started` when it starts."""
         self._sender = sender
 
+    @property
+    def sends_directly(self) -> bool:
+        return self._sender is not None
+
     def sender_started(self, usable: bool) -> None:
         """The sender is up: flush the queue through it; or it cannot be used: read me."""
         if not usable:
@@ -248,9 +252,11 @@ class Broadcast:
         else:
             picture_id = 0
         # Cut into RTP payloads once: the bytes are the same for every viewer.
-        payloads = packetize(frame.kind, frame.data, picture_id) if self._viewer_tracks else None
+        payloads: Sequence[bytes] | None = None
         for track in self._viewer_tracks:
             if track.kind == frame.kind:
+                if payloads is None and track.sends_directly:
+                    payloads = packetize(frame.kind, frame.data, picture_id)
                 track.offer(frame, generation, payloads)
         self.frames_out += len(self._viewer_tracks)
 
