@@ -50,6 +50,8 @@ class FrameSender(Protocol):
 
     def send_frame(self, payloads: Sequence[bytes], timestamp: int) -> bool: ...
 
+    def close(self) -> None: ...
+
 
 # A queued frame: the host's frame, its timestamp for this viewer, its RTP payloads.
 _Queued = tuple[EncodedFrame, int, Sequence[bytes] | None]
@@ -194,6 +196,8 @@ class ViewerTrack(MediaStreamTrack):
         """No more frames: the sender's `recv` raises `MediaStreamError`."""
         self._ended = True
         self._queue.clear()
+        if self._sender is not None:
+            self._sender.close()
         self._ready.set()
         self.stop()
 

@@ -216,7 +216,10 @@ def vp8_only(transceiver: RTCRtpTransceiver) -> None:
     transceiver.setCodecPreferences([c for c in codecs if c.mimeType in ("video/VP8", "video/rtx")])
 
 
-async def test_direct_sender_frames_reach_a_real_receiver_and_nacks_are_answered() -> None:
+@pytest.mark.parametrize("offload", [True, False], ids=["udp-segmentation", "one-by-one"])
+async def test_direct_sender_frames_reach_a_real_receiver_and_nacks_are_answered(
+    offload: bool,
+) -> None:
     aiortc_internals.enable_loopback_candidates()
     sending = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     receiving = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -229,6 +232,7 @@ async def test_direct_sender_frames_reach_a_real_receiver_and_nacks_are_answered
         tap_encoded_frames(receiver_transceiver.receiver, received.append)
         started: list[bool] = []
         direct = aiortc_internals.DirectRtpSender(sender_transceiver.sender, started.append)
+        direct.segmentation_offload = offload
         assert not direct.send_frame([b"too early"], 0), "nothing goes out before the start"
 
         await sending.setLocalDescription(await sending.createOffer())
@@ -255,6 +259,11 @@ async def test_direct_sender_frames_reach_a_real_receiver_and_nacks_are_answered
         assert [f.timestamp for f in received] == [0, 3000, 6000]
         assert [f.keyframe for f in received] == [True, False, False]
 
+        if offload:  # Linux >= 4.18: one sendmsg per frame
+            assert direct.segmentation_offload
+            assert direct.send_calls == len(frames)
+        else:
+            assert direct.send_calls == direct.packets_sent
         stats = await sender_transceiver.sender.getStats()
         (outbound,) = [s for s in stats.values() if s.type == "outbound-rtp"]
         assert outbound.packetsSent == direct.packets_sent > len(frames)
@@ -270,3 +279,4 @@ async def test_direct_sender_frames_reach_a_real_receiver_and_nacks_are_answered
         await receiving.close()
     assert not direct.send_frame([b"late"], 10000), "nothing goes out after the close"
     assert direct.closed
+    assert direct._socket is None, "the duplicated socket is closed"

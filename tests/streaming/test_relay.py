@@ -119,6 +119,9 @@ class FakeSender:
         self.sent.append((list(payloads), timestamp))
         return True
 
+    def close(self) -> None:
+        self.closed = True
+
 
 async def test_frames_queue_until_the_sender_starts_then_go_out_at_once() -> None:
     viewer, _ = track(queue_frames_max=4)
