@@ -481,19 +481,26 @@ def print_row(row: dict[str, Any]) -> None:
 
 
 def summarize(results: list[dict[str, Any]], arguments: argparse.Namespace) -> None:
-    """Medians over the rounds; ratios to `relay` taken within each round, then medians."""
-    by_key = {(r["mode"], r["viewers"], r["round"]): r for r in results}
+    """Medians over the rounds; ratios to `relay` taken within each round, then medians.
+
+    A row in which some viewer got no frame (the host's stream stalled under load) is
+    left out, and the count of rows kept is printed.
+    """
+    valid = [r for r in results if r["viewers_with_frames"] == r["viewers"] and r["packets_per_s"]]
+    by_key = {(r["mode"], r["viewers"], r["round"]): r for r in valid}
     if arguments.repeat > 1:
-        print(f"medians over {arguments.repeat} rounds:")
-        print(f"{'mode':10} {'viewers':>7} {'%/viewer':>9} {'us/pkt':>7} {'added ms':>9}")
+        print(f"medians over {arguments.repeat} rounds (rows kept):")
+        print(f"{'mode':10} {'viewers':>7} {'%/viewer':>9} {'us/pkt':>7} {'added ms':>9} kept")
         for viewers in arguments.viewers:
             for mode in arguments.modes:
-                rows = [r for r in results if r["mode"] == mode and r["viewers"] == viewers]
+                rows = [r for r in valid if r["mode"] == mode and r["viewers"] == viewers]
+                if not rows:
+                    continue
                 print(
                     f"{mode:10} {viewers:>7} "
                     f"{statistics.median(r['per_viewer_core_pct'] for r in rows):>9.2f} "
                     f"{statistics.median(r['per_packet_us'] for r in rows):>7.1f} "
-                    f"{statistics.median(r['added_ms'] for r in rows):>9.1f}"
+                    f"{statistics.median(r['added_ms'] for r in rows):>9.1f} {len(rows)}"
                 )
     for viewers in arguments.viewers:
         for other in arguments.modes:
