@@ -2,6 +2,7 @@
 
     /work/venv/bin/python bench/video.py                  # relay and re-encode, 10/20/40
     /work/venv/bin/python bench/video.py --viewers 10 --modes relay --window-s 5
+    /work/venv/bin/python bench/video.py --modes relay,relay-task,reencode --repeat 3
 
 For each mode and viewer count it starts a server process (`serve` below) on a free
 loopback port, publishes a generated 320x240 30 fps VP8 stream over WHIP from this
@@ -17,8 +18,11 @@ process, connects the viewers over WHEP, and measures over a window:
   so "server-added" is relay median - direct median;
 - time to first frame: from the WHEP POST to the viewer's first complete frame.
 
-Modes: `relay` is streaming/ (forwards encoded frames); `reencode` is aiortc's default
-(decode the host's track once, one encoder per viewer via MediaRelay), for the ratio.
+Modes: `relay` is streaming/ (forwards encoded frames, each viewer's RTP sent from the
+fan-out); `relay-task` is the same relay with `viewer_direct_send=False` (aiortc's own
+sender task per viewer packs and sends, as before the direct sender), for the ratio;
+`reencode` is aiortc's default (decode the host's track once, one encoder per viewer via
+MediaRelay), for the ratio.
 Viewers other than the probes never decode (they count packets): the client process
 must not be the bottleneck. Figures print; nothing is asserted.
 """
@@ -72,7 +76,7 @@ def serve(mode: str, port: int) -> None:
     import uvicorn
     from starlette.applications import Starlette
 
-    if mode == "relay":
+    if mode in ("relay", "relay-task"):
 
         async def authorize(room_id: str, token: str) -> bool:
             return token == HOST_TOKEN
@@ -80,7 +84,12 @@ def serve(mode: str, port: int) -> None:
         async def exists(room_id: str) -> bool:
             return True
 
-        settings = StreamingSettings(peers_per_room_max=200, peers_total_max=400, ice_loopback=True)
+        settings = StreamingSettings(
+            peers_per_room_max=200,
+            peers_total_max=400,
+            ice_loopback=True,
+            viewer_direct_send=mode == "relay",
+        )
         routes = StreamingService(settings, authorize, exists).routes
     else:
         routes = reencoding_routes()
@@ -435,51 +444,94 @@ async def main(arguments: argparse.Namespace) -> None:
         f", p95 {direct['latency_p95_ms']:.1f} ms"
     )
     header = (
-        f"{'mode':9} {'viewers':>7} {'server%':>8} {'host-only%':>10} {'%/viewer':>9} "
+        f"{'mode':10} {'viewers':>7} {'server%':>8} {'host-only%':>10} {'%/viewer':>9} "
         f"{'pkt/s':>7} {'kbit/s/v':>8} {'us/pkt':>7} {'lat med':>8} {'lat p95':>8} {'added':>6} "
         f"{'ttff med':>9} {'ttff max':>9} {'client%':>8}"
     )
     print(header)
     results = []
+    for round_number in range(arguments.repeat):
+        for viewers in arguments.viewers:
+            for mode in arguments.modes:
+                row = await run_mode(mode, viewers, arguments.window_s)
+                row["round"] = round_number
+                row["added_ms"] = row["latency_median_ms"] - direct["latency_median_ms"]
+                results.append(row)
+                print_row(row)
+    summarize(results, arguments)
+
+
+def print_row(row: dict[str, Any]) -> None:
+    viewers = row["viewers"]
+    print(
+        f"{row['mode']:10} {row['viewers']:>7} {row['server_core_pct']:>8.1f} "
+        f"{row['host_only_core_pct']:>10.1f} {row['per_viewer_core_pct']:>9.2f} "
+        f"{row['packets_per_s']:>7.0f} {row['kbit_per_s_per_viewer']:>8.0f} "
+        f"{row['per_packet_us']:>7.1f} "
+        f"{row['latency_median_ms']:>8.1f} {row['latency_p95_ms']:>8.1f} "
+        f"{row['added_ms']:>6.1f} {row['first_frame_median_ms']:>9.0f} "
+        f"{row['first_frame_max_ms']:>9.0f} {row['client_core_pct']:>8.1f}"
+        + (
+            f"  ({row['viewers_with_frames']}/{viewers} viewers got frames)"
+            if row["viewers_with_frames"] != viewers
+            else ""
+        ),
+        flush=True,
+    )
+
+
+def summarize(results: list[dict[str, Any]], arguments: argparse.Namespace) -> None:
+    """Medians over the rounds; ratios to `relay` taken within each round, then medians.
+
+    A row in which some viewer got no frame (the host's stream stalled under load) is
+    left out, and the count of rows kept is printed.
+    """
+    valid = [r for r in results if r["viewers_with_frames"] == r["viewers"] and r["packets_per_s"]]
+    by_key = {(r["mode"], r["viewers"], r["round"]): r for r in valid}
+    if arguments.repeat > 1:
+        print(f"medians over {arguments.repeat} rounds (rows kept):")
+        print(f"{'mode':10} {'viewers':>7} {'%/viewer':>9} {'us/pkt':>7} {'added ms':>9} kept")
+        for viewers in arguments.viewers:
+            for mode in arguments.modes:
+                rows = [r for r in valid if r["mode"] == mode and r["viewers"] == viewers]
+                if not rows:
+                    continue
+                print(
+                    f"{mode:10} {viewers:>7} "
+                    f"{statistics.median(r['per_viewer_core_pct'] for r in rows):>9.2f} "
+                    f"{statistics.median(r['per_packet_us'] for r in rows):>7.1f} "
+                    f"{statistics.median(r['added_ms'] for r in rows):>9.1f} {len(rows)}"
+                )
     for viewers in arguments.viewers:
-        for mode in arguments.modes:
-            row = await run_mode(mode, viewers, arguments.window_s)
-            results.append(row)
-            added = row["latency_median_ms"] - direct["latency_median_ms"]
-            print(
-                f"{row['mode']:9} {row['viewers']:>7} {row['server_core_pct']:>8.1f} "
-                f"{row['host_only_core_pct']:>10.1f} {row['per_viewer_core_pct']:>9.2f} "
-                f"{row['packets_per_s']:>7.0f} {row['kbit_per_s_per_viewer']:>8.0f} "
-                f"{row['per_packet_us']:>7.1f} "
-                f"{row['latency_median_ms']:>8.1f} {row['latency_p95_ms']:>8.1f} "
-                f"{added:>6.1f} {row['first_frame_median_ms']:>9.0f} "
-                f"{row['first_frame_max_ms']:>9.0f} {row['client_core_pct']:>8.1f}"
-                + (
-                    f"  ({row['viewers_with_frames']}/{viewers} viewers got frames)"
-                    if row["viewers_with_frames"] != viewers
-                    else ""
-                ),
-                flush=True,
-            )
-    by_key = {(r["mode"], r["viewers"]): r for r in results}
-    for viewers in arguments.viewers:
-        relay, reencode = by_key.get(("relay", viewers)), by_key.get(("reencode", viewers))
-        if relay and reencode and relay["per_viewer_core_pct"] > 0:
-            ratio = reencode["per_viewer_core_pct"] / relay["per_viewer_core_pct"]
-            print(f"{viewers} viewers: re-encode costs {ratio:.1f}x the relay's CPU per viewer")
+        for other in arguments.modes:
+            if other == "relay":
+                continue
+            ratios = []
+            for round_number in range(arguments.repeat):
+                relay = by_key.get(("relay", viewers, round_number))
+                row = by_key.get((other, viewers, round_number))
+                if relay and row and relay["per_viewer_core_pct"] > 0:
+                    ratios.append(row["per_viewer_core_pct"] / relay["per_viewer_core_pct"])
+            if ratios:
+                listed = ", ".join(f"{r:.1f}" for r in ratios)
+                print(
+                    f"{viewers} viewers: {other} costs {statistics.median(ratios):.1f}x the "
+                    f"relay's CPU per viewer (median of same-round ratios: {listed})"
+                )
 
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
     serve_parser = sub.add_parser("serve", help="run one server (used by the benchmark)")
-    serve_parser.add_argument("--mode", choices=["relay", "reencode"], required=True)
+    serve_parser.add_argument("--mode", choices=["relay", "relay-task", "reencode"], required=True)
     serve_parser.add_argument("--port", type=int, required=True)
     parser.add_argument(
         "--viewers", type=lambda s: [int(x) for x in s.split(",")], default=[10, 20, 40]
     )
     parser.add_argument("--modes", type=lambda s: s.split(","), default=["relay", "reencode"])
     parser.add_argument("--window-s", type=float, default=8.0)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over every mode and count")
     parser.add_argument(
         "--browser", action="store_true", help="Chromium to Chromium latency instead"
     )

@@ -1,9 +1,13 @@
 """The relay: the host's encoded frames fanned out to every viewer, never re-encoded.
 
-One `Broadcast` per room. The host's receivers push `EncodedFrame`s into it; it offers
-each frame to every `ViewerTrack` without awaiting any of them. A `ViewerTrack` is the
-`MediaStreamTrack` a viewer's `RTCRtpSender` reads; it yields `av.Packet`s, which aiortc's
-sender packs into RTP without encoding (its public pre-encoded path).
+One `Broadcast` per room. The host's receivers push `EncodedFrame`s into it; it cuts each
+frame into RTP payloads once, for every viewer, and offers it to every `ViewerTrack`
+without awaiting any of them. A `ViewerTrack` holds one viewer's rules and queue. Once
+the viewer's connection is up it sends each frame at once, from the push, through its
+`FrameSender` (`aiortc_internals.DirectRtpSender`: header, SRTP, `sendto`, no task hop).
+Until then frames wait in its queue, flushed when the sender starts. Without a
+`FrameSender` (or if the sender cannot take the codec), the track is what aiortc's
+sender reads: it yields `av.Packet`s, which aiortc packs into RTP without encoding.
 
 Video rules (each viewer on its own):
 - a new viewer, or one whose host reconnected, waits for a keyframe;
@@ -20,13 +24,13 @@ import asyncio
 import fractions
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from streaming.aiortc_internals import EncodedFrame
+from streaming.aiortc_internals import EncodedFrame, packetize
 
 # RTP clock rates (RFC 7741 section 6.1 for VP8, RFC 7587 section 4.1 for Opus).
 VIDEO_CLOCK_RATE_HZ = 90_000
@@ -34,10 +38,27 @@ AUDIO_CLOCK_RATE_HZ = 48_000
 # Timestamp step put between two host sessions, so viewers' timestamps keep growing.
 VIDEO_TIMESTAMP_GAP = VIDEO_CLOCK_RATE_HZ // 30
 AUDIO_TIMESTAMP_GAP = AUDIO_CLOCK_RATE_HZ // 50
+# VP8 picture IDs are 15 bits (RFC 7741 section 4.2, M=1).
+PICTURE_ID_MODULUS = 1 << 15
+
+
+class FrameSender(Protocol):
+    """Sends a viewer's frames as RTP (`aiortc_internals.DirectRtpSender`)."""
+
+    ready: bool
+    closed: bool
+
+    def send_frame(self, payloads: Sequence[bytes], timestamp: int) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+# A queued frame: the host's frame, its timestamp for this viewer, its RTP payloads.
+_Queued = tuple[EncodedFrame, int, Sequence[bytes] | None]
 
 
 class ViewerTrack(MediaStreamTrack):
-    """What one viewer's sender reads: a bounded queue of encoded frames."""
+    """One viewer's frames: sent at once when its sender is up, else a bounded queue."""
 
     def __init__(
         self,
@@ -49,7 +70,7 @@ class ViewerTrack(MediaStreamTrack):
         assert kind in ("audio", "video")
         assert queue_frames_max >= 1
         self.kind = kind
-        self._queue: deque[EncodedFrame] = deque()
+        self._queue: deque[_Queued] = deque()
         self._queue_frames_max = queue_frames_max
         self._on_waiting_for_keyframe = on_waiting_for_keyframe
         self._ready: asyncio.Event = asyncio.Event()
@@ -64,10 +85,56 @@ class ViewerTrack(MediaStreamTrack):
         self.frames_sent = 0
         self.frames_dropped = 0
         self.overflows = 0
+        self._sender: FrameSender | None = None
+        self._picture_id = 0
 
-    def offer(self, frame: EncodedFrame, generation: int) -> None:
-        """Take a frame without blocking; drop it if this viewer cannot use it."""
+    def attach_sender(self, sender: FrameSender) -> None:
+        """Send through `sender` from now on; call `sender_started` when it starts."""
+        self._sender = sender
+
+    @property
+    def sends_directly(self) -> bool:
+        return self._sender is not None
+
+    def sender_started(self, usable: bool) -> None:
+        """The sender is up: flush the queue through it; or it cannot be used: read me."""
+        if not usable:
+            self._sender = None
+            self._ready.set()
+            return
+        sender = self._sender
+        while self._queue and sender is not None and sender.ready:
+            frame, timestamp, payloads = self._queue.popleft()
+            self._send(sender, frame, timestamp, payloads)
+
+    def _send(
+        self,
+        sender: FrameSender,
+        frame: EncodedFrame,
+        timestamp: int,
+        payloads: Sequence[bytes] | None,
+    ) -> None:
+        if payloads is None:
+            payloads = packetize(self.kind, frame.data, self._picture_id)
+            self._picture_id = (self._picture_id + 1) % PICTURE_ID_MODULUS
+        if sender.send_frame(payloads, timestamp):
+            self.frames_sent += 1
+        else:
+            self.frames_dropped += 1
+
+    def offer(
+        self, frame: EncodedFrame, generation: int, payloads: Sequence[bytes] | None = None
+    ) -> None:
+        """Take a frame without blocking; drop it if this viewer cannot use it.
+
+        `payloads` are the frame's RTP payloads if the caller cut them already (once for
+        every viewer); otherwise this track cuts them when it sends.
+        """
         if self._ended:
+            return
+        sender = self._sender
+        if sender is not None and sender.closed:
+            self.frames_dropped += 1  # its connection is gone; the service removes it
             return
         if generation != self._generation:
             # A new host session: its timestamps restart, and its first usable video
@@ -96,12 +163,12 @@ class ViewerTrack(MediaStreamTrack):
                 self.waiting_for_keyframe = False
         timestamp = frame.timestamp + self._timestamp_offset
         self._timestamp_last = timestamp
-        self._queue.append(
-            EncodedFrame(
-                kind=frame.kind, data=frame.data, timestamp=timestamp, keyframe=frame.keyframe
-            )
-        )
-        self._ready.set()
+        if sender is not None and sender.ready and not self._queue:
+            self._send(sender, frame, timestamp, payloads)
+            return
+        self._queue.append((frame, timestamp, payloads))
+        if sender is None:
+            self._ready.set()
 
     def _start_waiting(self) -> None:
         self.waiting_for_keyframe = True
@@ -112,14 +179,15 @@ class ViewerTrack(MediaStreamTrack):
         return len(self._queue)
 
     async def recv(self) -> av.Packet[Any]:
-        while not self._queue:
+        # With a FrameSender, aiortc's sender task waits here until the track ends.
+        while not self._queue or self._sender is not None:
             if self._ended or self.readyState != "live":
                 raise MediaStreamError
             self._ready.clear()
             await self._ready.wait()
-        frame = self._queue.popleft()
+        frame, timestamp, _ = self._queue.popleft()
         packet = av.Packet(frame.data)
-        packet.pts = frame.timestamp
+        packet.pts = timestamp
         packet.time_base = self._time_base
         self.frames_sent += 1
         return packet
@@ -128,6 +196,8 @@ class ViewerTrack(MediaStreamTrack):
         """No more frames: the sender's `recv` raises `MediaStreamError`."""
         self._ended = True
         self._queue.clear()
+        if self._sender is not None:
+            self._sender.close()
         self._ready.set()
         self.stop()
 
@@ -151,6 +221,7 @@ class Broadcast:
         self._keyframe_requested_at_s = -1e9
         self._retry_handle: asyncio.TimerHandle | None = None
         self.generation = 0
+        self._picture_id = 0
         self.frames_in = 0
         self.frames_out = 0
         self.keyframe_requests = 0
@@ -175,11 +246,22 @@ class Broadcast:
             return  # a replaced host session still delivering its last packets
         self.frames_in += 1
         self.last_frame_at_s = time.monotonic()
-        if frame.keyframe and frame.kind == "video":
-            self._keyframe_seen_at_s = self.last_frame_at_s
+        if frame.kind == "video":
+            if frame.keyframe:
+                self._keyframe_seen_at_s = self.last_frame_at_s
+            # One picture ID sequence for every viewer: each viewer's stream starts at a
+            # keyframe and skips only to keyframes, so a gap in it never hides a loss.
+            picture_id = self._picture_id
+            self._picture_id = (picture_id + 1) % PICTURE_ID_MODULUS
+        else:
+            picture_id = 0
+        # Cut into RTP payloads once: the bytes are the same for every viewer.
+        payloads: Sequence[bytes] | None = None
         for track in self._viewer_tracks:
             if track.kind == frame.kind:
-                track.offer(frame, generation)
+                if payloads is None and track.sends_directly:
+                    payloads = packetize(frame.kind, frame.data, picture_id)
+                track.offer(frame, generation, payloads)
         self.frames_out += len(self._viewer_tracks)
 
     # --- the viewer side -----------------------------------------------------------

@@ -450,6 +450,11 @@ class StreamingService:
             aiortc_internals.on_keyframe_request(
                 transceiver.sender, broadcast.viewer_wants_keyframe
             )
+            if self.settings.viewer_direct_send:
+                # Frames go out from the broadcast's push, not from a task per viewer.
+                track.attach_sender(
+                    aiortc_internals.DirectRtpSender(transceiver.sender, track.sender_started)
+                )
             session.viewer_tracks.append(track)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())

@@ -48,6 +48,10 @@ class StreamingSettings:
     ice_servers: tuple[IceServer, ...] = field(default_factory=tuple)
     # Gather 127.0.0.1 candidates too (aioice skips them): tests and one-machine demos.
     ice_loopback: bool = False
+    # Send viewers' RTP from the relay's fan-out (aiortc_internals.DirectRtpSender). False
+    # uses aiortc's own sender task per viewer: about twice the CPU per viewer, kept as
+    # a fallback and as the benchmark's baseline.
+    viewer_direct_send: bool = True
 
     def __post_init__(self) -> None:
         if self.peers_per_room_max < 2:

@@ -11,10 +11,24 @@ from typing import Any
 
 import aioice.ice
 import pytest
-from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
 from aiortc.codecs.vpx import VpxPayloadDescriptor
+from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, RtpPacket
+from aiortc.rtp import (
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtpPacket,
+)
 
 from streaming import aiortc_internals
 from streaming.aiortc_internals import (
@@ -186,3 +200,83 @@ def test_loopback_candidates_are_gathered_once_enabled(monkeypatch: pytest.Monke
     aiortc_internals.enable_loopback_candidates()  # idempotent
     assert aioice.ice.get_host_addresses(True, False) == ["192.0.2.7", "127.0.0.1"]
     assert aioice.ice.get_host_addresses(False, True) == ["192.0.2.7"]
+
+
+class ParkedTrack(MediaStreamTrack):
+    """A track aiortc's sender reads and never gets anything from (DirectRtpSender sends)."""
+
+    kind = "video"
+
+    async def recv(self) -> Any:
+        await asyncio.Event().wait()
+
+
+def vp8_only(transceiver: RTCRtpTransceiver) -> None:
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    transceiver.setCodecPreferences([c for c in codecs if c.mimeType in ("video/VP8", "video/rtx")])
+
+
+@pytest.mark.parametrize("offload", [True, False], ids=["udp-segmentation", "one-by-one"])
+async def test_direct_sender_frames_reach_a_real_receiver_and_nacks_are_answered(
+    offload: bool,
+) -> None:
+    aiortc_internals.enable_loopback_candidates()
+    sending = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    receiving = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        sender_transceiver = sending.addTransceiver(ParkedTrack(), direction="sendonly")
+        vp8_only(sender_transceiver)
+        receiver_transceiver = receiving.addTransceiver("video", direction="recvonly")
+        vp8_only(receiver_transceiver)
+        received: list[EncodedFrame] = []
+        tap_encoded_frames(receiver_transceiver.receiver, received.append)
+        started: list[bool] = []
+        direct = aiortc_internals.DirectRtpSender(sender_transceiver.sender, started.append)
+        direct.segmentation_offload = offload
+        assert not direct.send_frame([b"too early"], 0), "nothing goes out before the start"
+
+        await sending.setLocalDescription(await sending.createOffer())
+        await receiving.setRemoteDescription(sending.localDescription)
+        await receiving.setLocalDescription(await receiving.createAnswer())
+        await sending.setRemoteDescription(receiving.localDescription)
+        for _ in range(200):
+            if started:
+                break
+            await asyncio.sleep(0.05)
+        assert started == [True]
+        assert direct.ready
+
+        keyframe = VP8_KEYFRAME + bytes(range(256)) * 12  # several RTP packets
+        frames = [(keyframe, 1000), (VP8_DELTA, 4000), (VP8_DELTA + b"2", 7000)]
+        for picture_id, (data, timestamp) in enumerate(frames):
+            payloads = aiortc_internals.packetize("video", data, picture_id)
+            assert direct.send_frame(payloads, timestamp)
+        for _ in range(100):
+            if len(received) == len(frames):
+                break
+            await asyncio.sleep(0.05)
+        assert [f.data for f in received] == [data for data, _ in frames]
+        assert [f.timestamp for f in received] == [0, 3000, 6000]
+        assert [f.keyframe for f in received] == [True, False, False]
+
+        if offload:  # Linux >= 4.18: one sendmsg per frame
+            assert direct.segmentation_offload
+            assert direct.send_calls == len(frames)
+        else:
+            assert direct.send_calls == direct.packets_sent
+        stats = await sender_transceiver.sender.getStats()
+        (outbound,) = [s for s in stats.values() if s.type == "outbound-rtp"]
+        assert outbound.packetsSent == direct.packets_sent > len(frames)
+
+        last = (direct.next_sequence_number - 1) % 65536
+        nack = RtcpRtpfbPacket(
+            fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=sender_transceiver.sender._ssrc, lost=[last]
+        )
+        await sender_transceiver.sender._handle_rtcp_packet(nack)
+        assert direct.retransmissions == 1
+    finally:
+        await sending.close()
+        await receiving.close()
+    assert not direct.send_frame([b"late"], 10000), "nothing goes out after the close"
+    assert direct.closed
+    assert direct._socket is None, "the duplicated socket is closed"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from streaming.aiortc_internals import EncodedFrame
+from streaming.aiortc_internals import EncodedFrame, packetize
 from streaming.relay import VIDEO_TIMESTAMP_GAP, Broadcast, ViewerTrack
 
 
@@ -104,3 +105,86 @@ async def test_broadcast_fans_out_and_repeats_keyframe_requests_while_a_viewer_w
     broadcast.close()
     with pytest.raises(MediaStreamError):
         await viewers[0].recv()
+
+
+class FakeSender:
+    """A FrameSender that records what it is given."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.closed = False
+        self.sent: list[tuple[list[bytes], int]] = []
+
+    def send_frame(self, payloads: Sequence[bytes], timestamp: int) -> bool:
+        self.sent.append((list(payloads), timestamp))
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_frames_queue_until_the_sender_starts_then_go_out_at_once() -> None:
+    viewer, _ = track(queue_frames_max=4)
+    sender = FakeSender()
+    viewer.attach_sender(sender)
+    viewer.offer(frame(0, keyframe=True), generation=1, payloads=[b"k1", b"k2"])
+    viewer.offer(frame(3000), generation=1)  # no payloads given: the track cuts them
+    assert viewer.queued_frames == 2
+    assert sender.sent == []
+    sender.ready = True
+    viewer.sender_started(True)  # the queue is flushed in order
+    assert viewer.queued_frames == 0
+    assert [timestamp for _, timestamp in sender.sent] == [0, 3000]
+    assert sender.sent[0][0] == [b"k1", b"k2"], "the broadcast's payloads are sent as given"
+    assert sender.sent[1][0] == packetize("video", b"3000", 0)
+    viewer.offer(frame(6000), generation=1, payloads=[b"d"])  # straight out, no queue
+    assert sender.sent[-1] == ([b"d"], 6000)
+    assert viewer.frames_sent == 3
+    # aiortc's own sender task must not get these frames too.
+    receiving = asyncio.ensure_future(viewer.recv())
+    await asyncio.sleep(0)
+    assert not receiving.done()
+    viewer.end()
+    with pytest.raises(MediaStreamError):
+        await receiving
+
+
+async def test_a_closed_sender_drops_frames_without_asking_for_keyframes() -> None:
+    viewer, waits = track(queue_frames_max=2)
+    sender = FakeSender()
+    viewer.attach_sender(sender)
+    sender.closed = True
+    for index in range(5):
+        viewer.offer(frame(index * 3000, keyframe=True), generation=1)
+    assert viewer.queued_frames == 0
+    assert viewer.frames_dropped == 5
+    assert waits == []
+
+
+async def test_an_unusable_sender_hands_the_queue_to_aiortcs_path() -> None:
+    viewer, _ = track()
+    viewer.attach_sender(FakeSender())
+    viewer.offer(frame(0, keyframe=True), generation=1)
+    viewer.sender_started(False)
+    packet = await viewer.recv()
+    assert bytes(packet) == b"0"
+
+
+async def test_broadcast_cuts_payloads_once_with_one_picture_id_sequence() -> None:
+    broadcast = Broadcast(keyframe_request_interval_ms=500)
+    generation = broadcast.attach_host(lambda: None)
+    senders = [FakeSender() for _ in range(2)]
+    for sender in senders:
+        viewer = ViewerTrack("video", 8, broadcast.viewer_wants_keyframe)
+        viewer.attach_sender(sender)
+        sender.ready = True
+        viewer.sender_started(True)
+        broadcast.add_viewer_track(viewer)
+    broadcast.push(frame(0, keyframe=True), generation)
+    broadcast.push(frame(3000), generation)
+    first, second = (sender.sent for sender in senders)
+    assert first == second
+    assert first[0][0] == packetize("video", b"0", 0)
+    assert first[1][0] == packetize("video", b"3000", 1)
+    assert first[0][0][0] is second[0][0][0], "one copy of the bytes for every viewer"
+    broadcast.close()
