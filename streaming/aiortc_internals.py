@@ -523,6 +523,10 @@ class DirectRtpSender:
         except (OSError, AttributeError):
             self.segmentation_offload = False
             return
+        # Never block the event loop: a full send buffer must raise BlockingIOError. The
+        # duplicate shares the original's file status, which the event loop made
+        # non-blocking already; say so rather than rely on it.
+        duplicate.setblocking(False)
         self._socket = duplicate
         self._socket_finalizer = weakref.finalize(self, duplicate.close)
 
