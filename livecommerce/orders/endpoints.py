@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from livecommerce.commerce.catalog import AddStock, ListProduct
+from livecommerce.commerce.catalog import AddStock, Catalog, ListProduct, Product
 from livecommerce.commerce.identity import Register, SessionAuthority
 from livecommerce.commerce.orders import PlaceOrder
 from livecommerce.commerce.results import Reason, Rejected
@@ -315,15 +315,19 @@ async def add_stock(request: Request) -> Response:
     )
 
 
+def _product_view(catalog: Catalog, product: Product) -> dict[str, Any]:
+    view: dict[str, Any] = asdict(product)
+    view["inventory_units"] = catalog.inventory_units(product.product_id)
+    return view
+
+
 @endpoint
 async def get_product(request: Request) -> Response:
     catalog = _service(request).core.catalog
     product = catalog.get(request.path_params["product_id"])
     if product is None:
         return _error(404, "unknown_product", "no such product")
-    view: dict[str, Any] = asdict(product)
-    view["inventory_units"] = catalog.inventory_units(product.product_id)
-    return JSONResponse(view)
+    return JSONResponse(_product_view(catalog, product))
 
 
 # Rooms and sales (the host)
@@ -454,12 +458,7 @@ async def room_stats(request: Request) -> Response:
 async def merchant_products(request: Request) -> Response:
     catalog = _service(request).core.catalog
     products = catalog.of_merchant(request.path_params["merchant_id"], MERCHANT_PRODUCTS_MAX)
-    views = []
-    for product in products:
-        view: dict[str, Any] = asdict(product)
-        view["inventory_units"] = catalog.inventory_units(product.product_id)
-        views.append(view)
-    return JSONResponse({"products": views})
+    return JSONResponse({"products": [_product_view(catalog, p) for p in products]})
 
 
 @endpoint
