@@ -5,7 +5,7 @@ import { DOMAIN_LISTING, DOMAIN_STOCK } from "./canonical.js";
 import { createIdentity, importIdentity, loadIdentity } from "./identity.js";
 import { Sparkline } from "./chart.js";
 import { connectRoom } from "./room-socket.js";
-import { $, ServerClock, compact, duration, h, money, randomId, toast } from "./ui.js";
+import { $, ServerClock, compact, duration, h, money, randomId, toast, unitsLeft } from "./ui.js";
 import { publish } from "./webrtc.js";
 
 const params = new URLSearchParams(location.search);
@@ -407,11 +407,6 @@ $("sale-stop").addEventListener("click", async () => {
   } catch (error) { fail(error); }
 });
 
-function unitsLeft(sale) {
-  const live = state.stock[sale.product_id];
-  return typeof live === "number" ? live : sale.units_remaining;
-}
-
 function renderSale() {
   const sale = state.sale;
   $("sale-now").hidden = !sale;
@@ -422,7 +417,7 @@ function renderSale() {
   badge.className = `badge ${sale.state === "open" ? "live" : closed ? "ended" : "soon"}`;
   $("sale-image").src = sale.image_url || "/img/product.svg";
   $("sale-title").textContent = sale.title;
-  const left = unitsLeft(sale);
+  const left = unitsLeft(state.stock, sale);
   $("sale-line").textContent = `${money(sale.price_cents, sale.currency)} · ${left} of ${sale.units_offered} left · ${sale.per_buyer_limit} per buyer`;
   const now = clock.now();
   $("sale-countdown").textContent = sale.state === "scheduled" ? `opens in ${duration(sale.starts_at_ms - now)}`
@@ -466,7 +461,7 @@ function onStats(stats) {
   charts.likes.push(likesPerMinute);
   charts.comments.push(state.commentTimes.length);
   if (sale) {
-    const left = unitsLeft(sale);
+    const left = unitsLeft(state.stock, sale);
     const sold = sale.units_offered - left;
     $("m-sold").textContent = String(sold);
     $("m-left").textContent = String(left);

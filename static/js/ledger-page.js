@@ -1,18 +1,14 @@
 // The ledger page: the latest checkpoint, blocks and entries, and any entry by index,
 // each checked here with WebCrypto against the log's key (js/ledger-verify.js).
-import { bytesToB64, equalBytes, b64ToBytes } from "./b64.js";
+import { bytesToB64, equalBytes } from "./b64.js";
 import {
-  logVerifier, openNote, parseBlock, parseCheckpoint, splitBundle, verifyReceipt,
+  logVerifier, openNote, parseBlock, parseCheckpoint, sha256, splitBundle, verifyReceipt,
 } from "./ledger-verify.js";
 import { $, h } from "./ui.js";
 
 const BLOCKS_SHOWN = 12;
 const ENTRIES_SHOWN = 15;
 const decoder = new TextDecoder();
-
-async function sha256(bytes) {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-}
 
 function mark(element, ok, text) {
   element.className = `check ${ok ? "ok" : "bad"}`;
@@ -69,12 +65,10 @@ async function showBlocks(verifier) {
     let block = null;
     let checkpoint = null;
     try {
-      const blockText = await openNote(decoder.decode(blockNote), verifier);
-      block = parseBlock(blockText);
+      block = parseBlock(await openNote(decoder.decode(blockNote), verifier));
       checkpoint = parseCheckpoint(await openNote(decoder.decode(checkpointNote), verifier));
-      const fields = Object.fromEntries(blockText.split("\n").slice(1).map((l) => [l.split(" ")[0], l.split(" ")[1]]));
-      if (!equalBytes(b64ToBytes(fields.checkpoint), await sha256(checkpointNote))) throw new Error("names another checkpoint");
-      if (i > 0 && !equalBytes(b64ToBytes(fields.previous), await sha256(records[i - 1].blockNote))) throw new Error("breaks the chain");
+      if (!equalBytes(block.checkpointHash, await sha256(checkpointNote))) throw new Error("names another checkpoint");
+      if (i > 0 && !equalBytes(block.previous, await sha256(records[i - 1].blockNote))) throw new Error("breaks the chain");
       check = [true, i > 0 ? "signed, chained" : "signed"];
     } catch (error) {
       check = [false, String(error.message || error)];

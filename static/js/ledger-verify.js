@@ -6,7 +6,7 @@ import { b64ToBytes, concatBytes, equalBytes } from "./b64.js";
 const encoder = new TextEncoder();
 const SIGNATURE_PREFIX = "— ";
 
-async function sha256(bytes) {
+export async function sha256(bytes) {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
 }
 
@@ -158,5 +158,10 @@ export function parseBlock(text) {
     const space = line.indexOf(" ");
     if (space > 0) fields[line.slice(0, space)] = line.slice(space + 1);
   }
-  return { height: Number(fields.height), timeMs: Number(fields.time_ms) };
+  return {
+    height: Number(fields.height),
+    timeMs: Number(fields.time_ms),
+    previous: b64ToBytes(fields.previous || ""),
+    checkpointHash: b64ToBytes(fields.checkpoint || ""),
+  };
 }

@@ -1,4 +1,5 @@
 // Small helpers shared by the pages. User text only ever goes in as text nodes.
+import { bytesToB64url } from "./b64.js";
 
 export const $ = (id) => document.getElementById(id);
 
@@ -51,8 +52,14 @@ export function toast(text, kind = "info") {
 }
 
 export function randomId(bytes = 12) {
-  const raw = crypto.getRandomValues(new Uint8Array(bytes));
-  return btoa(String.fromCharCode(...raw)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  return bytesToB64url(crypto.getRandomValues(new Uint8Array(bytes)));
+}
+
+// Units left in a sale: the live count from state/v1 (keyed by product) when there is
+// one, else the count as of the sale's last change.
+export function unitsLeft(stock, sale) {
+  const live = stock[sale.product_id];
+  return typeof live === "number" ? live : sale.units_remaining;
 }
 
 // Server time: each message's ts_ms against the local clock. Delivery only ever adds

@@ -5,7 +5,7 @@ import { DOMAIN_ORDER } from "./canonical.js";
 import { createIdentity, loadIdentity, supportsEd25519 } from "./identity.js";
 import { logVerifier, verifyReceipt } from "./ledger-verify.js";
 import { connectRoom } from "./room-socket.js";
-import { $, ServerClock, compact, duration, h, money, randomId, toast } from "./ui.js";
+import { $, ServerClock, compact, duration, h, money, randomId, toast, unitsLeft } from "./ui.js";
 import { play } from "./webrtc.js";
 
 const roomId = new URLSearchParams(location.search).get("room") || "demo";
@@ -129,16 +129,11 @@ function saleForPinned() {
   return sale;
 }
 
-function stockLeft(sale) {
-  const live = view.stock[sale.product_id];
-  return typeof live === "number" ? live : sale.units_remaining;
-}
-
 // What the buy button says and whether it can be pressed.
 function buyState() {
   const sale = saleForPinned();
   if (!sale) return { status: "Not on sale right now", button: "Not on sale", can: false, state: "none" };
-  const left = stockLeft(sale);
+  const left = unitsLeft(view.stock, sale);
   const held = orders.unitsHeld(sale.sale_id);
   const remainingLimit = sale.per_buyer_limit - held;
   if (sale.state === "closed") {
@@ -165,7 +160,7 @@ function render() {
   $("product-image").src = product.image || sale?.image_url || "/img/product.svg";
   $("product-price").textContent = money(sale ? sale.price_cents : product.price_cents, product.currency);
   $("stock-line").hidden = !sale;
-  if (sale) $("stock").textContent = String(stockLeft(sale));
+  if (sale) $("stock").textContent = String(unitsLeft(view.stock, sale));
   const state = buyState();
   $("product").dataset.state = state.state;
   $("sale-status").textContent = state.status;
