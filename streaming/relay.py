@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -31,6 +32,8 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from streaming.aiortc_internals import EncodedFrame, packetize
+
+logger = logging.getLogger(__name__)
 
 # RTP clock rates (RFC 7741 section 6.1 for VP8, RFC 7587 section 4.1 for Opus).
 VIDEO_CLOCK_RATE_HZ = 90_000
@@ -209,7 +212,10 @@ class Broadcast:
     """One room's relay: the current host's frames to every viewer's tracks."""
 
     def __init__(
-        self, keyframe_request_interval_ms: int, keyframe_request_spacing_ms_min: int = 50
+        self,
+        keyframe_request_interval_ms: int,
+        keyframe_request_spacing_ms_min: int = 50,
+        on_viewer_failed: Callable[[ViewerTrack], None] | None = None,
     ) -> None:
         assert keyframe_request_interval_ms > 0
         assert 0 <= keyframe_request_spacing_ms_min <= keyframe_request_interval_ms
@@ -217,9 +223,13 @@ class Broadcast:
         self._keyframe_request_spacing_s = keyframe_request_spacing_ms_min / 1000
         self._keyframe_seen_at_s = -1e9
         self._viewer_tracks: set[ViewerTrack] = set()
+        # Told when a track raised on a frame (it is already out of the broadcast);
+        # without it the track is ended here.
+        self._on_viewer_failed = on_viewer_failed
         self._request_keyframe: KeyframeRequester | None = None
         self._keyframe_requested_at_s = -1e9
-        self._retry_handle: asyncio.TimerHandle | None = None
+        self._retry_handle: asyncio.Handle | None = None
+        self._retry_at_s = 0.0
         self.generation = 0
         self._picture_id = 0
         self.frames_in = 0
@@ -257,12 +267,26 @@ class Broadcast:
             picture_id = 0
         # Cut into RTP payloads once: the bytes are the same for every viewer.
         payloads: Sequence[bytes] | None = None
+        failed: list[ViewerTrack] = []
         for track in self._viewer_tracks:
-            if track.kind == frame.kind:
-                if payloads is None and track.sends_directly:
-                    payloads = packetize(frame.kind, frame.data, picture_id)
+            if track.kind != frame.kind:
+                continue
+            if payloads is None and track.sends_directly:
+                payloads = packetize(frame.kind, frame.data, picture_id)
+            try:
                 track.offer(frame, generation, payloads)
+            except Exception:
+                # This runs inside aiortc's receive path for the host: an exception let
+                # through would fail the host's transport and end the broadcast for all.
+                logger.exception("a viewer's track failed on a frame; the viewer is dropped")
+                failed.append(track)
         self.frames_out += len(self._viewer_tracks)
+        for track in failed:
+            self._viewer_tracks.discard(track)
+            if self._on_viewer_failed is not None:
+                self._on_viewer_failed(track)
+            else:
+                track.end()
 
     # --- the viewer side -----------------------------------------------------------
 
@@ -304,13 +328,16 @@ class Broadcast:
 
     def _schedule(self, delay_s: float) -> None:
         # Repeat while any viewer still waits: the PLI or the keyframe may be lost, or the
-        # host may not be connected yet. One timer per broadcast, the earliest wins.
+        # host may not be connected yet. One timer per broadcast, the earliest wins. The
+        # due time is kept here: uvloop answers a delay under half a millisecond with a
+        # plain `Handle`, which has no `when()`.
         loop = asyncio.get_running_loop()
         when_s = loop.time() + max(delay_s, 0.0)
         if self._retry_handle is not None:
-            if self._retry_handle.when() <= when_s:
+            if self._retry_at_s <= when_s:
                 return
             self._retry_handle.cancel()
+        self._retry_at_s = when_s
         self._retry_handle = loop.call_at(when_s, self._retry)
 
     def _retry(self) -> None:

@@ -87,6 +87,7 @@ class _Session:
     viewer_tracks: list[ViewerTrack] = field(default_factory=list)
     assemblers: dict[str, aiortc_internals.FrameAssembler] = field(default_factory=dict)
     generation: int = 0
+    frames_failed: int = 0
     closed: bool = False
     ending_broadcast: bool = False
 
@@ -327,10 +328,22 @@ class StreamingService:
             broadcast = Broadcast(
                 self.settings.keyframe_request_interval_ms,
                 self.settings.keyframe_request_spacing_ms_min,
+                on_viewer_failed=lambda track: self._viewer_failed(room_id, track),
             )
             room = _Room(room_id, broadcast)
             self._rooms[room_id] = room
         return room
+
+    def _viewer_failed(self, room_id: str, track: ViewerTrack) -> None:
+        room = self._rooms.get(room_id)
+        if room is None:
+            track.end()
+            return
+        for session in room.viewers.values():
+            if track in session.viewer_tracks:
+                self._spawn(self._close_session(session))
+                return
+        track.end()
 
     def _forget_room_if_empty(self, room: _Room) -> None:
         if room.host is None and not room.viewers and self._rooms.get(room.room_id) is room:
@@ -419,7 +432,18 @@ class StreamingService:
         generation = session.generation
 
         def sink(frame: aiortc_internals.EncodedFrame) -> None:
-            broadcast.push(frame, generation)
+            # Called from aiortc's receive path: an exception here would fail the host's
+            # transport, so a frame the relay cannot handle is logged and dropped.
+            try:
+                broadcast.push(frame, generation)
+            except Exception:
+                session.frames_failed += 1
+                if session.frames_failed == 1 or session.frames_failed % 1000 == 0:
+                    logger.exception(
+                        "host %s: the relay failed on a frame (%d so far); it is dropped",
+                        session.session_id,
+                        session.frames_failed,
+                    )
 
         assembler = aiortc_internals.tap_encoded_frames(transceiver.receiver, sink)
         session.assemblers[transceiver.kind] = assembler

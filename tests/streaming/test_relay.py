@@ -188,3 +188,51 @@ async def test_broadcast_cuts_payloads_once_with_one_picture_id_sequence() -> No
     assert first[1][0] == packetize("video", b"3000", 1)
     assert first[0][0][0] is second[0][0][0], "one copy of the bytes for every viewer"
     broadcast.close()
+
+
+async def test_keyframe_retries_due_at_once_are_rescheduled_on_every_loop() -> None:
+    # With a 1 ms retry interval about half the retries fall due in under half a
+    # millisecond, which uvloop schedules as a plain Handle: rescheduling must not need
+    # the handle's due time.
+    broadcast = Broadcast(keyframe_request_interval_ms=1, keyframe_request_spacing_ms_min=0)
+    requests: list[int] = []
+    generation = broadcast.attach_host(lambda: requests.append(1))
+    viewer = ViewerTrack("video", 8, broadcast.viewer_wants_keyframe)
+    broadcast.add_viewer_track(viewer)
+    loop = asyncio.get_running_loop()
+    until_s = loop.time() + 0.1
+    while loop.time() < until_s:
+        broadcast.viewer_wants_keyframe()
+        await asyncio.sleep(0)
+    assert len(requests) >= 10, "requests went out while the viewer waited"
+    broadcast.push(frame(0, keyframe=True), generation)
+    assert viewer.queued_frames == 1
+    broadcast.close()
+
+
+class FailingSender(FakeSender):
+    def send_frame(self, payloads: Sequence[bytes], timestamp: int) -> bool:
+        raise RuntimeError("this viewer's sender is broken")
+
+
+async def test_a_viewer_that_fails_on_a_frame_is_dropped_and_the_others_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failed: list[ViewerTrack] = []
+    broadcast = Broadcast(keyframe_request_interval_ms=500, on_viewer_failed=failed.append)
+    generation = broadcast.attach_host(lambda: None)
+    senders = [FakeSender(), FailingSender(), FakeSender()]
+    viewers = []
+    for sender in senders:
+        viewer = ViewerTrack("video", 8, broadcast.viewer_wants_keyframe)
+        viewer.attach_sender(sender)
+        sender.ready = True
+        viewer.sender_started(True)
+        broadcast.add_viewer_track(viewer)
+        viewers.append(viewer)
+    broadcast.push(frame(0, keyframe=True), generation)  # must not raise to the host path
+    broadcast.push(frame(3000), generation)
+    assert failed == [viewers[1]], "the failing viewer is reported once"
+    assert [len(senders[0].sent), len(senders[2].sent)] == [2, 2]
+    assert "the viewer is dropped" in caplog.text
+    broadcast.close()
