@@ -73,7 +73,13 @@ PROBES = 3
 
 
 def serve(mode: str, port: int) -> None:
+    import logging
+
     import uvicorn
+
+    # The relay's own notes (a peer that failed or never connected) show in the output.
+    logging.basicConfig(level=logging.WARNING, format="server %(name)s: %(message)s")
+    logging.getLogger("streaming").setLevel(logging.INFO)
     from starlette.applications import Starlette
 
     if mode in ("relay", "relay-task"):
@@ -90,7 +96,8 @@ def serve(mode: str, port: int) -> None:
             ice_loopback=True,
             viewer_direct_send=mode == "relay",
         )
-        routes = StreamingService(settings, authorize, exists).routes
+        service = StreamingService(settings, authorize, exists)
+        routes = [*service.routes, diagnosis_route(service)]
     else:
         routes = reencoding_routes()
     from starlette.routing import Mount
@@ -98,6 +105,45 @@ def serve(mode: str, port: int) -> None:
 
     app = Starlette(routes=[*routes, Mount("/static", StaticFiles(directory=ROOT / "static"))])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+
+
+def diagnosis_route(service: StreamingService) -> Any:
+    """`GET /bench/status`: the relay's view of the room, printed when a row stalls."""
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def status(request: Request) -> JSONResponse:
+        body: dict[str, Any] = dict(service.room_status(ROOM))
+        room = service._rooms.get(ROOM)  # the benchmark may look inside
+        if room is not None:
+            broadcast = room.broadcast
+            body["frames_out"] = broadcast.frames_out
+            body["since_last_frame_s"] = (
+                None
+                if broadcast.last_frame_at_s is None
+                else round(time.monotonic() - broadcast.last_frame_at_s, 3)
+            )
+            host = room.host
+            if host is not None:
+                pc = host.peer_connection
+                body["host_connection"] = pc.connectionState
+                body["host_ice"] = pc.iceConnectionState
+                body["host_assemblers"] = {
+                    kind: {
+                        "emitted": a.frames_emitted,
+                        "dropped": a.frames_dropped,
+                        "pli": a.picture_loss_indications,
+                    }
+                    for kind, a in host.assemblers.items()
+                }
+            tracks = [t for s in room.viewers.values() for t in s.viewer_tracks]
+            body["viewer_tracks"] = len(tracks)
+            body["viewers_waiting_for_keyframe"] = sum(t.waiting_for_keyframe for t in tracks)
+            body["viewer_frames_sent"] = sum(t.frames_sent for t in tracks)
+        return JSONResponse(body)
+
+    return Route("/bench/status", status)
 
 
 def reencoding_routes() -> list[Any]:
@@ -250,6 +296,40 @@ async def connect_viewer(base_url: str, host: IndexedVideo, probe: bool) -> View
     return viewer
 
 
+async def print_stall(base_url: str, host: Any, viewers: list[Viewer]) -> None:
+    """Some viewer has no frame: print what the host peer and the server each see."""
+    import json
+    import urllib.request
+
+    def server_status() -> Any:
+        with urllib.request.urlopen(f"{base_url}/bench/status", timeout=5) as response:
+            return json.load(response)
+
+    pc = host.peer_connection
+
+    async def packets_sent() -> int:
+        report = await pc.getStats()
+        return sum(s.packetsSent for s in report.values() if s.type == "outbound-rtp")
+
+    sent_before = await packets_sent()
+    status_before = await asyncio.to_thread(server_status)
+    await asyncio.sleep(2)
+    sent_after = await packets_sent()
+    status_after = await asyncio.to_thread(server_status)
+    senders = []
+    for sender in pc.getSenders():
+        task = getattr(sender, "_RTCRtpSender__rtp_task", None)
+        senders.append("no task" if task is None else ("done" if task.done() else "running"))
+    print(
+        f"STALL: {sum(v.first_frame_s is None for v in viewers)}/{len(viewers)} viewers "
+        f"without a frame; host peer {pc.connectionState}/{pc.iceConnectionState}, "
+        f"sender tasks {senders}, host sent {sent_after - sent_before} RTP packets in 2 s",
+        flush=True,
+    )
+    print(f"STALL server before: {status_before}", flush=True)
+    print(f"STALL server after:  {status_after}", flush=True)
+
+
 def cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)
@@ -287,6 +367,8 @@ async def run_mode(mode: str, viewers_count: int, window_s: float) -> dict[str, 
         for number in range(viewers_count):
             viewers.append(await connect_viewer(base_url, host_track, number < PROBES))
         await wait_for_frames(viewers, 15)
+        if any(v.first_frame_s is None for v in viewers):
+            await print_stall(base_url, host, viewers)
         await asyncio.sleep(2)
         client_process = psutil.Process(os.getpid())
         client_start = cpu_seconds(client_process)
