@@ -23,8 +23,10 @@ fan-out); `relay-task` is the same relay with `viewer_direct_send=False` (aiortc
 sender task per viewer packs and sends, as before the direct sender), for the ratio;
 `reencode` is aiortc's default (decode the host's track once, one encoder per viewer via
 MediaRelay), for the ratio.
-Viewers other than the probes never decode (they count packets): the client process
-must not be the bottleneck. Figures print; nothing is asserted.
+Viewers other than the probes never decode (they count packets) and live in a child
+process (`crowd`): the probes share their process only with the host, so a probe's figure
+does not include the time its process takes to receive every other viewer's copy of the
+frame first (a real viewer has its own machine). Figures print; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import statistics
 import sys
@@ -253,7 +256,7 @@ def read_index(frame: av.VideoFrame) -> int:
 class Viewer:
     """One viewer: counts frames; a probe also decodes them to measure latency."""
 
-    host: IndexedVideo
+    host: IndexedVideo | None  # the probes look up capture times in it
     probe: bool
     started_at_s: float = 0.0
     first_frame_s: float | None = None
@@ -270,7 +273,7 @@ class Viewer:
             self.first_frame_s = now_s - self.started_at_s
             self.got_frame.set()
         self.frames += 1
-        if not self.probe:
+        if not self.probe or self.host is None:
             return
         if self.decoder is None:
             self.decoder = av.CodecContext.create("libvpx", "r")
@@ -288,7 +291,7 @@ class Viewer:
         return sum(s.packetsReceived for s in report.values() if s.type == "inbound-rtp")
 
 
-async def connect_viewer(base_url: str, host: IndexedVideo, probe: bool) -> Viewer:
+async def connect_viewer(base_url: str, host: IndexedVideo | None, probe: bool) -> Viewer:
     viewer = Viewer(host, probe, started_at_s=time.perf_counter())
     session = await client.play(f"{base_url}/whep/{ROOM}", kinds=("video",))
     viewer.peer_connection = session.peer_connection
@@ -296,9 +299,8 @@ async def connect_viewer(base_url: str, host: IndexedVideo, probe: bool) -> View
     return viewer
 
 
-async def print_stall(base_url: str, host: Any, viewers: list[Viewer]) -> None:
+async def print_stall(base_url: str, host: Any, missing: int, viewers_count: int) -> None:
     """Some viewer has no frame: print what the host peer and the server each see."""
-    import json
     import urllib.request
 
     def server_status() -> Any:
@@ -321,13 +323,90 @@ async def print_stall(base_url: str, host: Any, viewers: list[Viewer]) -> None:
         task = getattr(sender, "_RTCRtpSender__rtp_task", None)
         senders.append("no task" if task is None else ("done" if task.done() else "running"))
     print(
-        f"STALL: {sum(v.first_frame_s is None for v in viewers)}/{len(viewers)} viewers "
+        f"STALL: {missing}/{viewers_count} viewers "
         f"without a frame; host peer {pc.connectionState}/{pc.iceConnectionState}, "
         f"sender tasks {senders}, host sent {sent_after - sent_before} RTP packets in 2 s",
         flush=True,
     )
     print(f"STALL server before: {status_before}", flush=True)
     print(f"STALL server after:  {status_after}", flush=True)
+
+
+class Crowd:
+    """The viewers that only count packets, held by a child process (`crowd` below)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+        self.pid = process.pid
+
+    @classmethod
+    async def start(cls, base_url: str, count: int) -> Crowd:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "crowd",
+            "--url",
+            base_url,
+            "--count",
+            str(count),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
+        crowd = cls(process)
+        await crowd._read()  # "ready": every viewer connected and waited for (up to 15 s)
+        return crowd
+
+    async def _read(self) -> dict[str, Any]:
+        assert self._process.stdout is not None
+        line = await asyncio.wait_for(self._process.stdout.readline(), 120)
+        if not line:
+            raise RuntimeError("the crowd process ended early")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    async def stats(self) -> dict[str, Any]:
+        assert self._process.stdin is not None
+        self._process.stdin.write(b"stats\n")
+        await self._process.stdin.drain()
+        return await self._read()
+
+    async def close(self) -> None:
+        if self._process.returncode is None and self._process.stdin is not None:
+            self._process.stdin.close()
+        try:
+            await asyncio.wait_for(self._process.wait(), 10)
+        except TimeoutError:
+            self._process.kill()
+            await self._process.wait()
+
+
+async def crowd_main(base_url: str, count: int) -> None:
+    """Child process: `count` counting viewers; answers "stats" lines on stdin with JSON."""
+    enable_loopback_candidates()
+    viewers = [await connect_viewer(base_url, None, probe=False) for _ in range(count)]
+    await wait_for_frames(viewers, 15)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    async def report() -> None:
+        stats = {
+            "packets": sum([await v.packets_received() for v in viewers]),
+            "octets": sum([await v.bytes_received() for v in viewers]),
+            "first_frames_ms": [
+                v.first_frame_s * 1000 for v in viewers if v.first_frame_s is not None
+            ],
+            "missing": sum(v.first_frame_s is None for v in viewers),
+        }
+        sys.stdout.write(json.dumps(stats) + "\n")
+        sys.stdout.flush()
+
+    await report()
+    while (await reader.readline()).strip() == b"stats":
+        await report()
+    for viewer in viewers:
+        await viewer.peer_connection.close()
 
 
 def cpu_seconds(process: psutil.Process) -> float:
@@ -363,33 +442,50 @@ async def run_mode(mode: str, viewers_count: int, window_s: float) -> dict[str, 
         await asyncio.sleep(window_s / 2)
         host_only_core = (cpu_seconds(process) - idle_start) / (window_s / 2)
 
-        viewers = []
-        for number in range(viewers_count):
-            viewers.append(await connect_viewer(base_url, host_track, number < PROBES))
-        await wait_for_frames(viewers, 15)
-        if any(v.first_frame_s is None for v in viewers):
-            await print_stall(base_url, host, viewers)
-        await asyncio.sleep(2)
-        client_process = psutil.Process(os.getpid())
-        client_start = cpu_seconds(client_process)
-        packets_start = sum([await v.packets_received() for v in viewers])
-        octets_start = sum([await v.bytes_received() for v in viewers])
-        cpu_start = cpu_seconds(process)
-        wall_start = time.perf_counter()
-        for viewer in viewers:
-            viewer.recording = True
-        await asyncio.sleep(window_s)
-        for viewer in viewers:
-            viewer.recording = False
-        wall_s = time.perf_counter() - wall_start
-        server_core = (cpu_seconds(process) - cpu_start) / wall_s
-        client_core = (cpu_seconds(client_process) - client_start) / wall_s
-        packets = sum([await v.packets_received() for v in viewers]) - packets_start
-        octets = sum([await v.bytes_received() for v in viewers]) - octets_start
-        latencies = [ms for v in viewers for ms in v.latencies_ms]
-        first_frames = [v.first_frame_s * 1000 for v in viewers if v.first_frame_s is not None]
+        # The probes share this process with the host; the other viewers only count
+        # packets, in their own process, so that the probes' latency is not the time this
+        # process takes to receive every other viewer's copy of a frame first.
+        probes = [
+            await connect_viewer(base_url, host_track, probe=True)
+            for _ in range(min(PROBES, viewers_count))
+        ]
+        crowd = await Crowd.start(base_url, viewers_count - len(probes))
+        try:
+            await wait_for_frames(probes, 15)
+            crowd_ready = await crowd.stats()
+            missing = sum(v.first_frame_s is None for v in probes) + crowd_ready["missing"]
+            if missing:
+                await print_stall(base_url, host, missing, viewers_count)
+            await asyncio.sleep(2)
+            client_processes = [psutil.Process(os.getpid()), psutil.Process(crowd.pid)]
+            client_start = sum(cpu_seconds(p) for p in client_processes)
+            crowd_start = await crowd.stats()
+            packets_start = sum([await v.packets_received() for v in probes])
+            packets_start += crowd_start["packets"]
+            octets_start = sum([await v.bytes_received() for v in probes])
+            octets_start += crowd_start["octets"]
+            cpu_start = cpu_seconds(process)
+            wall_start = time.perf_counter()
+            for viewer in probes:
+                viewer.recording = True
+            await asyncio.sleep(window_s)
+            for viewer in probes:
+                viewer.recording = False
+            wall_s = time.perf_counter() - wall_start
+            server_core = (cpu_seconds(process) - cpu_start) / wall_s
+            client_core = (sum(cpu_seconds(p) for p in client_processes) - client_start) / wall_s
+            crowd_end = await crowd.stats()
+            packets = sum([await v.packets_received() for v in probes]) + crowd_end["packets"]
+            packets -= packets_start
+            octets = sum([await v.bytes_received() for v in probes]) + crowd_end["octets"]
+            octets -= octets_start
+        finally:
+            await crowd.close()
+        latencies = [ms for v in probes for ms in v.latencies_ms]
+        first_frames = [v.first_frame_s * 1000 for v in probes if v.first_frame_s is not None]
+        first_frames += crowd_end["first_frames_ms"]
         added_core = server_core - host_only_core
-        for viewer in viewers:
+        for viewer in probes:
             await viewer.peer_connection.close()
         await host.peer_connection.close()
         return {
@@ -608,6 +704,9 @@ def parse_arguments() -> argparse.Namespace:
     serve_parser = sub.add_parser("serve", help="run one server (used by the benchmark)")
     serve_parser.add_argument("--mode", choices=["relay", "relay-task", "reencode"], required=True)
     serve_parser.add_argument("--port", type=int, required=True)
+    crowd_parser = sub.add_parser("crowd", help="hold counting viewers (used by the benchmark)")
+    crowd_parser.add_argument("--url", required=True)
+    crowd_parser.add_argument("--count", type=int, required=True)
     parser.add_argument(
         "--viewers", type=lambda s: [int(x) for x in s.split(",")], default=[10, 20, 40]
     )
@@ -636,5 +735,7 @@ if __name__ == "__main__":
             profiler.dump_stats(os.environ["BENCH_PROFILE"])
     elif parsed.command == "serve":
         serve(parsed.mode, parsed.port)
+    elif parsed.command == "crowd":
+        asyncio.run(crowd_main(parsed.url, parsed.count))
     else:
         asyncio.run(main(parsed))
