@@ -540,25 +540,11 @@ async def run_direct(window_s: float) -> dict[str, Any]:
     }
 
 
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-]
-
-
 async def run_browser(mode: str, window_s: float) -> dict[str, Any]:
     """Chromium page -> server -> Chromium page: canvas drawn to frame presented."""
     from playwright.async_api import async_playwright
 
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
     from tests.support import free_port, wait_for_port
 
     port = free_port()
@@ -570,7 +556,7 @@ async def run_browser(mode: str, window_s: float) -> dict[str, Any]:
         base = f"http://127.0.0.1:{port}/static/dev"
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(
-                executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
             )
             try:
                 host = await browser.new_page()
