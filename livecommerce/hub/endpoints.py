@@ -70,7 +70,9 @@ async def room_socket(websocket: WebSocket) -> None:
                     if queue_sink is None:
                         break
                     continue
-                await hub.receive(connection, text)
+                published = hub.receive(connection, text)
+                if published is not None:
+                    await published
             tasks.cancel_scope.cancel()
     finally:
         hub.leave(connection)
