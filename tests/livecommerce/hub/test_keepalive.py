@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
+from livecommerce.hub import keepalive
 from livecommerce.hub.keepalive import KeepaliveSweep
 
 
@@ -72,3 +76,19 @@ def test_removed_peers_are_never_visited_again() -> None:
     assert not gone.expired
     assert staying.expired
     assert sweep.peers == 0
+
+
+def test_the_sweep_does_no_io() -> None:
+    """Sans-I/O: the adapter (uvicorn_fanout) owns the timer and the writes."""
+    tree = ast.parse(Path(keepalive.__file__).read_text())
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    } | {
+        (node.module or "").split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+    }
+    assert imported == {"__future__", "typing"}
