@@ -223,7 +223,7 @@ class RoomSocketProtocol(asyncio.Protocol):
             return
         if self.open:
             self._send_close(CLOSE_GOING_AWAY, "server shutting down")
-        transport.close()
+        self._close_transport()
 
     # The hub's Sink
 
@@ -262,7 +262,12 @@ class RoomSocketProtocol(asyncio.Protocol):
         """Nothing arrived for a whole interval after a ping: the peer is gone."""
         if self.open:
             self._send_close(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
-            cast(Transport, self.transport).close()
+            transport = cast(Transport, self.transport)
+            if transport.get_write_buffer_size():
+                # It has not read either: a close would wait for the buffer forever.
+                transport.abort()
+            else:
+                transport.close()
 
     # Incoming events
 
@@ -337,7 +342,7 @@ class RoomSocketProtocol(asyncio.Protocol):
                 # The end of the stream (websockets' SEND_EOF): a server closes the TCP
                 # connection once the closing handshake is done, or when it fails it.
                 self.open = False
-                transport.close()
+                self._close_transport()
                 self._leave()
 
     # Waiting on the hub without a task: reading pauses, events are held, in order.
@@ -481,6 +486,15 @@ class RoomSocketProtocol(asyncio.Protocol):
         writes = self.conn.data_to_send()
         if writes:
             cast(Transport, self.transport).write(b"".join(writes))
+
+    def _close_transport(self) -> None:
+        """Close once the buffer is written; cut the socket if that takes too long (a
+        client that stopped reading would otherwise hold it open for good)."""
+        transport = cast(Transport, self.transport)
+        transport.close()
+        if transport.get_write_buffer_size() and self.close_timer is None:
+            loop = asyncio.get_running_loop()
+            self.close_timer = loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
 
     def _leave(self) -> None:
         """The hub forgets this socket, and so does the keepalive; safe more than once."""

@@ -98,6 +98,38 @@ async def test_keepalive_closes_a_silent_peer_and_keeps_one_that_answers(tmp_pat
         await answering.close()
 
 
+async def test_keepalive_releases_a_peer_that_stopped_reading(tmp_path: Path) -> None:
+    """A vanished peer with bytes still waiting for it: closing would wait for them to be
+    written, which never happens, so the socket is cut (its buffer limit is set high so
+    that it is the keepalive, not 4008, that finds it)."""
+    async with running_server(
+        tmp_path,
+        viewer_ping_interval_ms=300,
+        viewer_buffer_bytes_max=64 * 1024 * 1024,
+        viewer_socket_send_buffer_bytes=4096,
+    ) as server:
+        room_id, _ = await create_room(server)
+        stalled = await asyncio.to_thread(open_raw, server.port, f"/ws/rooms/{room_id}")
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        async with asyncio.timeout(5):
+            while server.hub.connections < 1:
+                await asyncio.sleep(0.01)
+        for number in range(100):  # 800 KB: far more than both kernels hold
+            await server.hub.publish_sale(room_id, {"n": number, "filler": "x" * 8000})
+        replica = server.hub.replicas[room_id]
+        (member,) = replica.group.members
+        protocol = member.sink
+        assert protocol.buffered_bytes() > 0
+        # uvicorn's open connections: the protocol leaves them when its socket is closed.
+        connections = server.server.server_state.connections
+        assert protocol in connections
+        async with asyncio.timeout(5):
+            while protocol in connections:
+                await asyncio.sleep(0.05)
+        assert server.hub.connections == 0
+        stalled.close()
+
+
 HOLDER = """
 import socket, sys
 port, path, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
