@@ -132,11 +132,12 @@ class Server:
         return int(self.ps.memory_info().rss)
 
 
-def start_server(kind: str, data_dir: Path, viewers_max: int) -> Server:
+def start_server(kind: str, data_dir: Path, viewers_max: int, root: Path = ROOT) -> Server:
+    """`root` is the checkout whose code runs: another one for `before`."""
     port = free_port()
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    if kind == "hub":
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    if kind in ("hub", "before"):
         env["LIVECOMMERCE_CONNECTIONS_PER_ADDRESS_MAX"] = str(viewers_max + 100)
         env["LIVECOMMERCE_CONNECTIONS_PER_PROCESS_MAX"] = str(max(30000, viewers_max + 100))
         command = [
@@ -167,7 +168,7 @@ def start_server(kind: str, data_dir: Path, viewers_max: int) -> Server:
         ]
     log = (data_dir.parent / f"{kind}-server.log").open("wb")
     process = subprocess.Popen(
-        command, cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+        command, cwd=root, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
     )
     log.close()
     _children.append(process)
@@ -429,7 +430,8 @@ def run_windows(
 def run_server(kind: str, args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     steps = sorted(args.viewers)
     print(f"{kind}: starting server", flush=True)
-    server = start_server(kind, data_dir / kind, steps[-1])
+    root = args.before if kind == "before" else ROOT
+    server = start_server(kind, data_dir / kind, steps[-1], root)
     clients = Clients(args.clients, server.port)
     result: dict[str, Any] = {"steps": []}
     try:
@@ -447,8 +449,8 @@ def run_server(kind: str, args: argparse.Namespace, data_dir: Path) -> dict[str,
             time.sleep(SETTLE_S)
             rss_after = server.rss()
             if kind != "floor" and args.keepalive_settle > 0:
-                # uvicorn pings each socket 20 s after it opened, then every 20 s: let that start
-                # for the new sockets, or later windows pay for pings the first ones did not.
+                # Each socket is pinged every 20 s, the first time within 20 s of opening: let
+                # that start for the new sockets, or later windows pay for pings the first did not.
                 time.sleep(args.keepalive_settle)
             clients.take()
             step: dict[str, Any] = {
@@ -494,8 +496,8 @@ def slow_consumer_run(server: Server, clients: Clients, args: argparse.Namespace
     """1% stop reading: healthy latency, then how long and how many bytes until the server cuts them.
 
     A stalled socket is cut either by the hub (its own buffer past `viewer_buffer_bytes_max`,
-    256 KiB by default: close 4008) or by uvicorn's keepalive (a ping every 20 s, 20 s to answer:
-    up to 40 s after the stall). A stalled client reads neither close frame, so the benchmark
+    256 KiB by default: close 4008) or by the keepalive (a ping every 20 s, the socket closed
+    when nothing came back for a whole interval after one: up to 40 s after the stall). A stalled client reads neither close frame, so the benchmark
     reports when the server released the sockets and how many bytes each had been sent by then
     (what one healthy socket received over the same time) and the kernel's send queue: when the
     bytes sent minus what the kernel holds are under 256 KiB, it was the keepalive.
@@ -558,9 +560,9 @@ def slow_consumer_run(server: Server, clients: Clients, args: argparse.Namespace
         "kb_sent_per_stalled_socket_at_first_cut": kb_at_first_cut,
         "cut_by": "not released"
         if not cuts
-        else "uvicorn keepalive: minus the kernel's queue, under 256 KiB was in the hub's buffer"
+        else "keepalive: minus the kernel's queue, under 256 KiB was in the hub's buffer"
         if kb_at_first_cut - queued_one_peak / 1024 < 256
-        else "hub buffer limit (4008) or uvicorn keepalive",
+        else "hub buffer limit (4008) or keepalive",
         **summary,
     }
     print(
@@ -592,21 +594,23 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
             )
     servers = results["servers"]
     hub, naive, floor = servers.get("hub"), servers.get("naive"), servers.get("floor")
-    if hub and (naive or floor):
+    before = servers.get("before")
+    if hub and (naive or floor or before):
         lines.append("")
         lines.append(
-            "| viewers | naive/hub server CPU per delivery | hub/floor server CPU per delivery |"
+            "| viewers | naive/hub server CPU per delivery | hub/floor server CPU per delivery "
+            "| before/hub server CPU per delivery |"
         )
-        lines.append("|---:|---:|---:|")
+        lines.append("|---:|---:|---:|---:|")
         for number, hub_step in enumerate(hub["steps"]):
             cells = []
-            for numerator, denominator in ((naive, hub), (hub, floor)):
+            for numerator, denominator in ((naive, hub), (hub, floor), (before, hub)):
                 if numerator is None or denominator is None or number >= len(numerator["steps"]):
                     cells.append("")
                     continue
                 top = numerator["steps"][number]["cpu_us_per_delivery"]
                 cells.append(f"{top / denominator['steps'][number]['cpu_us_per_delivery']:.2f}x")
-            lines.append(f"| {hub_step['open']:,} | {cells[0]} | {cells[1]} |")
+            lines.append(f"| {hub_step['open']:,} | {cells[0]} | {cells[1]} | {cells[2]} |")
     if hub and "slow" in hub:
         slow, base = hub["slow"], hub["steps"][-1]
         lines.append("")
@@ -659,7 +663,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         default="hub,naive,floor",
-        help="which of hub,naive,floor (the bare transport.write floor) to run (default all)",
+        help="which of hub,naive,floor (the bare transport.write floor) and before (the hub "
+        "from --before) to run (default hub,naive,floor)",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout of this repository (e.g. `git archive` of an older commit): "
+        "server kind `before` runs its hub, for a same-run comparison",
     )
     parser.add_argument(
         "--slow-fraction", type=float, default=0.01, help="share of stalled sockets; 0 skips"
@@ -681,7 +692,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--keepalive-settle",
         type=float,
         default=None,
-        help="seconds to wait after opening a step's sockets, so uvicorn's 20 s keepalive pings "
+        help="seconds to wait after opening a step's sockets, so keepalive pings (every 20 s) "
         "run in every window (default 20; quick 0)",
     )
     parser.add_argument(
@@ -702,6 +713,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.overflow_seconds is None:
         args.overflow_seconds = 15.0 if args.quick else 60.0
     args.servers = [s for s in args.servers.split(",") if s]
+    if "before" in args.servers and args.before is None:
+        parser.error("server kind `before` needs --before DIR")
     if not 0 <= args.pad <= 500:
         parser.error("--pad must be 0..500")
     if max(args.viewers) > 15000 * args.clients:

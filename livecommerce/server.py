@@ -1,4 +1,4 @@
-"""Runs the app under uvicorn with the fan-out WebSocket protocol and uvloop."""
+"""Runs the app under uvicorn with uvloop; room sockets are served by `RoomSocketProtocol`."""
 
 from __future__ import annotations
 
@@ -7,18 +7,17 @@ import importlib.util
 import uvicorn
 
 from livecommerce.app import create_app
-from livecommerce.hub.uvicorn_fanout import FanoutWebSocketProtocol
+from livecommerce.hub.uvicorn_fanout import RoomSocketProtocol
 from livecommerce.settings import Settings
 
 
 def uvicorn_config(settings: Settings, log_level: str = "info") -> uvicorn.Config:
-    protocol = type(
-        "ConfiguredFanoutWebSocketProtocol",
-        (FanoutWebSocketProtocol,),
-        {"socket_send_buffer_bytes": settings.viewer_socket_send_buffer_bytes},
+    app = create_app(settings)
+    protocol = RoomSocketProtocol.configured(
+        app, settings.viewer_socket_send_buffer_bytes, settings.viewer_ping_interval_ms
     )
     return uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         ws=protocol,

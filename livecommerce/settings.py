@@ -40,6 +40,9 @@ class Settings:
     # The kernel's send buffer per WebSocket (Linux doubles it): what a stalled client can
     # hold beyond viewer_buffer_bytes_max.
     viewer_socket_send_buffer_bytes: int = 64 * 1024
+    # Every room socket is pinged once per interval and closed (1011) when nothing at all
+    # came back for a whole interval after a ping (livecommerce/hub/keepalive.py).
+    viewer_ping_interval_ms: int = 20_000
     history_events_max: int = 1000
     snapshot_comments_max: int = 50
     comment_chars_max: int = 300

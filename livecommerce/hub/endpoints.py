@@ -13,9 +13,8 @@ from starlette.websockets import WebSocket
 
 from livecommerce.hub import messages as m
 from livecommerce.hub.broker import BrokerUnavailable
-from livecommerce.hub.fanout import Outgoing, QueueSink, TransportSink
+from livecommerce.hub.fanout import Outgoing, QueueSink
 from livecommerce.hub.hub import CLOSE_UNSUPPORTED_DATA, Hub, JoinRefused
-from livecommerce.hub.uvicorn_fanout import FANOUT_EXTENSION
 
 
 def _hub(scope_holder: Request | WebSocket) -> Hub:
@@ -28,15 +27,13 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 async def room_socket(websocket: WebSocket) -> None:
+    """The portable path for any ASGI server (under uvicorn with `livecommerce.server`'s
+    protocol, room sockets never get here: see uvicorn_fanout)."""
     hub = _hub(websocket)
     room_id = websocket.path_params["room_id"]
-    since_text = websocket.query_params.get("since", "")
-    since = int(since_text) if since_text.isdigit() and len(since_text) <= 18 else None
+    since = parse_since(websocket.query_params.get("since", ""))
     await websocket.accept()
-    channel = websocket.scope.get("extensions", {}).get(FANOUT_EXTENSION)
-    queue_sink = None if channel is not None else QueueSink(websocket)
-    sink = TransportSink(channel) if channel is not None else queue_sink
-    assert sink is not None
+    sink = QueueSink(websocket)
     address = websocket.client.host if websocket.client else "unknown"
     try:
         connection = await hub.join(
@@ -45,19 +42,16 @@ async def room_socket(websocket: WebSocket) -> None:
     except JoinRefused as refused:
         sink.write(Outgoing(m.encode(m.Error(code=refused.code, message=refused.message))))
         sink.close(refused.close_code, refused.message)
-        if queue_sink is not None:
-            await queue_sink.drain()
+        await sink.drain()
         return
     except BrokerUnavailable as error:
         sink.write(Outgoing(m.encode(m.Error(code="unavailable", message=str(error)))))
         sink.close(1013, "try again later")
-        if queue_sink is not None:
-            await queue_sink.drain()
+        await sink.drain()
         return
     try:
         async with anyio.create_task_group() as tasks:
-            if queue_sink is not None:
-                tasks.start_soon(_drain_then_stop, queue_sink, tasks.cancel_scope)
+            tasks.start_soon(_drain_then_stop, sink, tasks.cancel_scope)
             while True:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
@@ -67,13 +61,18 @@ async def room_socket(websocket: WebSocket) -> None:
                     sink.close(
                         CLOSE_UNSUPPORTED_DATA, "binary frames are not accepted; send JSON text"
                     )
-                    if queue_sink is None:
-                        break
                     continue
-                await hub.receive(connection, text)
+                published = hub.receive(connection, text)
+                if published is not None:
+                    await published
             tasks.cancel_scope.cancel()
     finally:
         hub.leave(connection)
+
+
+def parse_since(text: str) -> int | None:
+    """The `since` query parameter: a sequence number, or None for "send a snapshot"."""
+    return int(text) if text.isdigit() and len(text) <= 18 else None
 
 
 async def _drain_then_stop(sink: QueueSink, scope: anyio.CancelScope) -> None:

@@ -16,8 +16,6 @@ from typing import Protocol
 
 from starlette.websockets import WebSocket
 
-from livecommerce.hub.uvicorn_fanout import TransportChannel
-
 CLOSE_TOO_SLOW = 4008
 
 
@@ -55,33 +53,13 @@ class Outgoing:
 
 
 class Sink(Protocol):
+    """Where a connection's messages go: the socket itself (uvicorn_fanout) or a queue."""
+
     @property
     def open(self) -> bool: ...
     def buffered_bytes(self) -> int: ...
     def write(self, message: Outgoing) -> None: ...
     def close(self, code: int, reason: str) -> None: ...
-
-
-class TransportSink:
-    """The fast path: frames go straight to the transport (see uvicorn_fanout)."""
-
-    __slots__ = ("_channel",)
-
-    def __init__(self, channel: TransportChannel) -> None:
-        self._channel = channel
-
-    @property
-    def open(self) -> bool:
-        return self._channel.open
-
-    def buffered_bytes(self) -> int:
-        return self._channel.buffered_bytes()
-
-    def write(self, message: Outgoing) -> None:
-        self._channel.write(message.frame)
-
-    def close(self, code: int, reason: str) -> None:
-        self._channel.close(code, reason)
 
 
 class QueueSink:

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,12 @@ class HubLimits:
     rooms_max: int
     state_flush_interval_ms: int
     viewer_heartbeat_ms: int
+    # Client messages that wait for the broker (comments, host commands): at most this many
+    # queued in the process (beyond it: `busy`, retry) and this many publishing at once.
+    # A connection reads nothing more until its own has been published, so it never has
+    # more than one queued.
+    publish_queue_max: int = 10_000
+    publishes_in_flight_max: int = 16
 
 
 class Connection(Member):
@@ -136,6 +143,10 @@ class Hub:
         self.connections = 0
         self._per_address: dict[str, int] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self._publish_queue: deque[
+            tuple[Connection, Replica, m.RoomEvent, bool, asyncio.Future[None]]
+        ] = deque()
+        self._publishers: set[asyncio.Task[None]] = set()
         self.deliveries = 0
         # Called with the room id when a room ends (video teardown, sales); must not block.
         self.room_ended_listeners: list[Callable[[str], None]] = []
@@ -152,6 +163,12 @@ class Hub:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        for publisher in list(self._publishers):
+            publisher.cancel()
+        while self._publish_queue:
+            done = self._publish_queue.popleft()[4]
+            if not done.done():
+                done.set_result(None)
         for replica in self.replicas.values():
             for member in list(replica.group.members):
                 member.sink.close(1001, "server shutting down")
@@ -257,16 +274,23 @@ class Hub:
     async def join(
         self, room_id: str, sink: Sink, address: str, viewer_token: str, since: int | None
     ) -> Connection:
-        """Admit a socket to a room: welcome, then a snapshot or the missed events."""
-        if self.connections >= self.limits.connections_max:
-            raise JoinRefused(CLOSE_SERVER_FULL, "server_full", "this server is full; try again")
-        if self._per_address.get(address, 0) >= self.limits.connections_per_address_max:
-            raise JoinRefused(
-                CLOSE_TOO_MANY_CONNECTIONS,
-                "too_many_connections",
-                "too many connections from your address",
-            )
+        """Admit a socket to a room, loading the room first if this process has not yet."""
+        self._check_capacity(address)
         replica = await self.replica(room_id)
+        return self.admit(room_id, replica, sink, address, viewer_token, since)
+
+    def admit(
+        self,
+        room_id: str,
+        replica: Replica | None,
+        sink: Sink,
+        address: str,
+        viewer_token: str,
+        since: int | None,
+    ) -> Connection:
+        """Admit a socket to a loaded room (None: no such room): welcome, then a snapshot or
+        the missed events. Raises JoinRefused, having changed nothing."""
+        self._check_capacity(address)
         if replica is None:
             raise JoinRefused(CLOSE_ROOM_NOT_FOUND, "room_not_found", f"no room {room_id!r}")
         viewer_id = self.viewer_from_token(viewer_token) or secrets.token_urlsafe(12)
@@ -305,6 +329,16 @@ class Hub:
         self._per_address[address] = self._per_address.get(address, 0) + 1
         return connection
 
+    def _check_capacity(self, address: str) -> None:
+        if self.connections >= self.limits.connections_max:
+            raise JoinRefused(CLOSE_SERVER_FULL, "server_full", "this server is full; try again")
+        if self._per_address.get(address, 0) >= self.limits.connections_per_address_max:
+            raise JoinRefused(
+                CLOSE_TOO_MANY_CONNECTIONS,
+                "too_many_connections",
+                "too many connections from your address",
+            )
+
     def leave(self, connection: Connection) -> None:
         """The socket is gone; forget it. Safe to call more than once."""
         connection.replica.group.discard(connection)
@@ -320,27 +354,34 @@ class Hub:
 
     # What clients send
 
-    async def receive(self, connection: Connection, frame: str) -> None:
+    def receive(self, connection: Connection, frame: str) -> asyncio.Future[None] | None:
+        """Handle one text frame from a client, now.
+
+        Returns None when it is done. A comment or host command waits for the broker: it is
+        queued and a future is returned, done once it has been published (or refused). The
+        caller reads nothing more from this client until then, so one client's messages
+        keep their order and a client never has more than one message queued.
+        """
         now_ms = self.clock_ms()
         if not connection.frame_bucket.take(now_ms):
             connection.replica.group.discard(connection)
             connection.sink.close(CLOSE_FLOOD, "too many messages; slow down and reconnect")
-            return
+            return None
         try:
             message = m.decode_client(frame)
         except m.ProtocolError as error:
             connection.error(error.code, error.message)
-            return
+            return None
         replica = connection.replica
         match message:
             case m.PostComment():
                 if not connection.comment_bucket.take(now_ms):
                     connection.error("rate_limited", "too many comments; wait a few seconds")
-                    return
+                    return None
                 comment = replica.room.check_comment(
                     connection.viewer_id, message, secrets.token_urlsafe(9), now_ms
                 )
-                await self._publish_or_refuse(connection, replica, comment, ack=False)
+                return self._publish_soon(connection, replica, comment, ack=False)
             case m.Like():
                 replica.likes_delta += message.count
             case m.Share():
@@ -365,27 +406,51 @@ class Hub:
             case _:
                 if not connection.is_host:
                     connection.error("not_host", "host commands need host.auth/v1 first")
-                    return
+                    return None
                 decision = replica.room.check_host(message, now_ms)
-                await self._publish_or_refuse(connection, replica, decision, ack=True)
+                return self._publish_soon(connection, replica, decision, ack=True)
+        return None
 
-    async def _publish_or_refuse(
+    def _publish_soon(
         self,
         connection: Connection,
         replica: Replica,
         decision: m.RoomEvent | Rejection,
         ack: bool,
-    ) -> None:
+    ) -> asyncio.Future[None] | None:
+        """Queue an event for the broker; refusals and a full queue are answered now."""
         if isinstance(decision, Rejection):
             connection.error(decision.code, decision.message)
-            return
-        try:
-            await self.publish(replica.room.info.room_id, decision)
-        except BrokerUnavailable as error:
-            connection.error("unavailable", f"not done, retry: {error}")
-            return
-        if ack:
-            connection.send(m.Ack(ref=_tag(decision)))
+            return None
+        if len(self._publish_queue) >= self.limits.publish_queue_max:
+            connection.error("busy", "too many messages are waiting for the broker; retry")
+            return None
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._publish_queue.append((connection, replica, decision, ack, done))
+        if len(self._publishers) < self.limits.publishes_in_flight_max:
+            task = asyncio.get_running_loop().create_task(self._publish_queued())
+            self._publishers.add(task)
+            task.add_done_callback(self._publishers.discard)
+        return done
+
+    async def _publish_queued(self) -> None:
+        """One of at most `publishes_in_flight_max` workers; it stops when the queue is empty."""
+        queue = self._publish_queue
+        while queue:
+            connection, replica, event, ack, done = queue.popleft()
+            try:
+                await self.publish(replica.room.info.room_id, event)
+            except BrokerUnavailable as error:
+                connection.error("unavailable", f"not done, retry: {error}")
+            except Exception:
+                log.exception("publishing a client's event failed")
+                connection.error("unavailable", "not done, retry")
+            else:
+                if ack:
+                    connection.send(m.Ack(ref=_tag(event)))
+            finally:
+                if not done.done():
+                    done.set_result(None)
 
     async def host_command(
         self, room_id: str, token: str, command: m.HostCommand

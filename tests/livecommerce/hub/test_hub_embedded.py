@@ -362,9 +362,7 @@ async def test_closed_connections_are_freed(tmp_path: Path) -> None:
         async with asyncio.timeout(5):
             while len(replica.group) < 20:
                 await asyncio.sleep(0.01)
-        protocols = [
-            weakref.ref(member.sink._channel._protocol) for member in replica.group.members
-        ]
+        protocols = [weakref.ref(member.sink) for member in replica.group.members]
         await asyncio.sleep(1.5)  # live across the server's periodic work (ticks, any freeze)
         for ws in sockets:
             await ws.close()
