@@ -88,7 +88,7 @@ ALIVE_CHECK_MS = 1_000
 STOCK_PUSH_INTERVAL_S = 0.1
 
 
-ACCEPTED_FIELDS = tuple(OrderAccepted.__dataclass_fields__)
+ACCEPTED_FIELDS = OrderAccepted.__struct_fields__
 
 
 def _str(value: bytes | str) -> str:
