@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from ledger.checkpoint import Checkpoint, CheckpointError
 from ledger.entry import ENTRY_BYTES_MAX
 from ledger.merkle import MerkleTree, leaf_hash
 from ledger.note import NoteError, Signer, open_note, sign
-from ledger.receipt import Receipt
+from ledger.receipt import Receipt, format_receipts
 from ledger.settings import LedgerSettings
 from ledger.storage import (
     BLOCKS_FILE,
@@ -400,6 +400,18 @@ class Ledger:
             raise IndexError(f"entry {index} is not covered by the latest checkpoint")
         path = self._tree.inclusion_proof(index, checkpoint.size)
         return Receipt(index, tuple(path), self._checkpoint_note, self.entry(index)).format()
+
+    def proofs(self, indexes: Sequence[int]) -> list[bytes]:
+        """`proof(index)` for each index, against the same (latest) checkpoint, in one
+        pass: the entries of a checkpoint's receipts are read together and their paths,
+        which share most hashes, are computed and encoded once (docs/ledger.md)."""
+        checkpoint = self._checkpoint
+        for index in indexes:
+            if not 0 <= index < checkpoint.size:
+                raise IndexError(f"entry {index} is not covered by the latest checkpoint")
+        paths = self._tree.inclusion_proofs(indexes, checkpoint.size)
+        entries = self._entries.read_many(indexes)
+        return format_receipts(zip(indexes, paths, entries, strict=True), self._checkpoint_note)
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         return self._tree.consistency_proof(old_size, new_size)

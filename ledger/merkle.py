@@ -7,7 +7,7 @@ Leaves hash as SHA-256(0x00 || data), interior nodes as SHA-256(0x01 || left || 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 HASH_BYTES = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -153,6 +153,56 @@ class MerkleTree:
                 start += k
         path.reverse()
         return path
+
+    def inclusion_proofs(self, indexes: Iterable[int], size: int) -> list[list[bytes]]:
+        """PATH(index, D[0:size]) for many indexes at once; each path equals
+        `inclusion_proof(index, size)`.
+
+        RFC 6962's recursion unrolled: a tree of `size` leaves is a row of perfect
+        subtrees, one per set bit of `size`, largest first. A leaf's path is its siblings
+        inside its own perfect subtree (bottom up), then the hash of all the leaves right
+        of that subtree (if any), then the roots of the perfect subtrees left of it,
+        nearest first. Consecutive leaves share all siblings above the highest bit where
+        their indexes differ, so for indexes in order most of a path is the previous
+        one's; shared hashes are the same bytes objects (a caller can encode each one
+        once, e.g. receipts' base64).
+        """
+        assert 0 <= size <= self.size, (size, self.size)
+        # The perfect subtrees (start, height), left to right, and each one's path tail.
+        tails: dict[int, list[bytes]] = {}
+        lefts: list[bytes] = []
+        start = 0
+        for height in range(size.bit_length() - 1, -1, -1):
+            if size >> height & 1:
+                end = start + (1 << height)
+                right = [self.range_hash(end, size)] if end < size else []
+                tails[height] = right + lefts[::-1]
+                lefts.append(self.node(height, start >> height))
+                start = end
+        levels = self._levels
+        paths: list[list[bytes]] = []
+        previous_index, previous_path = -1, list[bytes]()
+        for index in indexes:
+            assert 0 <= index < size, (index, size)
+            # The highest bit where index and size differ is set in size: the height of
+            # the perfect subtree that holds the leaf.
+            height = (index ^ size).bit_length() - 1
+            # Siblings at the levels where index and the previous index have the same
+            # ancestor are the same: take them from the previous path.
+            fresh = (index ^ previous_index).bit_length() if previous_index >= 0 else height
+            if fresh >= height or height != (previous_index ^ size).bit_length() - 1:
+                fresh = height
+            path: list[bytes] = []
+            for level in range(fresh):
+                offset = ((index >> level) ^ 1) * HASH_BYTES
+                path.append(bytes(levels[level][offset : offset + HASH_BYTES]))
+            if fresh < height:
+                path += previous_path[fresh:]
+            else:
+                path += tails[height]
+            paths.append(path)
+            previous_index, previous_path = index, path
+        return paths
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """PROOF(old_size, D[0:new_size]) of RFC 6962 §2.1.2."""

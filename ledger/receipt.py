@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ledger.checkpoint import Checkpoint, CheckpointError, parse_decimal
@@ -44,12 +45,8 @@ class Receipt:
         assert len(self.path) <= PROOF_HASHES_MAX
 
     def format(self) -> bytes:
-        lines = [HEADER]
-        if self.entry is not None:
-            lines.append("extra " + base64.b64encode(self.entry).decode())
-        lines.append(f"index {self.index}")
-        lines.extend(base64.b64encode(h).decode() for h in self.path)
-        return ("\n".join(lines) + "\n\n").encode() + self.checkpoint_note
+        (formatted,) = format_receipts([(self.index, self.path, self.entry)], self.checkpoint_note)
+        return formatted
 
     @classmethod
     def parse(cls, data: bytes) -> Receipt:
@@ -79,6 +76,32 @@ class Receipt:
         if any(len(h) != HASH_BYTES for h in path) or len(path) > PROOF_HASHES_MAX:
             raise ReceiptError("receipt proof hashes are malformed")
         return cls(index, path, note, entry)
+
+
+def format_receipts(
+    receipts: Iterable[tuple[int, Sequence[bytes], bytes | None]], checkpoint_note: bytes
+) -> list[bytes]:
+    """Receipts (index, inclusion path, entry or None) against one checkpoint, formatted
+    as `Receipt.format` does. Paths of neighbouring entries share most hashes: each one is
+    base64-encoded once per call."""
+    encoded: dict[bytes, str] = {}
+    formatted: list[bytes] = []
+    for index, path, entry in receipts:
+        assert index >= 0
+        assert len(path) <= PROOF_HASHES_MAX
+        lines = [HEADER]
+        if entry is not None:
+            lines.append("extra " + base64.b64encode(entry).decode())
+        lines.append(f"index {index}")
+        for hash_value in path:
+            text = encoded.get(hash_value)
+            if text is None:
+                assert len(hash_value) == HASH_BYTES
+                text = encoded[hash_value] = base64.b64encode(hash_value).decode()
+            lines.append(text)
+        lines.append("\n")
+        formatted.append("\n".join(lines).encode() + checkpoint_note)
+    return formatted
 
 
 def _b64(text: str, what: str) -> bytes:

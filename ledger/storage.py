@@ -154,6 +154,22 @@ class AppendFile:
             for i in range(start, start + count)
         ]
 
+    def read_many(self, indexes: Sequence[int], gap_max: int = 64) -> list[bytes]:
+        """Items at `indexes` (in that order); indexes at most `gap_max` apart, in
+        increasing order, are read together with one read of the bytes that span them."""
+        items: list[bytes] = []
+        position = 0
+        while position < len(indexes):
+            first = last = indexes[position]
+            run_end = position + 1
+            while run_end < len(indexes) and 0 <= indexes[run_end] - last <= gap_max:
+                last = indexes[run_end]
+                run_end += 1
+            span = self.read_range(first, last - first + 1)
+            items.extend(span[index - first] for index in indexes[position:run_end])
+            position = run_end
+        return items
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

@@ -20,6 +20,10 @@ class Event:
 
 
 def flat_fields(event: object) -> dict[str, object]:
-    """The fields of a dataclass whose values are all plain (str, int, bool, None): what
-    `dataclasses.asdict` gives, without its recursive deep copy (on the hot order path)."""
-    return {name: getattr(event, name) for name in event.__dataclass_fields__}  # type: ignore[attr-defined]
+    """The fields of a dataclass or msgspec Struct whose values are all plain (str, int,
+    bool, None): what `dataclasses.asdict` gives, without its recursive deep copy (on the
+    hot order path)."""
+    names = getattr(event, "__struct_fields__", None)
+    if names is None:
+        names = event.__dataclass_fields__  # type: ignore[attr-defined]
+    return {name: getattr(event, name) for name in names}

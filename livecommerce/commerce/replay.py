@@ -37,7 +37,7 @@ _PRODUCT_FIELDS = [
     "image_url",
 ]  # fmt: skip
 _SPEC_FIELDS = list(ScheduleSale.__dataclass_fields__)
-_ACCEPTED_FIELDS = list(OrderAccepted.__dataclass_fields__)
+_ACCEPTED_FIELDS = list(OrderAccepted.__struct_fields__)
 
 
 def apply_entry(core: CommerceCore, entry: Entry) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+import msgspec
+
 ORDER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 BUYER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SALE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -69,6 +71,16 @@ class OrderRecord:
     status: RecordStatus
 
 
+class _Answer(msgspec.Struct, frozen=True, gc=False):
+    """One order's first answer and where its units are now. Plain values only, so the
+    garbage collector does not track it: a sale remembers up to `orders_max` of these, and
+    tracked records made full collections pause the server (docs/benchmarks.md)."""
+
+    status: ReserveStatus
+    quantity: int
+    record: RecordStatus | None
+
+
 def check_ids(sale_id: str, buyer_id: str, order_id: str) -> None:
     """Ids are validated by the core before they reach a store: a bad one is a bug."""
     assert SALE_ID.fullmatch(sale_id), sale_id
@@ -85,8 +97,8 @@ class SaleStock:
         self.remaining = units_offered
         self.orders_max = orders_max
         self._buyer_units: dict[str, int] = {}
-        # (buyer_id, order_id) -> (first status, first quantity, record status or None)
-        self._orders: dict[tuple[str, str], tuple[ReserveStatus, int, RecordStatus | None]] = {}
+        # (buyer_id, order_id) -> first status, first quantity, record status or None
+        self._orders: dict[tuple[str, str], _Answer] = {}
 
     def buyer_units(self, buyer_id: str) -> int:
         return self._buyer_units.get(buyer_id, 0)
@@ -102,13 +114,12 @@ class SaleStock:
         assert per_buyer_limit > 0, per_buyer_limit
         first = self._orders.get((buyer_id, order_id))
         if first is not None:
-            status, first_quantity, _ = first
             return ReserveResult(
-                status,
-                first_quantity,
+                first.status,
+                first.quantity,
                 self.remaining,
                 duplicate=True,
-                conflict=first_quantity != quantity,
+                conflict=first.quantity != quantity,
             )
         if len(self._orders) >= self.orders_max:
             return ReserveResult(ReserveStatus.CAPACITY, quantity, self.remaining)
@@ -122,16 +133,16 @@ class SaleStock:
             self.remaining -= quantity
             self._buyer_units[buyer_id] = held + quantity
         record = RecordStatus.ACCEPTED if status is ReserveStatus.ACCEPTED else None
-        self._orders[(buyer_id, order_id)] = (status, quantity, record)
+        self._orders[(buyer_id, order_id)] = _Answer(status, quantity, record)
         self._check()
         return ReserveResult(status, quantity, self.remaining)
 
     def release(self, buyer_id: str, order_id: str) -> ReleaseResult:
         first = self._orders.get((buyer_id, order_id))
-        if first is None or first[2] is not RecordStatus.ACCEPTED:
+        if first is None or first.record is not RecordStatus.ACCEPTED:
             return ReleaseResult(0, self.remaining)
-        status, quantity, _ = first
-        self._orders[(buyer_id, order_id)] = (status, quantity, RecordStatus.RELEASED)
+        quantity = first.quantity
+        self._orders[(buyer_id, order_id)] = _Answer(first.status, quantity, RecordStatus.RELEASED)
         self.remaining += quantity
         left = self._buyer_units[buyer_id] - quantity
         if left:
@@ -151,20 +162,23 @@ class SaleStock:
         when the order is paid now (also when it already was); False when it was never
         accepted or its units were already released (the hold expired)."""
         first = self._orders.get((buyer_id, order_id))
-        if first is None or first[2] not in (RecordStatus.ACCEPTED, RecordStatus.PAID):
+        if first is None or first.record not in (RecordStatus.ACCEPTED, RecordStatus.PAID):
             return False
-        status, quantity, _ = first
-        self._orders[(buyer_id, order_id)] = (status, quantity, RecordStatus.PAID)
+        self._orders[(buyer_id, order_id)] = _Answer(
+            first.status, first.quantity, RecordStatus.PAID
+        )
         return True
 
     def retake(self, buyer_id: str, order_id: str) -> bool:
         """Take a released order's units again and mark it paid, if they are still there
         (used when a store said "paid" after this mirror released the hold)."""
         first = self._orders.get((buyer_id, order_id))
-        if first is None or first[2] is not RecordStatus.RELEASED or first[1] > self.remaining:
+        if first is None or first.record is not RecordStatus.RELEASED:
             return False
-        status, quantity, _ = first
-        self._orders[(buyer_id, order_id)] = (status, quantity, RecordStatus.PAID)
+        quantity = first.quantity
+        if quantity > self.remaining:
+            return False
+        self._orders[(buyer_id, order_id)] = _Answer(first.status, quantity, RecordStatus.PAID)
         self.remaining -= quantity
         self._buyer_units[buyer_id] = self._buyer_units.get(buyer_id, 0) + quantity
         self._check()
@@ -198,7 +212,7 @@ class SaleStock:
                 stock._buyer_units[record.buyer_id] = (
                     stock._buyer_units.get(record.buyer_id, 0) + record.quantity
                 )
-            stock._orders[key] = (ReserveStatus.ACCEPTED, record.quantity, record.status)
+            stock._orders[key] = _Answer(ReserveStatus.ACCEPTED, record.quantity, record.status)
         stock._check()
         return stock
 
@@ -207,6 +221,6 @@ class SaleStock:
 
     def order_items(self) -> list[tuple[str, str, ReserveStatus, int, RecordStatus | None]]:
         return [
-            (buyer_id, order_id, status, quantity, record)
-            for (buyer_id, order_id), (status, quantity, record) in self._orders.items()
+            (buyer_id, order_id, answer.status, answer.quantity, answer.record)
+            for (buyer_id, order_id), answer in self._orders.items()
         ]

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,7 +63,8 @@ from livecommerce.orders.shipping import ShippingFull, ShippingStore
 log = logging.getLogger("livecommerce.orders")
 
 OrderKey = tuple[str, str]  # (buyer_id, order_id)
-RECEIPTS_PER_TURN_MAX = 64
+RECEIPTS_PER_TURN_MAX = 128
+SendReceipt = Callable[[m.OrderReceipt], None]
 
 
 class LedgerLike(Protocol):
@@ -74,6 +75,7 @@ class LedgerLike(Protocol):
     async def append_many(self, entries: list[bytes]) -> list[int]: ...
     async def wait_covered(self, index: int) -> bytes: ...
     def proof(self, index: int) -> bytes: ...
+    def proofs(self, indexes: Sequence[int]) -> list[bytes]: ...
     def entry(self, index: int) -> bytes: ...
 
 
@@ -193,7 +195,8 @@ class OrderService:
         self._failure: str | None = None
         self._index_of: dict[OrderKey, int] = {}  # accepted order -> its ledger entry
         self._paid_index_of: dict[OrderKey, int] = {}
-        self._receipts: deque[tuple[int, Callable[[int], None]]] = deque()
+        # (ledger index, order_id, where to send its receipt), in index order.
+        self._receipts: deque[tuple[int, str, SendReceipt]] = deque()
         self._receipt_wake = asyncio.Event()
         self._effects: asyncio.Queue[list[Event]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -296,7 +299,7 @@ class OrderService:
         self,
         command: PlaceOrder,
         reply: Callable[[m.OrderResult], None],
-        receipt: Callable[[m.OrderReceipt], None] | None = None,
+        receipt: SendReceipt | None = None,
     ) -> None:
         """An order from a socket: `reply` gets the answer; `receipt` the receipt later."""
 
@@ -313,17 +316,7 @@ class OrderService:
             result = order_result(answer, index)
             reply(result)
             if receipt is not None and index is not None:
-                order_id = first.order_id
-                self._want_receipt(
-                    index,
-                    lambda covered: receipt(
-                        m.OrderReceipt(
-                            order_id=order_id,
-                            ledger_index=covered,
-                            proof=self.ledger.proof(covered).decode(),
-                        )
-                    ),
-                )
+                self._want_receipt(index, first.order_id, receipt)
 
         def failed(reason: str, detail: str) -> None:
             reply(refused_order(command.order_id, command.sale_id, reason, detail))
@@ -416,10 +409,10 @@ class OrderService:
         await asyncio.wait_for(self.ledger.wait_covered(index), timeout_s)
         return self.ledger.proof(index)
 
-    def _want_receipt(self, index: int, send: Callable[[int], None]) -> None:
+    def _want_receipt(self, index: int, order_id: str, send: SendReceipt) -> None:
         if len(self._receipts) >= self.limits.receipts_pending_max:
             return  # The receipt stays available over HTTP; the push is best effort.
-        self._receipts.append((index, send))
+        self._receipts.append((index, order_id, send))
         self._receipt_wake.set()
 
     # The worker: the core's one owner
@@ -560,7 +553,9 @@ class OrderService:
                     changed.room_id, sale.spec.product_id, changed.units_remaining
                 )
 
-    # Receipts: one task waits for the checkpoint that covers the oldest pending order
+    # Receipts: one task waits for the checkpoint that covers the oldest pending order,
+    # then makes the receipts of all the orders it covers, a turn of them at a time (the
+    # ledger computes a turn's proofs in one pass: they share most of their hashes).
 
     async def _receipts_forever(self) -> None:
         while True:
@@ -575,18 +570,31 @@ class OrderService:
                 log.warning("receipts stopped: %r", error)
                 return
             covered = checkpoint_size(note)
-            sent = 0
             while self._receipts and self._receipts[0][0] < covered:
-                index, send = self._receipts.popleft()
+                turn: list[tuple[int, str, SendReceipt]] = []
+                while (
+                    self._receipts
+                    and self._receipts[0][0] < covered
+                    and len(turn) < RECEIPTS_PER_TURN_MAX
+                ):
+                    turn.append(self._receipts.popleft())
                 try:
-                    send(index)
+                    proofs = self.ledger.proofs([index for index, _, _ in turn])
                 except Exception:
-                    log.exception("sending a receipt failed")
-                sent += 1
-                if sent % RECEIPTS_PER_TURN_MAX == 0:
-                    # A second's worth of receipts at once would hold the event loop for
-                    # tens of milliseconds: let orders in between.
-                    await asyncio.sleep(0)
+                    log.exception("making receipts failed")
+                    continue
+                for (index, order_id, send), proof in zip(turn, proofs, strict=True):
+                    try:
+                        send(
+                            m.OrderReceipt(
+                                order_id=order_id, ledger_index=index, proof=proof.decode()
+                            )
+                        )
+                    except Exception:
+                        log.exception("sending a receipt failed")
+                # A second's worth of receipts at once would hold the event loop for
+                # tens of milliseconds: let orders in between.
+                await asyncio.sleep(0)
 
 
 def checkpoint_size(note: bytes) -> int:

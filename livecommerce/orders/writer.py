@@ -88,7 +88,7 @@ ALIVE_CHECK_MS = 1_000
 STOCK_PUSH_INTERVAL_S = 0.1
 
 
-ACCEPTED_FIELDS = tuple(OrderAccepted.__dataclass_fields__)
+ACCEPTED_FIELDS = OrderAccepted.__struct_fields__
 
 
 def _str(value: bytes | str) -> str:
@@ -600,13 +600,15 @@ class LedgerWriter:
             ready: list[tuple[int, str, str, str]] = []
             while self._receipts and self._receipts[0][0] < covered:
                 ready.append(self._receipts.popleft())
+            # One pass over the tree for all the receipts this checkpoint covers.
+            proofs = self.ledger.proofs([index for index, _, _, _ in ready])
             try:
                 async with self.client.pipeline(transaction=False) as pipe:
-                    for index, sale_id, buyer_id, order_id in ready:
+                    for (_, sale_id, buyer_id, order_id), proof in zip(ready, proofs, strict=True):
                         pipe.hset(
                             keys.sale_receipts_key(sale_id),
                             keys.order_field(buyer_id, order_id),
-                            self.ledger.proof(index),
+                            proof,
                         )
                     pipe.publish(
                         keys.RECEIPTS_CHANNEL,

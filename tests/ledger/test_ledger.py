@@ -52,6 +52,25 @@ async def test_append_resolves_indexes_in_order_and_reads_back(tmp_path: Path) -
         await ledger.close()
 
 
+async def test_receipts_for_a_checkpoint_at_once_equal_one_by_one(tmp_path: Path) -> None:
+    ledger = await Ledger.open(tmp_path, FAST)
+    try:
+        await ledger.append_many([_entry(i) for i in range(300)])
+        await ledger.wait_covered(299)
+        verifier = Verifier.parse(ledger.verifier_key)
+        # In order with gaps (a checkpoint's orders among other entries), then any order.
+        for indexes in ([*range(0, 150, 3), *range(200, 300)], [299, 5, 5, 170, 0, 64]):
+            receipts = ledger.proofs(indexes)
+            assert receipts == [ledger.proof(index) for index in indexes]
+            for index, receipt in zip(indexes, receipts, strict=True):
+                assert verify_receipt(receipt, verifier, ledger.entry(index)).index == index
+        assert ledger.proofs([]) == []
+        with pytest.raises(IndexError):
+            ledger.proofs([1, 300])
+    finally:
+        await ledger.close()
+
+
 async def test_checkpoints_chain_into_blocks_and_stay_consistent(tmp_path: Path) -> None:
     ledger = await Ledger.open(tmp_path, FAST)
     try:

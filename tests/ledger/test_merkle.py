@@ -153,3 +153,56 @@ def test_consistency_proofs_for_random_sizes(size: int, data: st.DataObject) -> 
             verify_consistency(old_size, new_size, proof, wrong, tree.root(new_size))
         with pytest.raises(ProofError):
             verify_consistency(old_size, new_size, proof, tree.root(old_size), wrong)
+
+
+def _rfc_tree() -> MerkleTree:
+    """The 8-leaf tree of RFC 6962's test data, which the vectors' happy paths use."""
+    tree = MerkleTree()
+    for leaf in (b"", b"\x00", b"\x10", b"\x20\x21", b"\x30\x31", b"\x40\x41\x42\x43",
+                 b"\x50\x51\x52\x53\x54\x55\x56\x57",
+                 b"\x60\x61\x62\x63\x64\x65\x66\x67\x68\x69\x6a\x6b\x6c\x6d\x6e\x6f"):  # fmt: skip
+        tree.append(leaf)
+    return tree
+
+
+def test_batch_inclusion_proofs_match_the_vectors() -> None:
+    tree = _rfc_tree()
+    paths = [path for path in _cases("inclusion") if path.name == "happy-path.json"]
+    happy = [json.loads(path.read_text()) for path in paths]
+    require(bool(happy), "no happy-path inclusion vectors")
+    for case in happy:
+        size, index = case["treeSize"], case["leafIdx"]
+        assert tree.leaf(index) == _b64(case["leafHash"])
+        (path,) = tree.inclusion_proofs([index], size)
+        assert path == _proof(case["proof"]), case
+        assert tree.root(size) == _b64(case["root"])
+    for size in range(1, 9):
+        every = list(range(size))
+        paths = tree.inclusion_proofs(every, size)
+        assert paths == [tree.inclusion_proof(index, size) for index in every]
+        for index, path in zip(every, paths, strict=True):
+            verify_inclusion(index, size, tree.leaf(index), path, tree.root(size))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 1100), st.data())
+def test_batch_inclusion_proofs_equal_single_proofs(size: int, data: st.DataObject) -> None:
+    tree = _tree(size)
+    tree_size = data.draw(st.integers(1, size))
+    # In order (the receipts' case), and in any order with repeats.
+    start = data.draw(st.integers(0, tree_size - 1))
+    ordered = list(range(start, tree_size, data.draw(st.integers(1, 3))))
+    shuffled = data.draw(st.lists(st.integers(0, tree_size - 1), max_size=40))
+    for indexes in (ordered, shuffled):
+        paths = tree.inclusion_proofs(indexes, tree_size)
+        assert paths == [tree.inclusion_proof(index, tree_size) for index in indexes]
+
+
+def test_batch_inclusion_proofs_in_a_large_tree() -> None:
+    tree = MerkleTree()
+    tree.extend_leaf_hashes(b"".join(leaf_hash(i.to_bytes(4, "big")) for i in range(70_001)))
+    for size in (65_536, 65_537, 70_001):
+        indexes = [0, 1, 2, 255, 256, 32_767, 32_768, *range(size - 300, size), 65_535]
+        indexes = [index for index in indexes if index < size]
+        paths = tree.inclusion_proofs(indexes, size)
+        assert paths == [tree.inclusion_proof(index, size) for index in indexes]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 
 import pytest
 
@@ -328,3 +329,30 @@ def test_external_payment_follows_the_store() -> None:
     assert sale is not None
     sale.check()
     assert (sale.units_sold, sale.units_held, sale.units_remaining) == (2, 0, 3)
+
+
+def tracked_objects() -> int:
+    gc.collect()
+    return len(gc.get_objects())
+
+
+def test_remembered_orders_add_nothing_for_the_garbage_collector_to_walk() -> None:
+    """Every answered order is remembered (for repeats and payment), up to `orders_max`.
+    Full collections walk every tracked object, so the records must not be tracked: the
+    count of tracked objects stays flat however many orders are remembered."""
+    core, merchant, buyers = make_core(buyers=40)
+    core.handle(schedule_command(merchant, units_offered=300, per_buyer_limit=20), NOW_MS)
+    # Accepted, limit reached, sold out and repeated answers, all remembered.
+    commands = [order_command(buyers[n % 40], f"o{n // 40}") for n in range(1000)]
+    before = tracked_objects()
+    for command in commands:
+        core.handle(command, NOW_MS + 1)
+    for command in commands[:50]:
+        core.handle(command, NOW_MS + 2)
+    assert core.orders.orders_remembered() == 1000
+    sale = core.sales.get("s1")
+    assert sale is not None
+    assert sale.units_remaining == 0
+    # A few containers may appear (the sale's key list); nothing per order. With one
+    # tracked record per order this would be 1000 or more.
+    assert tracked_objects() - before < 20
