@@ -64,17 +64,24 @@ CLOSE_GOING_AWAY = 1001
 
 
 class KeepaliveTicker:
-    """Arms one loop timer for a `KeepaliveSweep` while it watches any socket."""
+    """Arms one loop timer for a `KeepaliveSweep` while it watches any socket.
+
+    Ticks are due at fixed times (call_at), so a loop busy with fan-outs delays a tick but
+    does not stretch the interval: re-arming from the late tick would add every delay up.
+    """
 
     def __init__(self, sweep: KeepaliveSweep, loop: asyncio.AbstractEventLoop) -> None:
         self.sweep = sweep
         self._loop = loop
+        self._tick_s = sweep.tick_ms / 1000
+        self._due_s = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, peer: RoomSocketProtocol) -> None:
         self.sweep.add(peer)
         if self._timer is None:
-            self._timer = self._loop.call_later(self.sweep.tick_ms / 1000, self._tick)
+            self._due_s = self._loop.time() + self._tick_s
+            self._timer = self._loop.call_at(self._due_s, self._tick)
 
     def _tick(self) -> None:
         self._timer = None
@@ -82,7 +89,9 @@ class KeepaliveTicker:
             self.sweep.tick()
         finally:
             if self.sweep.peers:
-                self._timer = self._loop.call_later(self.sweep.tick_ms / 1000, self._tick)
+                # More than a tick behind (a stall): start again from now, do not race.
+                self._due_s = max(self._due_s + self._tick_s, self._loop.time())
+                self._timer = self._loop.call_at(self._due_s, self._tick)
 
 
 class RoomSocketProtocol(asyncio.Protocol):
