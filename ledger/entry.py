@@ -86,6 +86,13 @@ def _check_value(value: object, path: str, depth: int) -> None:
                 raise ValueError(f"{path}: object keys must be strings")
             if key.lower() in PERSONAL_DATA_KEYS:
                 raise ValueError(f"{path}.{key}: personal data may not go on the log in clear")
+            # Plain ASCII strings and safe integers, most of every entry, are checked
+            # here rather than in a call each (and the path is only built for the rest).
+            kind = type(item)
+            if kind is str and item.isascii():
+                continue
+            if kind is int and -SAFE_INTEGER_MAX <= item <= SAFE_INTEGER_MAX:
+                continue
             _check_value(item, f"{path}.{key}", depth + 1)
         return
     raise ValueError(f"{path}: {type(value).__name__} is not a JSON value")

@@ -7,6 +7,8 @@ change no state (a rejection, a repeated answer) return None: nothing to append.
 
 from __future__ import annotations
 
+import msgspec
+
 Entry = tuple[str, dict[str, object]]
 
 
@@ -23,7 +25,6 @@ def flat_fields(event: object) -> dict[str, object]:
     """The fields of a dataclass or msgspec Struct whose values are all plain (str, int,
     bool, None): what `dataclasses.asdict` gives, without its recursive deep copy (on the
     hot order path)."""
-    names = getattr(event, "__struct_fields__", None)
-    if names is None:
-        names = event.__dataclass_fields__  # type: ignore[attr-defined]
-    return {name: getattr(event, name) for name in names}
+    if isinstance(event, msgspec.Struct):
+        return msgspec.structs.asdict(event)
+    return {name: getattr(event, name) for name in event.__dataclass_fields__}  # type: ignore[attr-defined]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
@@ -476,7 +476,7 @@ class OrderBook:
             sale.units_held += command.quantity
         changed = stock_changed(sale, f"order:{command.order_id}", now_ms)
         if self.external_stock:
-            changed = replace(changed, units_remaining=result.remaining)
+            changed = msgspec.structs.replace(changed, units_remaining=result.remaining)
         return [accepted, changed]
 
     def place(self, command: PlaceOrder, now_ms: int) -> list[Event]:

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Final
 
+import msgspec
+
 from livecommerce.commerce.catalog import PRICE_CENTS_MAX, Catalog
 from livecommerce.commerce.events import Entry, Event, flat_fields
 from livecommerce.commerce.reservations import SaleStock
@@ -151,9 +153,9 @@ class SaleClosed(Event):
         return "sale/v1", {"action": "closed", **fields}
 
 
-@dataclass(frozen=True, slots=True)
-class StockChanged(Event):
-    """A sale's counts after a change; `cause` names it (`order:<id>`, `expired:<id>`...)."""
+class StockChanged(msgspec.Struct, Event, frozen=True):
+    """A sale's counts after a change; `cause` names it (`order:<id>`, `expired:<id>`...).
+    A msgspec Struct, as the order events: one is made for every order."""
 
     sale_id: str
     room_id: str

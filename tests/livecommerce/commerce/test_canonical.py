@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from livecommerce.commerce.canonical import (
@@ -34,6 +38,37 @@ def test_golden_order_bytes() -> None:
         b'{"buyer_id":"AAAA","order_id":"o-1","price_cents":1999,"quantity":2,'
         b'"sale_id":"s1","time_ms":1700000000000}'
     )
+
+
+def reference(value: object) -> bytes:
+    """The definition the module docstring gives, written with the standard library."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8")
+
+
+def test_every_character_is_written_as_the_reference_writes_it() -> None:
+    everything = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    for start in range(0, len(everything), 10_000):  # a message is at most 64 KiB
+        value = {"text": everything[start : start + 10_000]}
+        assert canonical_json(value) == reference(value)
+
+
+values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.text(st.characters(exclude_categories=["Cs"]), max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.from_regex(r"[a-z0-9_]{1,8}", fullmatch=True), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.from_regex(r"[a-z0-9_]{1,8}", fullmatch=True), values, max_size=6))
+def test_any_allowed_value_is_written_as_the_reference_writes_it(value: dict[str, object]) -> None:
+    assert canonical_json(value) == reference(value)
 
 
 @pytest.mark.parametrize(
