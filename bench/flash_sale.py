@@ -97,9 +97,6 @@ class Processes:
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "LIVECOMMERCE_CONNECTIONS_PER_ADDRESS_MAX": "20000",
-            # Opt-in GC freezing (livecommerce/gc_pauses.py): the figures in
-            # docs/benchmarks.md were measured with it; it leaks closed connections.
-            "LIVECOMMERCE_GC_FREEZE_INTERVAL_MS": "1000",
         }
 
     def spawn(self, command: list[str], log_name: str) -> subprocess.Popen[bytes]:
@@ -645,21 +642,40 @@ def profiled(output: str, argv: list[str]) -> None:
 
 
 def gc_logged(argv: list[str]) -> None:
-    """`python -m livecommerce <argv>`, appending every garbage collection over 20 ms to
-    the file FLASH_SALE_GC_LOG names (set it to use this)."""
+    """`python -m livecommerce <argv>`, appending to the file FLASH_SALE_GC_LOG names (set it
+    to use this) every garbage collection over 20 ms, and every 10 s how many collections
+    of each generation ran and how long they took in all."""
     import gc
 
     from livecommerce.__main__ import main as livecommerce_main
 
     started: list[float] = [0.0]
+    window: dict[int, list[float]] = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
+    window_started: list[float] = [time.perf_counter()]
+
+    def write(line: str) -> None:
+        with open(os.environ["FLASH_SALE_GC_LOG"], "a") as log:
+            log.write(f"{time.time():.1f} {line}\n")
 
     def callback(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             started[0] = time.perf_counter()
-        elif (took := time.perf_counter() - started[0]) > 0.02:
-            generation = info["generation"]
-            with open(os.environ["FLASH_SALE_GC_LOG"], "a") as log:
-                log.write(f"{time.time():.1f} gc generation {generation}: {took * 1000:.0f} ms\n")
+            return
+        now = time.perf_counter()
+        took = now - started[0]
+        generation = info["generation"]
+        window[generation][0] += 1
+        window[generation][1] += took
+        if took > 0.02:
+            write(f"gc generation {generation}: {took * 1000:.0f} ms")
+        if now - window_started[0] >= 10:
+            counts = ", ".join(
+                f"generation {g}: {int(window[g][0])} in {window[g][1] * 1000:.0f} ms"
+                for g in window
+            )
+            write(f"last {now - window_started[0]:.0f} s: {counts}")
+            window.update({0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]})
+            window_started[0] = now
 
     gc.callbacks.append(callback)
     livecommerce_main(argv)

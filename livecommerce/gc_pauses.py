@@ -1,26 +1,53 @@
-"""Keep garbage-collection pauses short on a server whose live objects keep growing.
+"""Keep garbage-collection pauses short on a server with many long-lived objects.
 
-The order path keeps every answered order (for repeats and payment) and the hub keeps
-rooms and sockets: hundreds of thousands of long-lived objects. CPython's full (oldest
-generation) collection walks all of them, and it runs more often the faster objects
-survive: measured on the flash-sale benchmark, 100 to 235 ms pauses every one to three
-seconds at 2,000 orders a second, which is the whole of the p99 latency.
+CPython's full (oldest generation) collection walks every tracked object. A server holds
+many: each WebSocket connection is about 130 of them (uvicorn's protocol and transport,
+the ASGI tasks and coroutines, Starlette's and the hub's objects), so 2,000 buyers are
+about 260,000, and a full collection took 130 to 230 ms on the flash-sale benchmark
+(docs/benchmarks.md). The order tables add nothing since their records are untracked
+(`livecommerce/commerce/orders.py`).
 
-So: after startup, and then every `interval_ms`, collect the young generations and
-move every surviving object to the permanent generation (`gc.freeze`, O(1)); full
-collections then only walk what arrived since. The cost: a reference cycle that became
-garbage after it was frozen is never collected (plain reference counting still frees
-everything else). That cost is real: with a freeze every 200 ms, 600 of 600 WebSocket
-connections held across a freeze and then closed kept their protocol objects alive after
-`gc.collect()` (0 of 600 without it), because the asyncio and uvicorn objects of a
-connection form cycles. So this is off by default (`gc_freeze_interval_ms` = 0) and meant
-for short, bounded runs such as a single flash-sale burst, not for a server that stays up.
+A full collection runs once the objects promoted into the oldest generation since the
+last one reach a quarter of it. With CPython's default young threshold (a collection of
+the youngest generation every 700 net new container objects), an order's short-lived
+objects (its job, command, answer callbacks, the receipt waiting up to a second for
+its checkpoint) outlive two young collections and get promoted: at 2,000 orders a
+second that was a 130-230 ms full collection every 2.5 to 5 seconds, which made the
+p99. `young_generation_threshold` raises the young threshold (50,000 by default,
+`gc_young_threshold_objects`): those objects are freed by reference counting long
+before a young collection looks at them, almost nothing is promoted, and in the same
+benchmark no full collection ran at all while orders came in; each young collection
+walks at most about that many objects (10 to 30 ms measured on 2 busy cores). Cyclic
+garbage waits a little longer for its collection, which is the cost.
+
+`freeze_survivors_forever` is older and opt-in (`gc_freeze_interval_ms`, 0 = off):
+every `interval_ms` it moves every surviving object to the permanent generation
+(`gc.freeze`), so full collections walk only what arrived since. It is not needed with
+the threshold above, and it has a real cost: a reference cycle that became garbage
+after it was frozen is never collected (600 of 600 WebSocket connections held across a
+freeze and then closed stayed alive, 0 of 600 without it), so it suits only short,
+bounded runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def young_generation_threshold(objects: int) -> Iterator[None]:
+    """Collect the youngest generation every `objects` net new container objects while
+    inside; the previous thresholds come back on the way out."""
+    assert objects > 0
+    previous = gc.get_threshold()
+    gc.set_threshold(objects, *previous[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
 
 
 async def freeze_survivors_forever(interval_ms: int) -> None:

@@ -66,9 +66,14 @@ class Settings:
     # A closed sale's orders leave memory this long after it closed (livecommerce/orders/
     # forgetting.py); the ledger keeps them.
     closed_sale_forget_ms: int = 3_600_000
-    # Opt-in, 0 = off: surviving objects move out of the garbage collector's reach this
-    # often, so full collections stay short, but a cycle frozen while alive is never freed:
-    # every connection open across a freeze leaks (livecommerce/gc_pauses.py).
+    # The garbage collector collects its youngest generation every this many net new
+    # container objects (CPython's default is 700): an order's short-lived objects are
+    # freed before a collection sees them, so few reach the oldest generation, whose full
+    # collections walk every connection's objects (livecommerce/gc_pauses.py).
+    gc_young_threshold_objects: int = 50_000
+    # Opt-in, 0 = off, not needed with the threshold above: surviving objects move out of
+    # the garbage collector's reach this often, but a cycle frozen while alive is never
+    # freed: every connection open across a freeze leaks (livecommerce/gc_pauses.py).
     gc_freeze_interval_ms: int = 0
     # Scaled out: how long a web process waits for the ledger writer to record an order
     # before telling the buyer to retry (the order is kept and recorded later).

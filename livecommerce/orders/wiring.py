@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from ledger import Ledger, LedgerSettings, decode_entry, encode_entry
 from livecommerce.commerce.core import CommerceCore
 from livecommerce.commerce.identity import SessionAuthority
+from livecommerce.gc_pauses import young_generation_threshold
 from livecommerce.hub.hub import Hub
 from livecommerce.orders.endpoints import SocketOrders
 from livecommerce.orders.service import OrderLimits, OrderService
@@ -49,7 +50,15 @@ def ledger_dir(data_dir: Path) -> Path:
 @contextlib.asynccontextmanager
 async def orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> AsyncIterator[None]:
     """Embedded: this process owns the ledger and the core. Scaled out (Redis): the web
-    process has no ledger; see livecommerce/orders/scaled.py."""
+    process has no ledger; see livecommerce/orders/scaled.py. Either way the garbage
+    collector's young threshold is raised while orders are taken (gc_pauses.py)."""
+    with young_generation_threshold(settings.gc_young_threshold_objects):
+        async with _orders_lifespan(app, settings, hub):
+            yield
+
+
+@contextlib.asynccontextmanager
+async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> AsyncIterator[None]:
     from livecommerce.app import load_or_create_secret
 
     if not settings.embedded:

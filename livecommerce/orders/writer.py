@@ -62,7 +62,7 @@ from livecommerce.commerce.sales import (
     SaleState,
     stock_changed,
 )
-from livecommerce.gc_pauses import freeze_survivors_forever
+from livecommerce.gc_pauses import freeze_survivors_forever, young_generation_threshold
 from livecommerce.hub import messages as m
 from livecommerce.hub.broker import BrokerUnavailable
 from livecommerce.hub.redis_broker import RedisBroker
@@ -265,6 +265,10 @@ class LedgerWriter:
                     name="gc-freeze",
                 )
             )
+        with young_generation_threshold(self.settings.gc_young_threshold_objects):
+            await self._run_until_stopped()
+
+    async def _run_until_stopped(self) -> None:
         delay_s = 0.1
         synced = False
         while not self._stopping:
