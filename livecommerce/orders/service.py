@@ -46,7 +46,13 @@ from livecommerce.commerce.orders import (
 from livecommerce.commerce.privacy import seal_shipping
 from livecommerce.commerce.replay import apply_entry
 from livecommerce.commerce.results import Reason, Rejected
-from livecommerce.commerce.sales import SaleClosed, SaleOpened, SaleScheduled, StockChanged
+from livecommerce.commerce.sales import (
+    SaleClosed,
+    SaleOpened,
+    SaleScheduled,
+    StockChanged,
+    superseded_stock_changes,
+)
 from livecommerce.hub import messages as m
 from livecommerce.orders.answers import (
     BUSY,
@@ -158,13 +164,73 @@ Failed = Callable[[str, str], None]
 
 
 class _Job:
-    __slots__ = ("check", "command", "done", "failed")
+    """A command waiting for the worker (None: a clock tick), answered by `done` once its
+    entries are durable, or `failed` if the service cannot take it."""
+
+    __slots__ = ("check", "command")
+
+    def __init__(self, command: Command | None) -> None:
+        self.command = command
+        self.check: SignatureCheck | None = None  # an order's, when checked ahead
+
+    def done(self, outcome: CommandOutcome) -> None:
+        raise NotImplementedError
+
+    def failed(self, reason: str, detail: str) -> None:
+        raise NotImplementedError
+
+
+class _CommandJob(_Job):
+    __slots__ = ("on_done", "on_failed")
 
     def __init__(self, command: Command | None, done: Done, failed: Failed) -> None:
-        self.command = command  # None: a clock tick
-        self.done = done
-        self.failed = failed
-        self.check: SignatureCheck | None = None  # an order's, when checked ahead
+        super().__init__(command)
+        self.on_done = done
+        self.on_failed = failed
+
+    def done(self, outcome: CommandOutcome) -> None:
+        self.on_done(outcome)
+
+    def failed(self, reason: str, detail: str) -> None:
+        self.on_failed(reason, detail)
+
+
+class _OrderJob(_Job):
+    """An order: the answer goes to `reply`, and an accepted order's receipt to `receipt`
+    once a checkpoint covers it. (Methods, not two closures per order.)"""
+
+    __slots__ = ("receipt", "reply", "service")
+
+    def __init__(
+        self,
+        service: OrderService,
+        command: PlaceOrder,
+        reply: Callable[[m.OrderResult], None],
+        receipt: SendReceipt | None,
+    ) -> None:
+        super().__init__(command)
+        self.service = service
+        self.reply = reply
+        self.receipt = receipt
+
+    def done(self, outcome: CommandOutcome) -> None:
+        service = self.service
+        answer = order_answer(outcome.events)
+        first = answer.first if isinstance(answer, OrderRepeated) else answer
+        index = None
+        if isinstance(first, OrderAccepted):
+            index = service._index_of[(first.buyer_id, first.order_id)]
+            service.orders_accepted += not isinstance(answer, OrderRepeated)
+        else:
+            service.orders_rejected += 1
+        self.reply(order_result(answer, index))
+        if self.receipt is not None and index is not None:
+            service._want_receipt(index, first.order_id, self.receipt)
+
+    def failed(self, reason: str, detail: str) -> None:
+        command = self.command
+        assert isinstance(command, PlaceOrder)
+        self.reply(refused_order(command.order_id, command.sale_id, reason, detail))
 
 
 def _no_answer(outcome: CommandOutcome) -> None:
@@ -288,15 +354,17 @@ class OrderService:
     def submit(self, command: Command | None, done: Done, failed: Failed) -> None:
         """Queue a command (None: a tick). `done` runs once its entries are durable; `failed`
         with (reason, detail) if the service cannot take it. Never blocks."""
+        self._enqueue(_CommandJob(command, done, failed))
+
+    def _enqueue(self, job: _Job) -> None:
         if self._failure is not None:
-            failed(UNAVAILABLE, self._failure)
+            job.failed(UNAVAILABLE, self._failure)
             return
         queued = len(self._jobs) + len(self._unchecked)
-        if command is not None and queued >= self.limits.order_queue_max:
-            failed(BUSY, "the server is busy; retry with the same order_id")
+        if job.command is not None and queued >= self.limits.order_queue_max:
+            job.failed(BUSY, "the server is busy; retry with the same order_id")
             return
-        job = _Job(command, done, failed)
-        if self.verifier is not None and isinstance(command, PlaceOrder):
+        if self.verifier is not None and isinstance(job.command, PlaceOrder):
             self._unchecked.append(job)
             self._check_wake.set()
             return
@@ -335,26 +403,7 @@ class OrderService:
         receipt: SendReceipt | None = None,
     ) -> None:
         """An order from a socket: `reply` gets the answer; `receipt` the receipt later."""
-
-        def done(outcome: CommandOutcome) -> None:
-            answer = order_answer(outcome.events)
-            first = answer.first if isinstance(answer, OrderRepeated) else answer
-            index = None
-            if isinstance(first, OrderAccepted):
-                key = (first.buyer_id, first.order_id)
-                index = self._index_of[key]
-                self.orders_accepted += not isinstance(answer, OrderRepeated)
-            else:
-                self.orders_rejected += 1
-            result = order_result(answer, index)
-            reply(result)
-            if receipt is not None and index is not None:
-                self._want_receipt(index, first.order_id, receipt)
-
-        def failed(reason: str, detail: str) -> None:
-            reply(refused_order(command.order_id, command.sale_id, reason, detail))
-
-        self.submit(command, done, failed)
+        self._enqueue(_OrderJob(self, command, reply, receipt))
 
     async def place_order(self, command: PlaceOrder) -> m.OrderResult:
         future: asyncio.Future[m.OrderResult] = asyncio.get_running_loop().create_future()
@@ -524,10 +573,14 @@ class OrderService:
         try:
             entries: list[bytes] = []
             recorded: list[list[bool]] = []
+            # One write for the batch: each sale's last stock count stands for the others.
+            superseded = superseded_stock_changes([e for _, events in batch for e in events])
+            position = 0
             for _, events in batch:
                 flags = []
                 for event in events:
-                    entry = event.to_entry()
+                    entry = None if position in superseded else event.to_entry()
+                    position += 1
                     flags.append(entry is not None)
                     if entry is not None:
                         entries.append(self.encode_entry(*entry))
