@@ -27,6 +27,14 @@ Redis: the ceiling one Redis gives a single hot sale. Figures only: no assertion
 Viewers' stock pushes (state/v1, up to 10 a second to every socket) and receipts
 (receipt/v1 for every accepted order) are all sent as in production and are part of the
 load.
+
+On Linux each offered rate also gets a CPU line: CPU seconds used during the step (its
+seconds and the 3 s after) by the server processes (web, writer, redis, the signature
+checker if on), by the client processes, and the whole machine's idle time, read from
+/proc; and the server's CPU per accepted order. `--client-nice N` runs the clients at
+that niceness, so that on a machine they share with the server the server gets the CPU
+first (the clients still use whatever it leaves); the figures then say less about how the
+clients fare and more about the server.
 """
 
 from __future__ import annotations
@@ -91,6 +99,7 @@ class Processes:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.running: list[subprocess.Popen[bytes]] = []
+        self.names: list[str] = []
         self.web_ports: list[int] = []
         self.redis_url = ""
         self.environment = {
@@ -105,6 +114,7 @@ class Processes:
             command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.environment
         )
         self.running.append(process)
+        self.names.append(log_name.removesuffix(".log"))
         return process
 
     def start_redis(self) -> None:
@@ -223,7 +233,10 @@ def client_main(
     ready: Any,
     steps: list[Any],
     results: Any,
+    niceness: int,
 ) -> None:
+    if niceness:
+        os.nice(niceness)
     try:
         import uvloop
 
@@ -449,6 +462,7 @@ def run_mode(mode: str, arguments: argparse.Namespace) -> dict[str, Any]:
                         ready,
                         steps,
                         results,
+                        arguments.client_nice,
                     ),
                 )
                 for n in range(arguments.client_processes)
@@ -458,10 +472,18 @@ def run_mode(mode: str, arguments: argparse.Namespace) -> dict[str, Any]:
             print("  servers up, sales open; clients registering and connecting", flush=True)
             for _ in clients:
                 ready.get(timeout=300)
+            client_pids = [client.pid for client in clients if client.pid is not None]
+            server_pids = [
+                (name, process.pid)
+                for name, process in zip(processes.names, processes.running, strict=True)
+            ]
+            cpu_steps = []
             for step, rate in enumerate(arguments.rates):
                 print(f"  offering {rate:,.0f} orders/s for {arguments.seconds:.0f} s", flush=True)
+                before = cpu_seconds(server_pids, client_pids)
                 steps[step].set()
                 time.sleep(arguments.seconds + 3)
+                cpu_steps.append(cpu_spent(before, cpu_seconds(server_pids, client_pids)))
             steps[-1].set()
             outcomes = [results.get(timeout=300) for _ in clients]
             for client in clients:
@@ -504,8 +526,10 @@ def run_mode(mode: str, arguments: argparse.Namespace) -> dict[str, Any]:
         span_s = max(max(part["window_s"], part["last_answer_s"]) for part in parts)
         rows.append(
             {
+                "cpu": cpu_steps[step],
                 "offered_per_s": rate,
                 "sent": sum(part["sent"] for part in parts),
+                "accepted": accepted,
                 "accepted_per_s": accepted / span_s,
                 "unanswered": sum(part["unanswered"] for part in parts),
                 "p50_ms": 1000 * percentile(latencies, 0.50),
@@ -537,6 +561,32 @@ def run_mode(mode: str, arguments: argparse.Namespace) -> dict[str, Any]:
         "oversold": oversold,
         "bare_script_per_s": bare,
     }
+
+
+def cpu_seconds(servers: list[tuple[str, int]], clients: list[int]) -> dict[str, float]:
+    """CPU seconds so far of each server process (and its children, such as the signature
+    checker), of the clients together, and the machine's idle seconds (all cores), from
+    /proc; empty where there is no /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def of(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        own = (int(fields[11]) + int(fields[12])) / tick
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return own + sum(of(int(child)) for child in children)
+
+    try:
+        spent = {name: of(pid) for name, pid in servers}
+        spent["clients"] = sum(of(pid) for pid in clients)
+        cores = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        spent["idle"] = (int(cores[3]) + int(cores[4])) / tick
+    except (OSError, ValueError, IndexError):
+        return {}
+    return spent
+
+
+def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before[name] for name in after if name in before}
 
 
 def percentile(ordered: list[float], fraction: float) -> float:
@@ -586,6 +636,9 @@ def main() -> None:
     )
     parser.add_argument("--sellout-units", type=int, default=5000)
     parser.add_argument(
+        "--client-nice", type=int, default=0, help="niceness of the client processes (0-19)"
+    )
+    parser.add_argument(
         "--profile", type=Path, help="run the (first) web process under cProfile, into this file"
     )
     arguments = parser.parse_args()
@@ -607,6 +660,18 @@ def main() -> None:
                 f"  unanswered {row['unanswered']}  refused {row['refused']}",
                 flush=True,
             )
+            if row["cpu"]:
+                cpu = row["cpu"]
+                servers = {k: v for k, v in cpu.items() if k not in ("clients", "idle")}
+                accepted = row["accepted"]
+                print(
+                    f"{'':<9} CPU-s over the step: "
+                    + " ".join(f"{name} {value:.1f}" for name, value in servers.items())
+                    + f"  clients {cpu['clients']:.1f}  machine idle {cpu['idle']:.1f}"
+                    + f"  (servers: {sum(servers.values()) * 1e6 / max(1.0, accepted):.0f} us"
+                    " per accepted order)",
+                    flush=True,
+                )
         print(
             f"{mode:<9} sell-out of {result['offered']}: told {result['sellout_told']},"
             f" ledger {result['sellout_ledger']}, remaining {result['sellout_remaining']},"

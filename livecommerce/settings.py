@@ -63,6 +63,11 @@ class Settings:
     receipts_pending_max: int = 200_000
     commerce_tick_interval_ms: int = 100
     order_freshness_ms: int = 30_000
+    # Opt-in: check order signatures in a child process, a batch at a time, instead of on
+    # the event loop (livecommerce/orders/verifying.py). It takes about 40 us per order
+    # off the event loop but costs more CPU in all: no gain on 2 shared cores
+    # (docs/benchmarks.md); for a machine with cores to spare.
+    order_signatures_in_child: bool = False
     # A closed sale's orders leave memory this long after it closed (livecommerce/orders/
     # forgetting.py); the ledger keeps them.
     closed_sale_forget_ms: int = 3_600_000

@@ -15,6 +15,7 @@ from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import IdentityRegistry, Register
 from livecommerce.commerce.orders import (
     ORDER_FRESHNESS_MS,
+    CheckedOrder,
     OrderBook,
     PayOrder,
     PlaceOrder,
@@ -26,7 +27,15 @@ from livecommerce.commerce.rooms import LinkRoom, RoomBook
 from livecommerce.commerce.sales import SaleBook, ScheduleSale, StopSale
 
 Command = (
-    Register | ListProduct | AddStock | LinkRoom | ScheduleSale | StopSale | PlaceOrder | PayOrder
+    Register
+    | ListProduct
+    | AddStock
+    | LinkRoom
+    | ScheduleSale
+    | StopSale
+    | PlaceOrder
+    | CheckedOrder
+    | PayOrder
 )
 
 
@@ -74,6 +83,8 @@ class CommerceCore:
         result: Event | list[Event] | Rejected
         if isinstance(command, PlaceOrder):
             result = self.orders.place(command, now_ms)
+        elif isinstance(command, CheckedOrder):
+            result = self.orders.place(command.order, now_ms, command.check)
         elif isinstance(command, PayOrder):
             result = self.orders.pay(command, now_ms)
         elif isinstance(command, Register):
@@ -103,13 +114,16 @@ class CommerceCore:
     # External stock (Redis): the adapter awaits the store between these two calls.
 
     def prepare_order(
-        self, command: PlaceOrder, now_ms: int
+        self, command: PlaceOrder | CheckedOrder, now_ms: int
     ) -> tuple[list[Event], PreparedOrder | None]:
         """(events, prepared): reserve `prepared` in the store, then `complete_order`.
         `prepared` is None when the events already answer the order (a rejection or a
         repeat). `events` also holds whatever the clock moved (sales opening, expiries)."""
         events = self.tick(now_ms)
-        prepared = self.orders.prepare(command, self._now_ms)
+        if isinstance(command, CheckedOrder):
+            prepared = self.orders.prepare(command.order, self._now_ms, command.check)
+        else:
+            prepared = self.orders.prepare(command, self._now_ms)
         if isinstance(prepared, PreparedOrder):
             return events, prepared
         return [*events, *prepared], None

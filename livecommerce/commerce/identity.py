@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -47,6 +48,7 @@ DISPLAY_NAME_INPUT_CHARS_MAX: Final = 400
 CHALLENGE_BYTES: Final = 32
 SESSION_SECRET_BYTES_MIN: Final = 32
 TOKEN_CHARS_MAX: Final = 200
+PUBLIC_KEYS_CACHED_MAX: Final = 65_536
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 _TOKEN_DOMAIN: Final = b"livecommerce/token/v1\n"
@@ -73,6 +75,14 @@ def b64url_decode(text: str, length_bytes: int | None = None) -> bytes | None:
 
 
 def decode_public_key(identity_id: str) -> VerifyKey | Rejected:
+    if type(identity_id) is str:
+        return _decode_public_key(identity_id)
+    return Rejected(Reason.BAD_PUBLIC_KEY, "public key must be 32 bytes in base64url")
+
+
+@functools.lru_cache(maxsize=PUBLIC_KEYS_CACHED_MAX)
+def _decode_public_key(identity_id: str) -> VerifyKey | Rejected:
+    """Every order of a buyer names the same key: decode it once (a bounded cache)."""
     raw = b64url_decode(identity_id, PUBLIC_KEY_BYTES)
     if raw is None:
         return Rejected(Reason.BAD_PUBLIC_KEY, "public key must be 32 bytes in base64url")

@@ -79,6 +79,40 @@ class PlaceOrder:
 
 
 @dataclass(frozen=True, slots=True)
+class SignatureCheck:
+    """What checking an order's signature found: `refused` (`bad_field` when the fields
+    cannot be written canonically, `bad_signature`), or None and `digest`, the SHA-256 of
+    the signed bytes (the order's fingerprint for idempotency). `check_order_signature`
+    makes it from the command alone, so an adapter may run it ahead of the core,
+    elsewhere (another process: livecommerce/orders/verifying.py), and hand the command
+    over as a `CheckedOrder`."""
+
+    refused: Rejected | None
+    digest: bytes
+
+
+def check_order_signature(command: PlaceOrder) -> SignatureCheck:
+    try:
+        message = command.signing_bytes()
+    except CanonicalError as error:
+        return SignatureCheck(Rejected(Reason.BAD_FIELD, str(error)), b"")
+    refused = verify_signature(command.buyer_id, message, command.signature)
+    if refused is not None:
+        return SignatureCheck(refused, b"")
+    return SignatureCheck(None, hashlib.sha256(message).digest())
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedOrder:
+    """A `PlaceOrder` with its signature already checked (`check_order_signature` of this
+    very command). The core takes the check as given, as it takes a stock store's answer;
+    every other rule is applied as for a `PlaceOrder`."""
+
+    order: PlaceOrder
+    check: SignatureCheck
+
+
+@dataclass(frozen=True, slots=True)
 class PayOrder:
     """Simulated payment by the buyer's authenticated session. `shipping_commitment` is the
     salted commitment to the buyer's sealed shipping details (privacy.py), "" for none: the
@@ -339,7 +373,12 @@ class OrderBook:
 
     # The order path.
 
-    def prepare(self, command: PlaceOrder, now_ms: int) -> PreparedOrder | list[Event]:
+    def prepare(
+        self, command: PlaceOrder, now_ms: int, check: SignatureCheck | None = None
+    ) -> PreparedOrder | list[Event]:
+        """Every check but stock. `check` is the signature's, if it was checked ahead
+        (`CheckedOrder`); without it the signature is checked here."""
+
         def reject(reason: Reason, detail: str) -> list[Event]:
             return [
                 OrderRejected(
@@ -357,15 +396,11 @@ class OrderBook:
             return reject(Reason.BAD_FIELD, "price_cents and time_ms must be integers")
         if self.identities.get(command.buyer_id) is None:
             return reject(Reason.UNKNOWN_IDENTITY, "buyer key is not registered")
-        try:
-            message = command.signing_bytes()
-        except CanonicalError as error:
-            return reject(Reason.BAD_FIELD, str(error))
-        refused = verify_signature(command.buyer_id, message, command.signature)
-        if refused is not None:
-            return reject(refused.reason, refused.detail)
-
-        digest = hashlib.sha256(message).digest()
+        if check is None:
+            check = check_order_signature(command)
+        if check.refused is not None:
+            return reject(check.refused.reason, check.refused.detail)
+        digest = check.digest
         key = (command.buyer_id, command.order_id)
         seen = self._orders.get(key)
         if seen is not None:
@@ -479,10 +514,12 @@ class OrderBook:
             changed = msgspec.structs.replace(changed, units_remaining=result.remaining)
         return [accepted, changed]
 
-    def place(self, command: PlaceOrder, now_ms: int) -> list[Event]:
+    def place(
+        self, command: PlaceOrder, now_ms: int, check: SignatureCheck | None = None
+    ) -> list[Event]:
         """Local stock: prepare, take stock from the sale itself, complete. Atomic."""
         assert not self.external_stock, "external stock: use prepare / store / complete"
-        prepared = self.prepare(command, now_ms)
+        prepared = self.prepare(command, now_ms, check)
         if not isinstance(prepared, PreparedOrder):
             return prepared
         sale = self.sales.get(command.sale_id)

@@ -13,6 +13,7 @@ Units always add up: `units_sold + units_held + units_remaining == units_offered
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Final
@@ -167,6 +168,26 @@ class StockChanged(msgspec.Struct, Event, frozen=True):
 
     def to_entry(self) -> Entry:
         return "stock/v1", flat_fields(self)
+
+
+def superseded_stock_changes(events: Sequence[Event]) -> set[int]:
+    """Positions of the `StockChanged` events that a later one of the same sale follows.
+
+    Every change of a sale's counts comes with a `StockChanged`. When events go to the
+    ledger together (one batch, one write), the last one of each sale already holds the
+    counts after all the others, and the order, expiry and payment entries say what
+    changed, so the adapter appends only that one (replay checks it against the counts it
+    rebuilt, as it checks every `stock/v1` entry). That is one entry per order instead of
+    two in a burst of orders."""
+    last: dict[str, int] = {}
+    superseded: set[int] = set()
+    for position, event in enumerate(events):
+        if isinstance(event, StockChanged):
+            previous = last.get(event.sale_id)
+            if previous is not None:
+                superseded.add(previous)
+            last[event.sale_id] = position
+    return superseded
 
 
 def stock_changed(sale: Sale, cause: str, now_ms: int) -> StockChanged:

@@ -34,17 +34,25 @@ from livecommerce.commerce.core import Command, CommandRejected, CommerceCore
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import Challenge, SessionAuthority, SessionGranted
 from livecommerce.commerce.orders import (
+    CheckedOrder,
     OrderAccepted,
     OrderPaid,
     OrderRepeated,
     PaymentRefused,
     PayOrder,
     PlaceOrder,
+    SignatureCheck,
 )
 from livecommerce.commerce.privacy import seal_shipping
 from livecommerce.commerce.replay import apply_entry
 from livecommerce.commerce.results import Reason, Rejected
-from livecommerce.commerce.sales import SaleClosed, SaleOpened, SaleScheduled, StockChanged
+from livecommerce.commerce.sales import (
+    SaleClosed,
+    SaleOpened,
+    SaleScheduled,
+    StockChanged,
+    superseded_stock_changes,
+)
 from livecommerce.hub import messages as m
 from livecommerce.orders.answers import (
     BUSY,
@@ -59,6 +67,7 @@ from livecommerce.orders.answers import (
 )
 from livecommerce.orders.forgetting import ClosedSales
 from livecommerce.orders.shipping import ShippingFull, ShippingStore
+from livecommerce.orders.verifying import SignatureVerifier
 
 log = logging.getLogger("livecommerce.orders")
 
@@ -155,12 +164,73 @@ Failed = Callable[[str, str], None]
 
 
 class _Job:
-    __slots__ = ("command", "done", "failed")
+    """A command waiting for the worker (None: a clock tick), answered by `done` once its
+    entries are durable, or `failed` if the service cannot take it."""
+
+    __slots__ = ("check", "command")
+
+    def __init__(self, command: Command | None) -> None:
+        self.command = command
+        self.check: SignatureCheck | None = None  # an order's, when checked ahead
+
+    def done(self, outcome: CommandOutcome) -> None:
+        raise NotImplementedError
+
+    def failed(self, reason: str, detail: str) -> None:
+        raise NotImplementedError
+
+
+class _CommandJob(_Job):
+    __slots__ = ("on_done", "on_failed")
 
     def __init__(self, command: Command | None, done: Done, failed: Failed) -> None:
-        self.command = command  # None: a clock tick
-        self.done = done
-        self.failed = failed
+        super().__init__(command)
+        self.on_done = done
+        self.on_failed = failed
+
+    def done(self, outcome: CommandOutcome) -> None:
+        self.on_done(outcome)
+
+    def failed(self, reason: str, detail: str) -> None:
+        self.on_failed(reason, detail)
+
+
+class _OrderJob(_Job):
+    """An order: the answer goes to `reply`, and an accepted order's receipt to `receipt`
+    once a checkpoint covers it. (Methods, not two closures per order.)"""
+
+    __slots__ = ("receipt", "reply", "service")
+
+    def __init__(
+        self,
+        service: OrderService,
+        command: PlaceOrder,
+        reply: Callable[[m.OrderResult], None],
+        receipt: SendReceipt | None,
+    ) -> None:
+        super().__init__(command)
+        self.service = service
+        self.reply = reply
+        self.receipt = receipt
+
+    def done(self, outcome: CommandOutcome) -> None:
+        service = self.service
+        answer = order_answer(outcome.events)
+        first = answer.first if isinstance(answer, OrderRepeated) else answer
+        index = None
+        if isinstance(first, OrderAccepted):
+            index = service._index_of[(first.buyer_id, first.order_id)]
+            service.orders_accepted += not isinstance(answer, OrderRepeated)
+        else:
+            service.orders_rejected += 1
+        self.reply(order_result(answer, index))
+        if self.receipt is not None and index is not None:
+            service._want_receipt(index, first.order_id, self.receipt)
+
+    def failed(self, reason: str, detail: str) -> None:
+        command = self.command
+        assert isinstance(command, PlaceOrder)
+        self.reply(refused_order(command.order_id, command.sale_id, reason, detail))
 
 
 def _no_answer(outcome: CommandOutcome) -> None:
@@ -183,8 +253,11 @@ class OrderService:
         shipping: ShippingStore,
         sessions: SessionAuthority,
         limits: OrderLimits = OrderLimits(),
+        verifier: SignatureVerifier | None = None,
     ) -> None:
         self.core = core
+        # Where order signatures are checked ahead of the core (None: in the core).
+        self.verifier = verifier
         self.shipping = shipping
         self.sessions = sessions
         self.ledger = ledger
@@ -195,6 +268,9 @@ class OrderService:
         self.limits = limits
         self._jobs: deque[_Job] = deque()
         self._wake = asyncio.Event()
+        # Orders waiting for the verifier (then they join `_jobs`, checked).
+        self._unchecked: deque[_Job] = deque()
+        self._check_wake = asyncio.Event()
         self._in_flight = asyncio.Semaphore(limits.ledger_batches_in_flight_max)
         self._failure: str | None = None
         self._index_of: dict[OrderKey, int] = {}  # accepted order -> its ledger entry
@@ -222,6 +298,9 @@ class OrderService:
             ("orders-effects", self._effects_forever),
         ):
             self._tasks.append(asyncio.create_task(loop(), name=name))
+        if self.verifier is not None:
+            await self.verifier.start()
+            self._tasks.append(asyncio.create_task(self._check_forever(), name="orders-signatures"))
 
     def _replay(self) -> None:
         size = self.ledger.size
@@ -243,8 +322,16 @@ class OrderService:
         """Stop taking work, let queued work and its ledger appends finish, stop."""
         if self._failure is None:
             self._failure = "the server is shutting down"
+        while self._unchecked:
+            self._unchecked.popleft().failed(UNAVAILABLE, self._failure)
+        self._check_wake.set()
         self._wake.set()
         if self._tasks:
+            # The checker hands over the batch it has, then stops; the worker answers.
+            checker = self._tasks[-1] if self.verifier is not None else None
+            if checker is not None:
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(checker, timeout=10)
             worker = self._tasks[0]
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(worker, timeout=10)
@@ -255,6 +342,8 @@ class OrderService:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await task
+        if self.verifier is not None:
+            await self.verifier.close()
 
     @property
     def failed(self) -> str | None:
@@ -265,13 +354,21 @@ class OrderService:
     def submit(self, command: Command | None, done: Done, failed: Failed) -> None:
         """Queue a command (None: a tick). `done` runs once its entries are durable; `failed`
         with (reason, detail) if the service cannot take it. Never blocks."""
+        self._enqueue(_CommandJob(command, done, failed))
+
+    def _enqueue(self, job: _Job) -> None:
         if self._failure is not None:
-            failed(UNAVAILABLE, self._failure)
+            job.failed(UNAVAILABLE, self._failure)
             return
-        if command is not None and len(self._jobs) >= self.limits.order_queue_max:
-            failed(BUSY, "the server is busy; retry with the same order_id")
+        queued = len(self._jobs) + len(self._unchecked)
+        if job.command is not None and queued >= self.limits.order_queue_max:
+            job.failed(BUSY, "the server is busy; retry with the same order_id")
             return
-        self._jobs.append(_Job(command, done, failed))
+        if self.verifier is not None and isinstance(job.command, PlaceOrder):
+            self._unchecked.append(job)
+            self._check_wake.set()
+            return
+        self._jobs.append(job)
         self._wake.set()
 
     async def run(self, command: Command) -> CommandOutcome:
@@ -306,26 +403,7 @@ class OrderService:
         receipt: SendReceipt | None = None,
     ) -> None:
         """An order from a socket: `reply` gets the answer; `receipt` the receipt later."""
-
-        def done(outcome: CommandOutcome) -> None:
-            answer = order_answer(outcome.events)
-            first = answer.first if isinstance(answer, OrderRepeated) else answer
-            index = None
-            if isinstance(first, OrderAccepted):
-                key = (first.buyer_id, first.order_id)
-                index = self._index_of[key]
-                self.orders_accepted += not isinstance(answer, OrderRepeated)
-            else:
-                self.orders_rejected += 1
-            result = order_result(answer, index)
-            reply(result)
-            if receipt is not None and index is not None:
-                self._want_receipt(index, first.order_id, receipt)
-
-        def failed(reason: str, detail: str) -> None:
-            reply(refused_order(command.order_id, command.sale_id, reason, detail))
-
-        self.submit(command, done, failed)
+        self._enqueue(_OrderJob(self, command, reply, receipt))
 
     async def place_order(self, command: PlaceOrder) -> m.OrderResult:
         future: asyncio.Future[m.OrderResult] = asyncio.get_running_loop().create_future()
@@ -448,25 +526,61 @@ class OrderService:
             if self._failure is not None:
                 job.failed(UNAVAILABLE, self._failure)
                 continue
-            if job.command is None:
+            command = job.command
+            if command is None:
                 self._tick_queued = False
                 events = self.core.tick(now_ms)
                 for key in self._closed.forget_due(self.core, now_ms):
                     self._index_of.pop(key, None)
                     self._paid_index_of.pop(key, None)
             else:
-                events = self.core.handle(job.command, now_ms)
+                if job.check is not None:
+                    assert isinstance(command, PlaceOrder)
+                    command = CheckedOrder(command, job.check)
+                events = self.core.handle(command, now_ms)
             batch.append((job, events))
         return batch
+
+    async def _check_forever(self) -> None:
+        """Orders' signatures, checked by the verifier's child process a batch at a time
+        while the worker goes on with the orders checked before; then into `_jobs`."""
+        assert self.verifier is not None
+        while True:
+            if not self._unchecked:
+                if self._failure is not None:
+                    return
+                self._check_wake.clear()
+                await self._check_wake.wait()
+                continue
+            await self._check_batch(self.verifier)
+
+    async def _check_batch(self, verifier: SignatureVerifier) -> None:
+        jobs: list[_Job] = []
+        while self._unchecked and len(jobs) < self.limits.order_batch_max:
+            jobs.append(self._unchecked.popleft())
+        orders = [job.command for job in jobs if isinstance(job.command, PlaceOrder)]
+        assert len(orders) == len(jobs)
+        checks = await verifier.check(orders)
+        for job, check in zip(jobs, checks, strict=True):
+            if self._failure is not None:  # the worker may have stopped meanwhile
+                job.failed(UNAVAILABLE, self._failure)
+                continue
+            job.check = check
+            self._jobs.append(job)
+        self._wake.set()
 
     async def _commit(self, batch: list[tuple[_Job, list[Event]]]) -> None:
         try:
             entries: list[bytes] = []
             recorded: list[list[bool]] = []
+            # One write for the batch: each sale's last stock count stands for the others.
+            superseded = superseded_stock_changes([e for _, events in batch for e in events])
+            position = 0
             for _, events in batch:
                 flags = []
                 for event in events:
-                    entry = event.to_entry()
+                    entry = None if position in superseded else event.to_entry()
+                    position += 1
                     flags.append(entry is not None)
                     if entry is not None:
                         entries.append(self.encode_entry(*entry))
@@ -514,6 +628,8 @@ class OrderService:
         self._failure = reason
         while self._jobs:
             self._jobs.popleft().failed(UNAVAILABLE, reason)
+        while self._unchecked:
+            self._unchecked.popleft().failed(UNAVAILABLE, reason)
 
     # Time: sales open and close, holds expire
 

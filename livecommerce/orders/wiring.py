@@ -18,6 +18,7 @@ from livecommerce.orders.endpoints import SocketOrders
 from livecommerce.orders.service import OrderLimits, OrderService
 from livecommerce.orders.shipping import ShippingStore
 from livecommerce.orders.stats import OrderStats
+from livecommerce.orders.verifying import SignatureVerifier
 from livecommerce.settings import Settings
 
 
@@ -72,6 +73,7 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
         sessions = SessionAuthority(
             core.identities, load_or_create_secret(settings.data_dir / "session_secret")
         )
+        verifier = SignatureVerifier() if settings.order_signatures_in_child else None
         service = OrderService(
             core,
             ledger,
@@ -82,6 +84,7 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
             shipping,
             sessions,
             order_limits(settings),
+            verifier,
         )
         await service.start()
         app.state.order_stats = OrderStats()

@@ -7,6 +7,7 @@ import pytest
 
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.orders import (
+    CheckedOrder,
     OrderAccepted,
     OrderExpired,
     OrderPaid,
@@ -16,6 +17,7 @@ from livecommerce.commerce.orders import (
     PaymentRefused,
     PayOrder,
     PlaceOrder,
+    check_order_signature,
 )
 from livecommerce.commerce.reservations import ReserveResult, ReserveStatus
 from livecommerce.commerce.results import Reason, Rejected
@@ -356,3 +358,37 @@ def test_remembered_orders_add_nothing_for_the_garbage_collector_to_walk() -> No
     # A few containers may appear (the sale's key list); nothing per order. With one
     # tracked record per order this would be 1000 or more.
     assert tracked_objects() - before < 20
+
+
+def test_a_signature_checked_ahead_is_taken_as_given_and_the_rest_still_applies() -> None:
+    core, merchant, (alice, bob, _) = make_core()
+    core.handle(schedule_command(merchant, units_offered=5), NOW_MS)
+    order = order_command(alice, "o1")
+    check = check_order_signature(order)
+    assert check.refused is None
+    accepted = core.handle(CheckedOrder(order, check), NOW_MS)
+    assert isinstance(only(accepted, OrderAccepted), OrderAccepted)
+    # The same bytes again, checked in the core this time: the first answer (same digest).
+    again = core.handle(order, NOW_MS + 1)
+    assert isinstance(only(again, OrderRepeated), OrderRepeated)
+    # A refusal found ahead is the answer, and nothing is remembered.
+    forged = dataclasses.replace(order_command(bob, "o1"), signature=alice.sign(b"other"))
+    refused = check_order_signature(forged)
+    assert refused.refused is not None
+    assert refused.refused.reason is Reason.BAD_SIGNATURE
+    rejected = only(core.handle(CheckedOrder(forged, refused), NOW_MS), OrderRejected)
+    assert isinstance(rejected, OrderRejected)
+    assert rejected.reason is Reason.BAD_SIGNATURE
+    assert core.orders.status(bob.identity_id, "o1") is None
+    # Every other rule still applies to a checked order: the price, say.
+    cheap = order_command(bob, "o2", price_cents=1)
+    late = only(
+        core.handle(CheckedOrder(cheap, check_order_signature(cheap)), NOW_MS), OrderRejected
+    )
+    assert isinstance(late, OrderRejected)
+    assert late.reason is Reason.PRICE_CHANGED
+    # Fields that cannot be written canonically are a bad field, found ahead as in the core.
+    floating = dataclasses.replace(order, order_id="o3", quantity=1.0)  # type: ignore[arg-type]
+    assert check_order_signature(floating).refused == Rejected(
+        Reason.BAD_FIELD, "floats are not allowed; use integers (cents, milliseconds)"
+    )

@@ -12,7 +12,9 @@ from livecommerce.commerce.sales import (
     SaleOpened,
     SaleScheduled,
     SaleState,
+    StockChanged,
     StopSale,
+    superseded_stock_changes,
 )
 from tests.livecommerce.commerce.helpers import NOW_MS, make_core, schedule_command
 
@@ -96,3 +98,21 @@ def test_sale_ids_are_unique() -> None:
     assert isinstance(events[-1], CommandRejected)
     assert events[-1].reason is Reason.SALE_EXISTS
     assert core.catalog.inventory_units("mug") == 990
+
+
+def test_only_the_last_stock_count_of_each_sale_in_a_batch_is_needed() -> None:
+    def changed(sale_id: str, remaining: int) -> StockChanged:
+        return StockChanged(sale_id, "room1", remaining, 0, 0, "order:x", NOW_MS)
+
+    events = [
+        changed("a", 9),
+        changed("b", 5),
+        CommandRejected("StopSale", Reason.BAD_FIELD, "x"),
+        changed("a", 8),
+        changed("a", 7),
+        changed("b", 4),
+        changed("c", 1),
+    ]
+    assert superseded_stock_changes(events) == {0, 1, 3}
+    assert superseded_stock_changes([changed("a", 1)]) == set()
+    assert superseded_stock_changes([]) == set()
