@@ -143,7 +143,9 @@ async def test_two_web_processes_and_the_writer_never_oversell(
             )
         verifier = Verifier.parse(vkey)
         report = await asyncio.to_thread(verify_url, writer.ledger_url, verifier)
-        assert report.entries > 2 * offered
+        # One order/v1 per accepted order, plus the sale's stock counts (one per sale per
+        # batch written at once, not one per order: docs/commerce.md "Wiring it").
+        assert report.entries > offered
         if "o1" in accepted:
             assert verify_receipt(receipt.content, verifier).index == accepted["o1"]["ledger_index"]
         await asyncio.to_thread(writer.stop)
