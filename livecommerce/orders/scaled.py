@@ -60,7 +60,13 @@ from livecommerce.orders.answers import (
     refused_payment,
 )
 from livecommerce.orders.forgetting import ClosedSales
-from livecommerce.orders.service import CommandOutcome, OrderLimits, ServiceUnavailable
+from livecommerce.orders.service import (
+    RECEIPT_TURN_PAUSE_S,
+    RECEIPTS_PER_TURN_MAX,
+    CommandOutcome,
+    OrderLimits,
+    ServiceUnavailable,
+)
 from livecommerce.stock.base import StockStoreError, StockStoreUnavailable
 from livecommerce.stock.redis_lua import RedisStockStore
 
@@ -76,6 +82,7 @@ SWEEP_INTERVAL_S = 0.25
 LOOKUP_AFTER_MS = 1_000  # a waiter this old asks Redis directly (a confirmation missed)
 COMMAND_TIMEOUT_S = 15.0
 CONFIRMED_REMEMBERED_MAX = 200_000
+RECEIPTS_FETCHED_MAX = 256  # receipts fetched from Redis in one pipeline
 
 
 @dataclass
@@ -113,6 +120,8 @@ class ScaledOrderService:
         self._batches: set[asyncio.Task[None]] = set()
         self._waiters: dict[OrderKey, _Waiter] = {}
         self._receipt_waiters: dict[OrderKey, tuple[str, int, list[SendReceipt], int]] = {}
+        self._receipts_wanted: deque[tuple[str, OrderKey]] = deque()
+        self._receipts_wake = asyncio.Event()
         self._confirmed: OrderedDict[OrderKey, tuple[int, int, int]] = OrderedDict()
         self._requests: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._request_number = 0
@@ -138,6 +147,7 @@ class ScaledOrderService:
             ("scaled-messages", self._messages_forever),
             ("scaled-orders", self._orders_forever),
             ("scaled-sweep", self._sweep_forever),
+            ("scaled-receipts", self._receipts_forever),
         ):
             self._tasks.append(asyncio.create_task(loop(), name=name))
 
@@ -242,13 +252,13 @@ class ScaledOrderService:
                     for sale_id, buyer_id, order_id, index, hold_ms, quantity in data:
                         self._confirm(sale_id, (buyer_id, order_id), index, hold_ms, quantity)
                 elif channel == keys.RECEIPTS_CHANNEL:
-                    wanted = [
+                    # Fetched and sent by their own task: confirmations must not wait.
+                    self._receipts_wanted.extend(
                         (sale_id, (buyer_id, order_id))
                         for sale_id, buyer_id, order_id in data
                         if (buyer_id, order_id) in self._receipt_waiters
-                    ]
-                    if wanted:
-                        await self._fetch_receipts(wanted)
+                    )
+                    self._receipts_wake.set()
                 else:
                     future = self._requests.pop(data["request"], None)
                     if future is not None and not future.done():
@@ -291,11 +301,29 @@ class ScaledOrderService:
         listeners = [*known[2], *sends] if known else list(sends)
         self._receipt_waiters[key] = (sale_id, index, listeners, self.clock_ms())
 
+    async def _receipts_forever(self) -> None:
+        """Receipts a checkpoint covers, announced by the writer: fetched from Redis a turn
+        at a time and sent with a pause after each turn (as the embedded service does)."""
+        while True:
+            if not self._receipts_wanted:
+                self._receipts_wake.clear()
+                await self._receipts_wake.wait()
+                continue
+            wanted = [
+                self._receipts_wanted.popleft()
+                for _ in range(min(len(self._receipts_wanted), RECEIPTS_FETCHED_MAX))
+            ]
+            try:
+                await self._fetch_receipts(wanted)
+            except (RedisError, OSError):
+                log.warning("fetching receipts failed; the sweep retries")
+
     async def _fetch_receipts(self, wanted: list[tuple[str, OrderKey]]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
             for sale_id, (buyer_id, order_id) in wanted:
                 pipe.hget(keys.sale_receipts_key(sale_id), keys.order_field(buyer_id, order_id))
             proofs = await pipe.execute()
+        sent = 0
         for (_, key), proof in zip(wanted, proofs, strict=True):
             if proof is None:
                 continue
@@ -306,6 +334,9 @@ class ScaledOrderService:
             receipt = m.OrderReceipt(order_id=key[1], ledger_index=index, proof=proof.decode())
             for send in sends:
                 send(receipt)
+            sent += 1
+            if sent % RECEIPTS_PER_TURN_MAX == 0:
+                await asyncio.sleep(RECEIPT_TURN_PAUSE_S)
 
     # Orders
 

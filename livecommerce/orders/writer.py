@@ -61,6 +61,7 @@ from livecommerce.commerce.sales import (
     SaleScheduled,
     SaleState,
     stock_changed,
+    superseded_stock_changes,
 )
 from livecommerce.gc_pauses import freeze_survivors_forever, young_generation_threshold
 from livecommerce.hub import messages as m
@@ -411,8 +412,10 @@ class LedgerWriter:
         entries: list[bytes] = []
         entry_types: list[str] = []
         positions: list[int | None] = []
-        for event in pending.events:
-            entry = event.to_entry()
+        # One write: each sale's last stock count stands for the others (as embedded).
+        superseded = superseded_stock_changes(pending.events)
+        for position, event in enumerate(pending.events):
+            entry = None if position in superseded else event.to_entry()
             if entry is None:
                 positions.append(None)
             else:
@@ -503,10 +506,12 @@ class LedgerWriter:
         ]
 
     async def _write_records(self, records: Iterable[tuple[OrderAccepted, str]], pipe: Any) -> None:
-        """Each order's record for lookups (confirmation, payment, receipts, merchants)."""
+        """Each order's record for lookups (confirmation, payment, receipts, merchants): one
+        HSET per sale for a batch's records (and one per buyer for its order list)."""
         own = pipe is None
         if own:
             pipe = self.client.pipeline(transaction=False)
+        by_sale: dict[str, dict[str, bytes]] = {}
         for count, (accepted, status) in enumerate(records, 1):
             key = (accepted.buyer_id, accepted.order_id)
             record = {
@@ -522,14 +527,16 @@ class LedgerWriter:
                 "ledger_index": self._index_of.get(key),
                 "paid_index": self._paid_index_of.get(key),
             }
-            pipe.hset(
-                keys.sale_ledger_key(accepted.sale_id),
-                keys.order_field(*key),
-                orjson.dumps(record),
-            )
+            fields = by_sale.setdefault(accepted.sale_id, {})
+            fields[keys.order_field(*key)] = orjson.dumps(record)
             pipe.hset(keys.buyer_key(accepted.buyer_id), accepted.order_id, accepted.sale_id)
             if own and count % FEED_CHUNK == 0:
+                for sale_id, mapping in by_sale.items():
+                    pipe.hset(keys.sale_ledger_key(sale_id), mapping=mapping)
+                by_sale = {}
                 await pipe.execute()
+        for sale_id, mapping in by_sale.items():
+            pipe.hset(keys.sale_ledger_key(sale_id), mapping=mapping)
         if own:
             await pipe.execute()
             await pipe.aclose()
@@ -604,16 +611,16 @@ class LedgerWriter:
             ready: list[tuple[int, str, str, str]] = []
             while self._receipts and self._receipts[0][0] < covered:
                 ready.append(self._receipts.popleft())
-            # One pass over the tree for all the receipts this checkpoint covers.
+            # One pass over the tree for all the receipts this checkpoint covers, and one
+            # HSET per sale for them.
             proofs = self.ledger.proofs([index for index, _, _, _ in ready])
+            by_sale: dict[str, dict[Any, Any]] = {}  # redis-py's mapping type is invariant
+            for (_, sale_id, buyer_id, order_id), proof in zip(ready, proofs, strict=True):
+                by_sale.setdefault(sale_id, {})[keys.order_field(buyer_id, order_id)] = proof
             try:
                 async with self.client.pipeline(transaction=False) as pipe:
-                    for (_, sale_id, buyer_id, order_id), proof in zip(ready, proofs, strict=True):
-                        pipe.hset(
-                            keys.sale_receipts_key(sale_id),
-                            keys.order_field(buyer_id, order_id),
-                            proof,
-                        )
+                    for sale_id, mapping in by_sale.items():
+                        pipe.hset(keys.sale_receipts_key(sale_id), mapping=mapping)
                     pipe.publish(
                         keys.RECEIPTS_CHANNEL,
                         orjson.dumps([[s, b, o] for _, s, b, o in ready]),
@@ -669,7 +676,12 @@ def main(settings: Settings, serve_http: bool = False) -> int:
             await writer.close()
         return 0
 
-    return asyncio.run(run())
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return asyncio.run(run())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(run())
 
 
 async def serve_ledger(writer: LedgerWriter, settings: Settings) -> tuple[Any, asyncio.Task[None]]:
