@@ -1,7 +1,8 @@
 """Flash sale: signed orders per second, answer latency and oversold units, end to end.
 
     python bench/flash_sale.py [--mode embedded|redis|both] [--buyers 2000]
-        [--client-processes 4] [--seconds 10] [--sellout-units 5000]
+        [--client-processes 4] [--seconds 10] [--rates 2000,5000] [--sellout-units 5000]
+        [--client-nice 0] [--profile FILE]
 
 Each mode starts the real server as separate OS processes (embedded: one `serve`; redis:
 a private redis-server without persistence, the `ledger-writer` and two `serve --redis`
@@ -10,9 +11,9 @@ web processes), makes a merchant, a product, a room and two sales over HTTP, the
 own WebSocket to the room (spread over the web processes) and signs every order (PyNaCl)
 just before sending it.
 
-1. Throughput: each buyer orders 1 unit, waits for the answer, orders again (a closed
-   loop; the number of buyers is the concurrency) for `--seconds`, against a sale with
-   more units than get ordered. Figures: accepted orders per second (answers "accepted",
+1. Throughput: each buyer orders 1 unit on its own fixed schedule, `--rates` orders a
+   second in all, one step of `--seconds` per rate (an open loop: a slow answer does not
+   lower the offered load), against a sale with more units than get ordered. Figures: accepted orders per second (answers "accepted",
    which the server gives only after the ledger append is durable), answer latency p50,
    p99 and max (send to `order.result/v1`, measured in the clients).
 2. Sell-out: a fresh sale of `--sellout-units`; every buyer sends 3 orders of 1 unit at

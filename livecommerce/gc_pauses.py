@@ -37,17 +37,30 @@ import gc
 from collections.abc import Iterator
 
 
+class _Holders:
+    """How many `young_generation_threshold` blocks are open, and the thresholds found
+    when the first of them opened."""
+
+    count = 0
+    found: tuple[int, int, int] = gc.get_threshold()
+
+
 @contextlib.contextmanager
 def young_generation_threshold(objects: int) -> Iterator[None]:
     """Collect the youngest generation every `objects` net new container objects while
-    inside; the previous thresholds come back on the way out."""
+    inside. The thresholds found when the first block opened come back when the last one
+    closes, however blocks interleave (several servers in one process, as in the tests)."""
     assert objects > 0
-    previous = gc.get_threshold()
-    gc.set_threshold(objects, *previous[1:])
+    if _Holders.count == 0:
+        _Holders.found = gc.get_threshold()
+    _Holders.count += 1
+    gc.set_threshold(objects, *_Holders.found[1:])
     try:
         yield
     finally:
-        gc.set_threshold(*previous)
+        _Holders.count -= 1
+        if _Holders.count == 0:
+            gc.set_threshold(*_Holders.found)
 
 
 async def freeze_survivors_forever(interval_ms: int) -> None:
