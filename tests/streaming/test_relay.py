@@ -170,16 +170,22 @@ async def test_an_unusable_sender_hands_the_queue_to_aiortcs_path() -> None:
     assert bytes(packet) == b"0"
 
 
+def sending_viewer(broadcast: Broadcast, sender: FakeSender) -> ViewerTrack:
+    """A video viewer of `broadcast` whose sender is up, so frames go out at once."""
+    viewer = ViewerTrack("video", 8, broadcast.viewer_wants_keyframe)
+    viewer.attach_sender(sender)
+    sender.ready = True
+    viewer.sender_started(True)
+    broadcast.add_viewer_track(viewer)
+    return viewer
+
+
 async def test_broadcast_cuts_payloads_once_with_one_picture_id_sequence() -> None:
     broadcast = Broadcast(keyframe_request_interval_ms=500)
     generation = broadcast.attach_host(lambda: None)
     senders = [FakeSender() for _ in range(2)]
     for sender in senders:
-        viewer = ViewerTrack("video", 8, broadcast.viewer_wants_keyframe)
-        viewer.attach_sender(sender)
-        sender.ready = True
-        viewer.sender_started(True)
-        broadcast.add_viewer_track(viewer)
+        sending_viewer(broadcast, sender)
     broadcast.push(frame(0, keyframe=True), generation)
     broadcast.push(frame(3000), generation)
     first, second = (sender.sent for sender in senders)
@@ -222,14 +228,7 @@ async def test_a_viewer_that_fails_on_a_frame_is_dropped_and_the_others_go_on(
     broadcast = Broadcast(keyframe_request_interval_ms=500, on_viewer_failed=failed.append)
     generation = broadcast.attach_host(lambda: None)
     senders = [FakeSender(), FailingSender(), FakeSender()]
-    viewers = []
-    for sender in senders:
-        viewer = ViewerTrack("video", 8, broadcast.viewer_wants_keyframe)
-        viewer.attach_sender(sender)
-        sender.ready = True
-        viewer.sender_started(True)
-        broadcast.add_viewer_track(viewer)
-        viewers.append(viewer)
+    viewers = [sending_viewer(broadcast, sender) for sender in senders]
     broadcast.push(frame(0, keyframe=True), generation)  # must not raise to the host path
     broadcast.push(frame(3000), generation)
     assert failed == [viewers[1]], "the failing viewer is reported once"
