@@ -98,6 +98,14 @@ async def text_of(page: Page, selector: str) -> str:
     return (await page.inner_text(selector)).strip()
 
 
+async def stock_shows(pages: tuple[Page, ...], units: str) -> None:
+    """Wait until every page's stock counter reads `units`."""
+    for page in pages:
+        await page.wait_for_function(
+            f"document.getElementById('stock').textContent === '{units}'", timeout=WAIT_MS
+        )
+
+
 async def test_host_goes_live_viewers_watch_chat_buy_and_verify(tmp_path: Path) -> None:
     shots = screenshots_dir()
     errors = PageErrors()
@@ -180,10 +188,7 @@ async def test_host_goes_live_viewers_watch_chat_buy_and_verify(tmp_path: Path) 
         await ann.click("#qty-plus")
         assert await text_of(ann, "#qty") == "2"
         await ann.click("#buy")
-        for viewer in (ann, bob):
-            await viewer.wait_for_function(
-                "document.getElementById('stock').textContent === '1'", timeout=WAIT_MS
-            )
+        await stock_shows((ann, bob), "1")
         await ann.wait_for_selector("#product[data-state=limit]")
         await ann.click("#orders-open")
         verified = ann.locator(".order .verified")
@@ -212,10 +217,7 @@ async def test_host_goes_live_viewers_watch_chat_buy_and_verify(tmp_path: Path) 
         )
         assert ordered == [409, "sold_out"]
         await bob.click("#buy")
-        for viewer in (ann, bob):
-            await viewer.wait_for_function(
-                "document.getElementById('stock').textContent === '0'", timeout=WAIT_MS
-            )
+        await stock_shows((ann, bob), "0")
         await ann.wait_for_selector("#product[data-state=limit]")
         await bob.wait_for_selector("#product[data-state=sold_out]")
         # A third viewer arrives after the last unit went: sold out, the button is off.
