@@ -282,13 +282,17 @@ class Viewer:
             if self.recording and captured is not None:
                 self.latencies_ms.append((time.perf_counter() - captured) * 1000)
 
-    async def bytes_received(self) -> int:
-        report = await self.peer_connection.getStats()
-        return sum(s.bytesReceived for s in report.values() if s.type == "transport")
+    async def received(self) -> tuple[int, int]:
+        """RTP packets and transport bytes received so far (one `getStats()`)."""
+        report = (await self.peer_connection.getStats()).values()
+        packets = sum(s.packetsReceived for s in report if s.type == "inbound-rtp")
+        return packets, sum(s.bytesReceived for s in report if s.type == "transport")
 
-    async def packets_received(self) -> int:
-        report = await self.peer_connection.getStats()
-        return sum(s.packetsReceived for s in report.values() if s.type == "inbound-rtp")
+
+async def received(viewers: list[Viewer]) -> tuple[int, int]:
+    """RTP packets and bytes received so far by all of `viewers`."""
+    counts = [await viewer.received() for viewer in viewers]
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
 async def connect_viewer(base_url: str, host: IndexedVideo | None, probe: bool) -> Viewer:
@@ -391,9 +395,10 @@ async def crowd_main(base_url: str, count: int) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
     async def report() -> None:
+        packets, octets = await received(viewers)
         stats = {
-            "packets": sum([await v.packets_received() for v in viewers]),
-            "octets": sum([await v.bytes_received() for v in viewers]),
+            "packets": packets,
+            "octets": octets,
             "first_frames_ms": [
                 v.first_frame_s * 1000 for v in viewers if v.first_frame_s is not None
             ],
@@ -460,9 +465,8 @@ async def run_mode(mode: str, viewers_count: int, window_s: float) -> dict[str, 
             client_processes = [psutil.Process(os.getpid()), psutil.Process(crowd.pid)]
             client_start = sum(cpu_seconds(p) for p in client_processes)
             crowd_start = await crowd.stats()
-            packets_start = sum([await v.packets_received() for v in probes])
+            packets_start, octets_start = await received(probes)
             packets_start += crowd_start["packets"]
-            octets_start = sum([await v.bytes_received() for v in probes])
             octets_start += crowd_start["octets"]
             cpu_start = cpu_seconds(process)
             wall_start = time.perf_counter()
@@ -475,10 +479,9 @@ async def run_mode(mode: str, viewers_count: int, window_s: float) -> dict[str, 
             server_core = (cpu_seconds(process) - cpu_start) / wall_s
             client_core = (sum(cpu_seconds(p) for p in client_processes) - client_start) / wall_s
             crowd_end = await crowd.stats()
-            packets = sum([await v.packets_received() for v in probes]) + crowd_end["packets"]
-            packets -= packets_start
-            octets = sum([await v.bytes_received() for v in probes]) + crowd_end["octets"]
-            octets -= octets_start
+            packets, octets = await received(probes)
+            packets += crowd_end["packets"] - packets_start
+            octets += crowd_end["octets"] - octets_start
         finally:
             await crowd.close()
         latencies = [ms for v in probes for ms in v.latencies_ms]
