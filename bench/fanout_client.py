@@ -1,10 +1,9 @@
 """Cheap WebSocket viewers for the fan-out benchmark; one process holds thousands of sockets.
 
-Each socket is a raw `asyncio.Protocol`: it sends the HTTP upgrade by hand and parses server
-frames minimally (RFC 6455 §5.2: servers never mask). It counts text frames and, on every
-`sample_every`-th socket, reads the publisher's `time.time_ns()` from the pinned product's title
-(`"title":"bench <ns>"`) to measure publish-to-receive latency. Pings get a pong (clients must
-mask; a zero mask key leaves the payload as is).
+Each socket is a `raw_websocket.RawClientSocket` (the upgrade by hand, minimal frame parsing,
+pings answered). It counts text frames and, on every `sample_every`-th socket, reads the
+publisher's `time.time_ns()` from the pinned product's title (`"title":"bench <ns>"`) to
+measure publish-to-receive latency.
 
 The parent drives a worker over a multiprocessing pipe with small tuples, see `_command`.
 """
@@ -18,8 +17,9 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from raw_websocket import RawClientSocket, upgrade_request
+
 MARK = b'"title":"bench '
-HANDSHAKE_BYTES_MAX = 16 * 1024
 CONNECT_CONCURRENCY = 200
 CONNECT_TIMEOUT_S = 60.0
 
@@ -36,88 +36,34 @@ class Counters:
         self.latencies_us: list[int] = []
 
 
-class Viewer(asyncio.Protocol):
-    __slots__ = ("buffer", "counters", "ready", "request", "sampling", "transport", "upgraded")
+class Viewer(RawClientSocket):
+    """Counts text frames; a sampling viewer also reads the publish time of every pin."""
 
     def __init__(
         self, request: bytes, counters: Counters, sampling: bool, ready: asyncio.Future[bool]
     ):
-        self.request = request
+        super().__init__(request, ready)
         self.counters = counters
         self.sampling = sampling
-        self.ready = ready
-        self.upgraded = False
-        self.buffer = b""
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
-        transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.counters.closed += 1
-        if not self.ready.done():
-            self.ready.set_result(False)
+        if self.close_code is not None:
+            codes = self.counters.close_codes
+            codes[self.close_code] = codes.get(self.close_code, 0) + 1
+        super().connection_lost(exc)
 
-    def data_received(self, data: bytes) -> None:
-        now_ns = time.time_ns()
-        buffer = self.buffer + data if self.buffer else data
-        if not self.upgraded:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > HANDSHAKE_BYTES_MAX:
-                    self.transport.abort()  # type: ignore[union-attr]
-                self.buffer = buffer
-                return
-            if not buffer.startswith(b"HTTP/1.1 101"):
-                self.transport.abort()  # type: ignore[union-attr]
-                return
-            self.upgraded = True
-            if not self.ready.done():
-                self.ready.set_result(True)
-            buffer = buffer[end + 4 :]
+    def text(self, buffer: bytes, start: int, end: int, frame_bytes: int) -> None:
         counters = self.counters
-        position = 0
-        size = len(buffer)
-        while size - position >= 2:
-            first = buffer[position]
-            length = buffer[position + 1] & 0x7F
-            start = position + 2
-            if length == 126:
-                if size - position < 4:
-                    break
-                length = int.from_bytes(buffer[position + 2 : position + 4], "big")
-                start = position + 4
-            elif length == 127:
-                if size - position < 10:
-                    break
-                length = int.from_bytes(buffer[position + 2 : position + 10], "big")
-                start = position + 10
-            end = start + length
-            if end > size:
-                break
-            opcode = first & 0x0F
-            if opcode == 1:
-                counters.frames += 1
-                counters.bytes += end - position
-                if self.sampling:
-                    mark = buffer.find(MARK, start, end)
-                    if mark >= 0:
-                        digits = mark + len(MARK)
-                        quote = buffer.find(b'"', digits, end)
-                        counters.pins += 1
-                        counters.latencies_us.append((now_ns - int(buffer[digits:quote])) // 1000)
-            elif opcode == 9:  # ping: answer with a masked pong carrying the same payload
-                payload = buffer[start:end]
-                self.transport.write(bytes((0x8A, 0x80 | len(payload))) + b"\0\0\0\0" + payload)  # type: ignore[union-attr]
-            elif opcode == 8:
-                code = int.from_bytes(buffer[start : start + 2], "big") if length >= 2 else 1005
-                counters.close_codes[code] = counters.close_codes.get(code, 0) + 1
-                self.transport.close()  # type: ignore[union-attr]
-                self.buffer = b""
-                return
-            position = end
-        self.buffer = buffer[position:] if position < size else b""
+        counters.frames += 1
+        counters.bytes += frame_bytes
+        if self.sampling:
+            mark = buffer.find(MARK, start, end)
+            if mark >= 0:
+                digits = mark + len(MARK)
+                quote = buffer.find(b'"', digits, end)
+                counters.pins += 1
+                counters.latencies_us.append((time.time_ns() - int(buffer[digits:quote])) // 1000)
 
 
 class Worker:
@@ -133,11 +79,7 @@ class Worker:
         self, path: str, count: int, sample_every: int, first_index: int
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
+        request = upgrade_request(self.host, self.port, path)
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
         async def one(index: int) -> None:
