@@ -9,13 +9,17 @@ a private redis-server without persistence, the `ledger-writer` and two `serve -
 web processes), makes a merchant, a product, a room and two sales over HTTP, then starts
 `--client-processes` client processes. Every buyer is a registered Ed25519 key with its
 own WebSocket to the room (spread over the web processes) and signs every order (PyNaCl)
-just before sending it.
+just before sending it. The sockets are `raw_websocket.RawClientSocket`s (the upgrade by
+hand, masked frames out, only `order.result/v1` frames decoded), so that the clients, which
+share the machine with the server, take as little of it as they can.
 
 1. Throughput: each buyer orders 1 unit on its own fixed schedule, `--rates` orders a
    second in all, one step of `--seconds` per rate (an open loop: a slow answer does not
-   lower the offered load), against a sale with more units than get ordered. Figures: accepted orders per second (answers "accepted",
-   which the server gives only after the ledger append is durable), answer latency p50,
-   p99 and max (send to `order.result/v1`, measured in the clients).
+   lower the offered load), against a sale with more units than get ordered. Figures:
+   accepted orders per second (answers "accepted", which the server gives only after the
+   ledger append is durable), answer latency p50, p99 and max (send to
+   `order.result/v1`, measured in the clients), and the clients' send lag p99 (how late
+   orders left against their schedule: large when the clients lack CPU).
 2. Sell-out: a fresh sale of `--sellout-units`; every buyer sends 3 orders of 1 unit at
    once (per-buyer limit 3), more than offered. Oversold units = accepted units beyond
    the offer, plus any difference between the units the buyers were told were accepted
@@ -61,7 +65,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-import websockets  # noqa: E402
+import orjson  # noqa: E402
+from raw_websocket import RawClientSocket, upgrade_request  # noqa: E402
 
 from livecommerce.orders.signing import KeyPair  # noqa: E402
 
@@ -69,6 +74,8 @@ PRICE_CENTS = 1800
 THROUGHPUT_UNITS = 1_000_000
 SELLOUT_LIMIT = 3
 ANSWER_WAIT_S = 30.0
+CONNECT_CONCURRENCY = 100
+CONNECT_TIMEOUT_S = 60.0
 
 
 def free_port() -> int:
@@ -264,40 +271,84 @@ def client_main(
     results.put(outcome)
 
 
+class BuyerSocket(RawClientSocket):
+    """One buyer's WebSocket: only `order.result/v1` frames are decoded, the rest (stock
+    pushes, sale events, receipts) are skipped after one `find`."""
+
+    def __init__(
+        self, request: bytes, ready: asyncio.Future[bool], crowd: Buyers, index: int
+    ) -> None:
+        super().__init__(request, ready)
+        self.crowd = crowd
+        self.index = index
+
+    def text(self, buffer: bytes, start: int, end: int, frame_bytes: int) -> None:
+        if buffer.find(b'"order.result/v1"', start, end) >= 0:
+            self.crowd.answered(self.index, orjson.loads(buffer[start:end]))
+
+
 class Buyers:
-    """One process's buyers: a key and a WebSocket each; a reader task per socket hands
-    each `order.result/v1` to whoever waits for that order."""
+    """One process's buyers: a key and a socket each, and the orders waiting for answers
+    (each with its send time and the step it belongs to)."""
 
-    def __init__(self, keys: list[KeyPair], sockets: list[Any]) -> None:
+    def __init__(self, keys: list[KeyPair]) -> None:
         self.keys = keys
-        self.sockets = sockets
-        self.waiting: dict[tuple[int, str], tuple[float, asyncio.Future[dict[str, Any]]]] = {}
-        self.readers = [asyncio.create_task(self._read(i)) for i in range(len(sockets))]
+        self.sockets: list[BuyerSocket] = []
+        self.waiting: dict[tuple[int, str], tuple[float, int]] = {}
+        self.answers: dict[int, list[dict[str, Any]]] = {}
+        self.drained = asyncio.Event()
 
-    async def _read(self, index: int) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            async for frame in self.sockets[index]:
-                if '"order.result/v1"' not in frame:
-                    continue  # state pushes, sale events, receipts
-                result = json.loads(frame)
-                waiting = self.waiting.pop((index, result["order_id"]), None)
-                if waiting is not None:
-                    sent, future = waiting
-                    result["answered_s"] = time.perf_counter()
-                    result["latency_s"] = result["answered_s"] - sent
-                    if not future.done():
-                        future.set_result(result)
+    async def connect(self, ports: list[int], room_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        path = f"/ws/rooms/{room_id}"
 
-    async def order(
-        self, index: int, order_id: str, sale_id: str
-    ) -> asyncio.Future[dict[str, Any]]:
-        """Sign and send; the future gets the answer (with its latency)."""
+        async def one(index: int, port: int) -> BuyerSocket:
+            async with gate:
+                ready: asyncio.Future[bool] = loop.create_future()
+                request = upgrade_request("127.0.0.1", port, path)
+                sock = BuyerSocket(request, ready, self, index)
+                await loop.create_connection(lambda: sock, "127.0.0.1", port)
+                if not await asyncio.wait_for(ready, CONNECT_TIMEOUT_S):
+                    raise RuntimeError(f"buyer {index}: the upgrade to {path} failed")
+                return sock
+
+        self.sockets = list(await asyncio.gather(*(one(i, p) for i, p in enumerate(ports))))
+
+    def order(self, index: int, order_id: str, sale_id: str, step: int) -> None:
+        """Sign and send; the answer lands in `answers[step]` with its latency."""
         fields = self.keys[index].order(order_id, sale_id, 1, PRICE_CENTS, now_ms())
-        frame = json.dumps({"type": "order/v1", **fields})
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.waiting[(index, order_id)] = (time.perf_counter(), future)
-        await self.sockets[index].send(frame)
-        return future
+        payload = orjson.dumps({"type": "order/v1", **fields})
+        self.waiting[(index, order_id)] = (time.perf_counter(), step)
+        self.drained.clear()
+        self.sockets[index].send_text(payload)
+
+    def answered(self, index: int, result: dict[str, Any]) -> None:
+        waiting = self.waiting.pop((index, result["order_id"]), None)
+        if waiting is None:
+            return
+        sent_s, step = waiting
+        result["answered_s"] = time.perf_counter()
+        result["latency_s"] = result["answered_s"] - sent_s
+        self.answers.setdefault(step, []).append(result)
+        if not self.waiting:
+            self.drained.set()
+
+    async def settle(self, step: int) -> tuple[list[dict[str, Any]], int]:
+        """The step's answers once every order sent has one (or ANSWER_WAIT_S passed), and
+        how many went unanswered (forgotten, so a late answer is not counted later)."""
+        if self.waiting:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.drained.wait(), ANSWER_WAIT_S)
+        unanswered = [key for key, (_, of_step) in self.waiting.items() if of_step == step]
+        for key in unanswered:
+            del self.waiting[key]
+        return self.answers.pop(step, []), len(unanswered)
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            if sock.transport is not None:
+                sock.transport.close()
 
 
 async def client_run(
@@ -327,37 +378,26 @@ async def client_run(
                     raise RuntimeError(f"registration: {response.status_code} {response.text}")
 
         await asyncio.gather(*(register(k, p) for k, p in zip(keys, ports, strict=True)))
-    sockets = [
-        await websockets.connect(
-            f"ws://127.0.0.1:{port}/ws/rooms/{room_id}", max_queue=None, open_timeout=60
-        )
-        for port in ports
-    ]
-    crowd = Buyers(keys, sockets)
+    crowd = Buyers(keys)
+    await crowd.connect(ports, room_id)
     ready.put(number)
     step_outcomes = []
-    sent_per_buyer = [0] * buyers
     for step, rate in enumerate(rates_per_process):
         await asyncio.to_thread(steps[step].wait)
-        step_outcomes.append(await open_loop(crowd, sent_per_buyer, rate, seconds, step))
+        step_outcomes.append(await open_loop(crowd, rate, seconds, step))
     # Sell-out: every buyer of every process at once, SELLOUT_LIMIT orders of 1 unit.
     await asyncio.to_thread(steps[-1].wait)
-    futures = [
-        await crowd.order(index, f"s{n}", "sellout")
-        for index in range(buyers)
-        for n in range(SELLOUT_LIMIT)
-    ]
-    done, _ = await asyncio.wait(futures, timeout=ANSWER_WAIT_S)
-    answers = [future.result() for future in done]
-    for ws in sockets:
-        await ws.close()
-    for reader in crowd.readers:
-        reader.cancel()
+    sellout_step = len(rates_per_process)
+    for index in range(buyers):
+        for n in range(SELLOUT_LIMIT):
+            crowd.order(index, f"s{n}", "sellout", sellout_step)
+    answers, unanswered = await crowd.settle(sellout_step)
+    crowd.close()
     return {
         "steps": step_outcomes,
         "sellout_units": sum(a["quantity"] for a in answers if a["status"] == "accepted"),
         "sellout_reasons": count_reasons(answers),
-        "sellout_unanswered": len(futures) - len(done),
+        "sellout_unanswered": unanswered,
     }
 
 
@@ -369,37 +409,38 @@ def count_reasons(answers: list[dict[str, Any]]) -> dict[str, int]:
     return reasons
 
 
-async def open_loop(
-    crowd: Buyers, sent_per_buyer: list[int], rate: float, seconds: float, step: int
-) -> dict[str, Any]:
-    """Each buyer orders on its own fixed schedule (an open loop: a slow answer does not
-    slow the offered load), `rate` orders a second from this process in all."""
+async def open_loop(crowd: Buyers, rate: float, seconds: float, step: int) -> dict[str, Any]:
+    """`rate` orders a second from this process on a fixed schedule (an open loop: a slow
+    answer does not slow the offered load): order n is due at n / rate seconds, from buyer
+    n mod buyers, so each buyer orders every buyers / rate seconds. One timer sends whatever
+    is due; how late each order left against its due time is kept as the send lag."""
     buyers = len(crowd.keys)
-    interval_s = buyers / rate
+    total = int(rate * seconds)
     started = time.perf_counter()
-    futures: list[asyncio.Future[dict[str, Any]]] = []
-
-    async def buyer(index: int) -> None:
-        next_s = started + interval_s * index / buyers
-        while next_s < started + seconds:
-            await asyncio.sleep(max(0.0, next_s - time.perf_counter()))
-            order_id = f"r{step}-{sent_per_buyer[index]}"
-            sent_per_buyer[index] += 1
-            futures.append(await crowd.order(index, order_id, "throughput"))
-            next_s += interval_s
-
-    await asyncio.gather(*(buyer(i) for i in range(buyers)))
-    done, _ = await asyncio.wait(futures, timeout=ANSWER_WAIT_S) if futures else (set(), set())
-    answers = [future.result() for future in done]
+    lags_s: list[float] = []
+    sent = 0
+    while sent < total:
+        now = time.perf_counter()
+        while sent < total and started + sent / rate <= now:
+            lags_s.append(now - (started + sent / rate))
+            crowd.order(sent % buyers, f"r{step}-{sent // buyers}", "throughput", step)
+            sent += 1
+        if sent < total:
+            # At least a millisecond: uvloop's timers count whole milliseconds, and a
+            # shorter sleep would return at once and spin until the next order is due.
+            await asyncio.sleep(max(0.001, started + sent / rate - time.perf_counter()))
+    answers, unanswered = await crowd.settle(step)
     last_answer_s = max((a["answered_s"] for a in answers), default=started) - started
+    lags_s.sort()
     return {
-        "sent": len(futures),
-        "unanswered": len(futures) - len(done),
+        "sent": sent,
+        "unanswered": unanswered,
         "accepted": sum(1 for a in answers if a["status"] == "accepted"),
         "reasons": count_reasons(answers),
         "latencies": [a["latency_s"] for a in answers],
         "window_s": seconds,
         "last_answer_s": last_answer_s,
+        "send_lag_p99_s": percentile(lags_s, 0.99),
     }
 
 
@@ -537,6 +578,7 @@ def run_mode(mode: str, arguments: argparse.Namespace) -> dict[str, Any]:
                 "p99_ms": 1000 * percentile(latencies, 0.99),
                 "max_ms": 1000 * latencies[-1] if latencies else float("nan"),
                 "refused": reasons,
+                "send_lag_p99_ms": 1000 * max(part["send_lag_p99_s"] for part in parts),
             }
         )
     sellout_reasons: dict[str, int] = {}
@@ -658,7 +700,8 @@ def main() -> None:
                 f"{mode:<9} buyers {result['buyers']}  offered {row['offered_per_s']:>6,.0f}/s"
                 f"  accepted {row['accepted_per_s']:>6,.0f}/s  p50 {row['p50_ms']:.1f} ms"
                 f"  p99 {row['p99_ms']:.1f} ms  max {row['max_ms']:.0f} ms"
-                f"  unanswered {row['unanswered']}  refused {row['refused']}",
+                f"  unanswered {row['unanswered']}  refused {row['refused']}"
+                f"  clients' send lag p99 {row['send_lag_p99_ms']:.1f} ms",
                 flush=True,
             )
             if row["cpu"]:
