@@ -57,6 +57,7 @@ def hub_limits(settings: Settings) -> HubLimits:
         connections_max=settings.connections_per_process_max,
         rooms_max=settings.rooms_max,
         state_flush_interval_ms=settings.state_flush_interval_ms,
+        state_deliveries_per_s_max=settings.state_deliveries_per_s_max,
         viewer_heartbeat_ms=settings.viewer_count_heartbeat_ms,
     )
 

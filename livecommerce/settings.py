@@ -50,6 +50,10 @@ class Settings:
     connections_per_address_max: int = 200
     connections_per_process_max: int = 30000
     state_flush_interval_ms: int = 100
+    # Coalesced state frames (stock, likes, viewers) one process writes a second, all rooms
+    # together: past 1,000 viewers a room's state goes out less often than every
+    # state_flush_interval_ms (2,000 viewers: 5 a second; 10,000: once a second).
+    state_deliveries_per_s_max: int = 10_000
     viewer_count_heartbeat_ms: int = 1000
     rooms_max: int = 10000
 

@@ -51,6 +51,10 @@ class HubLimits:
     rooms_max: int
     state_flush_interval_ms: int
     viewer_heartbeat_ms: int
+    # Coalesced state frames this process writes a second, all rooms together: a room's
+    # state goes out every `state_flush_interval_ms` while the process has few viewers,
+    # less often when it has many (`state_interval_ms`).
+    state_deliveries_per_s_max: int = 10_000
     # Client messages that wait for the broker (comments, host commands): at most this many
     # queued in the process (beyond it: `busy`, retry) and this many publishing at once.
     # A connection reads nothing more until its own has been published, so it never has
@@ -119,6 +123,7 @@ class Replica:
         self.viewers_flushed = -1
         self.flushed_at_ms = 0
         self.changed: set[str] = set()  # totals changed since the last state broadcast
+        self.state_sent_at_ms: int | None = None
         self.syncing = False
 
 
@@ -589,8 +594,20 @@ class Hub:
             except Exception:
                 log.exception("state flush failed")
 
+    def state_interval_ms(self) -> int:
+        """How often a room's coalesced state goes out: every `state_flush_interval_ms`,
+        or less often when writing it to every viewer of the process that often would
+        exceed `state_deliveries_per_s_max` frames a second (at 10,000 a second: every
+        100 ms up to 1,000 viewers, 200 ms at 2,000, a second at 10,000)."""
+        viewers = sum(len(replica.group) for replica in self.replicas.values())
+        floor_ms = self.limits.state_flush_interval_ms
+        return max(floor_ms, -(-viewers * 1000 // self.limits.state_deliveries_per_s_max))
+
     async def tick(self) -> None:
         now_ms = self.clock_ms()
+        # Ticks come every `state_flush_interval_ms`, give or take the loop's delays: a room
+        # is due when most of its interval has passed, so 200 ms means every other tick.
+        due_after_ms = self.state_interval_ms() - self.limits.state_flush_interval_ms // 2
         for room_id, replica in list(self.replicas.items()):
             viewers_here = len(replica.group)
             # A process with no viewers of a room stops refreshing its count; its stale entry
@@ -622,11 +639,16 @@ class Hub:
                     raise
                 replica.viewers_flushed = viewers_here
                 replica.flushed_at_ms = now_ms
-            self._flush_state(replica, now_ms)
+            sent_at_ms = replica.state_sent_at_ms
+            due = sent_at_ms is None or now_ms - sent_at_ms >= due_after_ms
+            self._flush_state(replica, now_ms, due)
 
-    def _flush_state(self, replica: Replica, now_ms: int) -> None:
+    def _flush_state(self, replica: Replica, now_ms: int, due: bool) -> None:
+        """The room's changed totals to every viewer when `due`; the newest whole state
+        to viewers that were skipped while backed up and have drained, at every tick."""
         room = replica.room
-        if replica.changed:
+        if replica.changed and due:
+            replica.state_sent_at_ms = now_ms
             changed, replica.changed = replica.changed, set()
             state = m.State(
                 seq=room.sequence,

@@ -8,33 +8,9 @@ import json
 
 from livecommerce.app import hub_limits
 from livecommerce.hub.broker import InProcessBroker
-from livecommerce.hub.fanout import Outgoing
-from livecommerce.hub.hub import Connection, Hub
+from livecommerce.hub.hub import Hub
 from livecommerce.settings import Settings
-
-
-class RecordingSink:
-    """A socket that keeps what it was sent, decoded."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, object]] = []
-        self.closed: tuple[int, str] | None = None
-
-    @property
-    def open(self) -> bool:
-        return self.closed is None
-
-    def buffered_bytes(self) -> int:
-        return 0
-
-    def write(self, message: Outgoing) -> None:
-        self.sent.append(json.loads(message.payload))
-
-    def close(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
-
-    def of_type(self, wanted: str) -> list[dict[str, object]]:
-        return [message for message in self.sent if message["type"] == wanted]
+from tests.livecommerce.hub.recording import join
 
 
 def comment(text: str) -> str:
@@ -47,11 +23,6 @@ async def make_hub(publish_queue_max: int) -> tuple[Hub, str]:
     await hub.start()
     room_id, _ = await hub.create_room("Live", "Mia")
     return hub, room_id
-
-
-async def join(hub: Hub, room_id: str, address: str) -> tuple[Connection, RecordingSink]:
-    sink = RecordingSink()
-    return await hub.join(room_id, sink, address, "", None), sink
 
 
 async def test_a_full_queue_answers_busy_and_publishes_nothing() -> None:

@@ -1,0 +1,92 @@
+"""Coalesced state and the process's budget of state frames a second
+(`state_deliveries_per_s_max`): a room's state goes out every `state_flush_interval_ms`
+while the process has few viewers and less often when it has many, always the newest
+totals, and the first change after a quiet spell still goes out at the next tick.
+
+The hub is driven directly, with the in-process broker and a clock the test moves. The
+flush interval is set to a minute so that the hub's own ticker (real time) never runs
+while the test calls `tick()`; 120 viewers with a budget of one frame a second then make
+the interval two minutes, every other tick."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from livecommerce.app import hub_limits
+from livecommerce.hub.broker import InProcessBroker
+from livecommerce.hub.hub import Connection, Hub
+from livecommerce.settings import Settings
+from tests.livecommerce.hub.recording import RecordingSink, join
+
+TICK_MS = 60_000
+VIEWERS = 120
+LIKE = json.dumps({"type": "like/v1"})
+
+
+async def room_with_viewers(
+    deliveries_per_s_max: int,
+) -> tuple[Hub, list[int], list[RecordingSink], list[Connection]]:
+    limits = dataclasses.replace(
+        hub_limits(Settings.load({})),
+        state_flush_interval_ms=TICK_MS,
+        state_deliveries_per_s_max=deliveries_per_s_max,
+    )
+    clock = [1_000_000]
+    hub = Hub(InProcessBroker(), limits, b"k" * 32, lambda: clock[0])
+    await hub.start()
+    room_id, _ = await hub.create_room("Live", "Mia")
+    joined = [await join(hub, room_id, f"10.0.{n // 200}.{n % 200}") for n in range(VIEWERS)]
+    await hub.tick()  # the joins' viewer count goes out
+    return hub, clock, [sink for _, sink in joined], [connection for connection, _ in joined]
+
+
+def likes_seen(sink: RecordingSink) -> list[object]:
+    return [state["likes"] for state in sink.of_type("state/v1") if "likes" in state]
+
+
+async def like_and_tick(hub: Hub, clock: list[int], connection: Connection, ticks: int) -> None:
+    for _ in range(ticks):
+        assert hub.receive(connection, LIKE) is None
+        clock[0] += TICK_MS
+        await hub.tick()
+
+
+async def test_the_interval_grows_with_the_viewers_past_the_budget() -> None:
+    hub, _, _, _ = await room_with_viewers(deliveries_per_s_max=10_000)
+    try:
+        assert hub.state_interval_ms() == TICK_MS  # 120 viewers: far under the budget
+    finally:
+        await hub.close()
+    hub, _, _, _ = await room_with_viewers(deliveries_per_s_max=1)
+    try:
+        assert hub.state_interval_ms() == 2 * TICK_MS  # 120 frames every 120 s
+    finally:
+        await hub.close()
+
+
+async def test_under_the_budget_every_tick_sends_the_newest_total() -> None:
+    hub, clock, sinks, connections = await room_with_viewers(deliveries_per_s_max=10_000)
+    try:
+        await like_and_tick(hub, clock, connections[1], ticks=6)
+        for sink in (sinks[0], sinks[-1]):
+            assert likes_seen(sink) == [1, 2, 3, 4, 5, 6]
+    finally:
+        await hub.close()
+
+
+async def test_past_the_budget_state_goes_out_every_other_tick_still_the_newest() -> None:
+    hub, clock, sinks, connections = await room_with_viewers(deliveries_per_s_max=1)
+    try:
+        await like_and_tick(hub, clock, connections[1], ticks=6)
+        # The viewer count went out at the first tick; likes then every second tick.
+        for sink in (sinks[0], sinks[-1]):
+            assert likes_seen(sink) == [2, 4, 6]
+        # A quiet spell, then one change: it goes out at the very next tick.
+        clock[0] += 5 * TICK_MS
+        await hub.tick()
+        await like_and_tick(hub, clock, connections[2], ticks=1)
+        assert likes_seen(sinks[0]) == [2, 4, 6, 7]
+        assert hub.replicas[next(iter(hub.replicas))].room.likes == 7
+    finally:
+        await hub.close()
