@@ -128,6 +128,8 @@ class RoomGroup:
         self.buffer_bytes_soft = buffer_bytes_soft
         self.stale: set[Member] = set()
         self.closed_too_slow = 0
+        self.state_message: Outgoing | None = None
+        self.state_waiting: list[Member] = []
 
     def __len__(self) -> int:
         return len(self.members)
@@ -157,17 +159,38 @@ class RoomGroup:
         self.closed_too_slow += len(behind)
         return delivered
 
-    def broadcast_state(self, message: Outgoing) -> int:
-        """Write coalesced state to members with room for it; mark the others stale."""
+    def start_state(self, message: Outgoing) -> None:
+        """Owe coalesced state to every member; `write_state` writes it a slice at a time.
+        A newer state replaces one not yet written to everyone: the members still waiting
+        get only the newer."""
+        self.state_message = message
+        self.state_waiting = list(self.members)
+
+    def write_state(self, members_max: int) -> int:
+        """Write the owed state to up to `members_max` more members (those still here); a
+        member whose buffer is past the soft limit is marked stale instead, to be sent the
+        newest whole state once drained. Returns deliveries; `state_waiting` is empty when
+        everyone has been served."""
+        message = self.state_message
+        waiting = self.state_waiting
+        if message is None or not waiting:
+            return 0
+        turn = waiting[-members_max:]
+        del waiting[-members_max:]
         soft_limit = self.buffer_bytes_soft
+        members = self.members
         delivered = 0
-        for member in self.members:
+        for member in turn:
+            if member not in members:
+                continue  # left meanwhile
             if member.sink.buffered_bytes() > soft_limit:
                 member.stale = True
                 self.stale.add(member)
             else:
                 member.sink.write(message)
                 delivered += 1
+        if not waiting:
+            self.state_message = None
         return delivered
 
     def catch_up_stale(self, full_state: Outgoing) -> None:

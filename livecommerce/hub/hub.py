@@ -34,6 +34,8 @@ CLOSE_BANNED = 4003
 CLOSE_ROOM_NOT_FOUND = 4004
 CLOSE_ROOM_ENDED = 4010
 CLOSE_TOO_MANY_CONNECTIONS = 4029
+# Coalesced state is written to this many of a room's sockets per turn of the event loop.
+STATE_WRITES_PER_TURN = 128
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ class Replica:
         self.flushed_at_ms = 0
         self.changed: set[str] = set()  # totals changed since the last state broadcast
         self.state_sent_at_ms: int | None = None
+        self.state_writer: asyncio.Handle | None = None  # writes the next slice of state
         self.syncing = False
 
 
@@ -164,6 +167,10 @@ class Hub:
         self._ticker = asyncio.create_task(self._tick_forever(), name="hub-ticker")
 
     async def close(self) -> None:
+        for replica in self.replicas.values():
+            if replica.state_writer is not None:
+                replica.state_writer.cancel()
+                replica.state_writer = None
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -643,6 +650,16 @@ class Hub:
             due = sent_at_ms is None or now_ms - sent_at_ms >= due_after_ms
             self._flush_state(replica, now_ms, due)
 
+    def _write_state(self, replica: Replica) -> None:
+        """One slice of the room's owed state, then the rest after the loop's next turn:
+        writing to thousands of sockets at once (10 us or more each) would hold up every
+        order and message that came in meanwhile."""
+        replica.state_writer = None
+        self.deliveries += replica.group.write_state(STATE_WRITES_PER_TURN)
+        if replica.group.state_waiting:
+            loop = asyncio.get_running_loop()
+            replica.state_writer = loop.call_soon(self._write_state, replica)
+
     def _flush_state(self, replica: Replica, now_ms: int, due: bool) -> None:
         """The room's changed totals to every viewer when `due`; the newest whole state
         to viewers that were skipped while backed up and have drained, at every tick."""
@@ -658,7 +675,9 @@ class Hub:
                 viewers=room.viewers if "viewers" in changed else None,
                 stock=dict(room.stock) if "stock" in changed else None,
             )
-            self.deliveries += replica.group.broadcast_state(Outgoing(m.encode(state)))
+            replica.group.start_state(Outgoing(m.encode(state)))
+            if replica.state_writer is None:
+                self._write_state(replica)
         if replica.group.stale:
             replica.group.catch_up_stale(Outgoing(m.encode(room.full_state(now_ms))))
 

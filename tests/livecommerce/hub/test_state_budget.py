@@ -1,7 +1,8 @@
 """Coalesced state and the process's budget of state frames a second
 (`state_deliveries_per_s_max`): a room's state goes out every `state_flush_interval_ms`
 while the process has few viewers and less often when it has many, always the newest
-totals, and the first change after a quiet spell still goes out at the next tick.
+totals, and the first change after a quiet spell still goes out at the next tick; and the
+writing itself goes a slice of sockets per turn of the event loop.
 
 The hub is driven directly, with the in-process broker and a clock the test moves. The
 flush interval is set to a minute so that the hub's own ticker (real time) never runs
@@ -10,12 +11,13 @@ the interval two minutes, every other tick."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 
 from livecommerce.app import hub_limits
 from livecommerce.hub.broker import InProcessBroker
-from livecommerce.hub.hub import Connection, Hub
+from livecommerce.hub.hub import STATE_WRITES_PER_TURN, Connection, Hub
 from livecommerce.settings import Settings
 from tests.livecommerce.hub.recording import RecordingSink, join
 
@@ -88,5 +90,28 @@ async def test_past_the_budget_state_goes_out_every_other_tick_still_the_newest(
         await like_and_tick(hub, clock, connections[2], ticks=1)
         assert likes_seen(sinks[0]) == [2, 4, 6, 7]
         assert hub.replicas[next(iter(hub.replicas))].room.likes == 7
+    finally:
+        await hub.close()
+
+
+async def test_state_to_many_sockets_goes_out_a_slice_per_turn_newest_wins() -> None:
+    hub, clock, sinks, connections = await room_with_viewers(deliveries_per_s_max=10_000)
+    try:
+        crowd = [
+            await join(hub, next(iter(hub.replicas)), f"10.1.{n // 200}.{n % 200}")
+            for n in range(2 * STATE_WRITES_PER_TURN + 10)
+        ]
+        everyone = sinks + [sink for _, sink in crowd]
+        await like_and_tick(hub, clock, connections[1], ticks=1)
+        # Only the first slice was written by the tick itself.
+        told = [sink for sink in everyone if likes_seen(sink) == [1]]
+        assert len(told) == STATE_WRITES_PER_TURN
+        # A newer total before the rest were served: they get only the newer one.
+        await like_and_tick(hub, clock, connections[1], ticks=1)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        for sink in everyone:
+            assert likes_seen(sink) in ([1, 2], [2])
+        assert sum(1 for sink in everyone if likes_seen(sink) == [2]) == len(everyone) - len(told)
     finally:
         await hub.close()
