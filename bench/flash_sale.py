@@ -29,9 +29,9 @@ share the machine with the server, take as little of it as they can.
 The redis mode also measures the bare reserve script (the one the web processes run,
 which also appends the order to the sale's stream) with redis-benchmark on the same
 Redis: the ceiling one Redis gives a single hot sale. Figures only: no assertion on speed.
-Viewers' stock pushes (state/v1, up to 10 a second to every socket) and receipts
-(receipt/v1 for every accepted order) are all sent as in production and are part of the
-load.
+Viewers' stock pushes (state/v1 to every socket, as often as the hub's state budget lets
+it: 5 a second at 2,000 viewers on one process) and receipts (receipt/v1 for every
+accepted order) are all sent as in production and are part of the load.
 
 On Linux each offered rate also gets a CPU line: CPU seconds used during the step (its
 seconds and the 3 s after) by the server processes (web, writer, redis, the signature
