@@ -606,9 +606,9 @@ class Hub:
         or less often when writing it to every viewer of the process that often would
         exceed `state_deliveries_per_s_max` frames a second (at 10,000 a second: every
         100 ms up to 1,000 viewers, 200 ms at 2,000, a second at 10,000)."""
-        viewers = sum(len(replica.group) for replica in self.replicas.values())
         floor_ms = self.limits.state_flush_interval_ms
-        return max(floor_ms, -(-viewers * 1000 // self.limits.state_deliveries_per_s_max))
+        budget = self.limits.state_deliveries_per_s_max
+        return max(floor_ms, -(-self.connections * 1000 // budget))
 
     async def tick(self) -> None:
         now_ms = self.clock_ms()
