@@ -12,8 +12,10 @@ the interval two minutes, every other tick."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+from collections.abc import AsyncIterator
 
 from livecommerce.app import hub_limits
 from livecommerce.hub.broker import InProcessBroker
@@ -26,9 +28,12 @@ VIEWERS = 120
 LIKE = json.dumps({"type": "like/v1"})
 
 
+@contextlib.asynccontextmanager
 async def room_with_viewers(
     deliveries_per_s_max: int,
-) -> tuple[Hub, list[int], list[RecordingSink], list[Connection]]:
+) -> AsyncIterator[tuple[Hub, list[int], list[RecordingSink], list[Connection]]]:
+    """A started hub with one room of VIEWERS viewers and a clock the test moves; closed
+    on the way out."""
     limits = dataclasses.replace(
         hub_limits(Settings.load({})),
         state_flush_interval_ms=TICK_MS,
@@ -37,10 +42,13 @@ async def room_with_viewers(
     clock = [1_000_000]
     hub = Hub(InProcessBroker(), limits, b"k" * 32, lambda: clock[0])
     await hub.start()
-    room_id, _ = await hub.create_room("Live", "Mia")
-    joined = [await join(hub, room_id, f"10.0.{n // 200}.{n % 200}") for n in range(VIEWERS)]
-    await hub.tick()  # the joins' viewer count goes out
-    return hub, clock, [sink for _, sink in joined], [connection for connection, _ in joined]
+    try:
+        room_id, _ = await hub.create_room("Live", "Mia")
+        joined = [await join(hub, room_id, f"10.0.{n // 200}.{n % 200}") for n in range(VIEWERS)]
+        await hub.tick()  # the joins' viewer count goes out
+        yield hub, clock, [sink for _, sink in joined], [connection for connection, _ in joined]
+    finally:
+        await hub.close()
 
 
 def likes_seen(sink: RecordingSink) -> list[object]:
@@ -55,31 +63,21 @@ async def like_and_tick(hub: Hub, clock: list[int], connection: Connection, tick
 
 
 async def test_the_interval_grows_with_the_viewers_past_the_budget() -> None:
-    hub, _, _, _ = await room_with_viewers(deliveries_per_s_max=10_000)
-    try:
+    async with room_with_viewers(deliveries_per_s_max=10_000) as (hub, _, _, _):
         assert hub.state_interval_ms() == TICK_MS  # 120 viewers: far under the budget
-    finally:
-        await hub.close()
-    hub, _, _, _ = await room_with_viewers(deliveries_per_s_max=1)
-    try:
+    async with room_with_viewers(deliveries_per_s_max=1) as (hub, _, _, _):
         assert hub.state_interval_ms() == 2 * TICK_MS  # 120 frames every 120 s
-    finally:
-        await hub.close()
 
 
 async def test_under_the_budget_every_tick_sends_the_newest_total() -> None:
-    hub, clock, sinks, connections = await room_with_viewers(deliveries_per_s_max=10_000)
-    try:
+    async with room_with_viewers(deliveries_per_s_max=10_000) as (hub, clock, sinks, connections):
         await like_and_tick(hub, clock, connections[1], ticks=6)
         for sink in (sinks[0], sinks[-1]):
             assert likes_seen(sink) == [1, 2, 3, 4, 5, 6]
-    finally:
-        await hub.close()
 
 
 async def test_past_the_budget_state_goes_out_every_other_tick_still_the_newest() -> None:
-    hub, clock, sinks, connections = await room_with_viewers(deliveries_per_s_max=1)
-    try:
+    async with room_with_viewers(deliveries_per_s_max=1) as (hub, clock, sinks, connections):
         await like_and_tick(hub, clock, connections[1], ticks=6)
         # The viewer count went out at the first tick; likes then every second tick.
         for sink in (sinks[0], sinks[-1]):
@@ -90,13 +88,10 @@ async def test_past_the_budget_state_goes_out_every_other_tick_still_the_newest(
         await like_and_tick(hub, clock, connections[2], ticks=1)
         assert likes_seen(sinks[0]) == [2, 4, 6, 7]
         assert hub.replicas[next(iter(hub.replicas))].room.likes == 7
-    finally:
-        await hub.close()
 
 
 async def test_state_to_many_sockets_goes_out_a_slice_per_turn_newest_wins() -> None:
-    hub, clock, sinks, connections = await room_with_viewers(deliveries_per_s_max=10_000)
-    try:
+    async with room_with_viewers(deliveries_per_s_max=10_000) as (hub, clock, sinks, connections):
         crowd = [
             await join(hub, next(iter(hub.replicas)), f"10.1.{n // 200}.{n % 200}")
             for n in range(2 * STATE_WRITES_PER_TURN + 10)
@@ -113,5 +108,3 @@ async def test_state_to_many_sockets_goes_out_a_slice_per_turn_newest_wins() -> 
         for sink in everyone:
             assert likes_seen(sink) in ([1, 2], [2])
         assert sum(1 for sink in everyone if likes_seen(sink) == [2]) == len(everyone) - len(told)
-    finally:
-        await hub.close()
