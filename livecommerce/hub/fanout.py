@@ -5,6 +5,12 @@ arrive, so a connection whose buffer is past `buffer_bytes_max` is closed with 4
 resumes from its last sequence number. State (likes, shares, viewers, stock) is coalesced:
 a connection past `buffer_bytes_soft` skips state messages and is sent the newest state
 once it has drained, so only the newest value ever waits.
+
+Frames that may wait a little (receipts) are held and ride with the next frame the
+connection is written, most often its next state: one socket write instead of two, for
+the server and for the client (on loopback each write also runs the receiver's TCP
+path). `release_held`, called once per state interval, writes what is still held after a
+whole interval, so nothing waits more than two.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ class Sink(Protocol):
     def open(self) -> bool: ...
     def buffered_bytes(self) -> int: ...
     def write(self, message: Outgoing) -> None: ...
+    def write_many(self, messages: list[Outgoing]) -> None: ...
     def close(self, code: int, reason: str) -> None: ...
 
 
@@ -89,6 +96,10 @@ class QueueSink:
             self._queued_bytes += len(message.payload)
             self._wakeup.set()
 
+    def write_many(self, messages: list[Outgoing]) -> None:
+        for message in messages:
+            self.write(message)
+
     def close(self, code: int, reason: str) -> None:
         if self._close is None:
             self._close = (code, reason)
@@ -109,14 +120,34 @@ class QueueSink:
                 return
 
 
-class Member:
-    """What a room group needs of a connection: its sink and whether state is owed."""
+HELD_FRAMES_MAX = 16  # a member holding more writes them all at once
 
-    __slots__ = ("sink", "stale")
+
+class Member:
+    """What a room group needs of a connection: its sink, whether state is owed, and the
+    frames it holds until its next write."""
+
+    __slots__ = ("held", "sink", "stale")
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
         self.stale = False
+        self.held: list[Outgoing] = []
+
+    def write(self, message: Outgoing) -> None:
+        """Write `message` now, after the frames held so far."""
+        if self.held:
+            held, self.held = self.held, []
+            held.append(message)
+            self.sink.write_many(held)
+        else:
+            self.sink.write(message)
+
+    def release(self) -> None:
+        """Write the held frames now."""
+        if self.held:
+            held, self.held = self.held, []
+            self.sink.write_many(held)
 
 
 class RoomGroup:
@@ -130,6 +161,9 @@ class RoomGroup:
         self.closed_too_slow = 0
         self.state_message: Outgoing | None = None
         self.state_waiting: list[Member] = []
+        # Members that held a frame since the last `release_held`, and before it.
+        self.holding: dict[Member, None] = {}
+        self.holding_before: dict[Member, None] = {}
 
     def __len__(self) -> int:
         return len(self.members)
@@ -140,6 +174,32 @@ class RoomGroup:
     def discard(self, member: Member) -> None:
         self.members.discard(member)
         self.stale.discard(member)
+        self.holding.pop(member, None)
+        self.holding_before.pop(member, None)
+
+    def hold(self, member: Member, message: Outgoing) -> None:
+        """Write `message` with the member's next frame, or at the latest at the second
+        `release_held` from now; at once for a member no longer in the group."""
+        if member not in self.members:
+            member.write(message)
+            return
+        if len(member.held) >= HELD_FRAMES_MAX:
+            member.write(message)
+            return
+        if not member.held:
+            self.holding[member] = None
+        member.held.append(message)
+
+    def release_held(self) -> int:
+        """Write what members held since before the previous call. Returns how many
+        members were written."""
+        released = 0
+        for member in self.holding_before:
+            if member.held:
+                member.release()
+                released += 1
+        self.holding_before, self.holding = self.holding, {}
+        return released
 
     def broadcast(self, message: Outgoing, resume_hint: str) -> int:
         """Write an event to every member; close those that fell behind. Returns deliveries."""
@@ -151,7 +211,7 @@ class RoomGroup:
             if sink.buffered_bytes() > frame_limit:
                 behind.append(member)
             else:
-                sink.write(message)
+                member.write(message)
                 delivered += 1
         for member in behind:
             self.discard(member)
@@ -187,7 +247,7 @@ class RoomGroup:
                 member.stale = True
                 self.stale.add(member)
             else:
-                member.sink.write(message)
+                member.write(message)
                 delivered += 1
         if not waiting:
             self.state_message = None
@@ -198,6 +258,6 @@ class RoomGroup:
         soft_limit = self.buffer_bytes_soft
         for member in list(self.stale):
             if member.sink.buffered_bytes() <= soft_limit:
-                member.sink.write(full_state)
+                member.write(full_state)
                 member.stale = False
                 self.stale.discard(member)

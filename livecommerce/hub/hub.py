@@ -107,7 +107,12 @@ class Connection(Member):
         )
 
     def send(self, message: Any) -> None:
-        self.sink.write(Outgoing(m.encode(message)))
+        self.write(Outgoing(m.encode(message)))
+
+    def send_soon(self, message: Any) -> None:
+        """Send `message` with the next frame this connection is written (its next state,
+        most often), at most two state intervals from now: for what can wait (receipts)."""
+        self.replica.group.hold(self, Outgoing(m.encode(message)))
 
     def error(self, code: str, text: str) -> None:
         self.send(m.Error(code=code, message=text))
@@ -183,6 +188,7 @@ class Hub:
                 done.set_result(None)
         for replica in self.replicas.values():
             for member in list(replica.group.members):
+                member.release()
                 member.sink.close(1001, "server shutting down")
         await self.broker.close()
 
@@ -584,7 +590,7 @@ class Hub:
             else:
                 snapshot = Outgoing(m.encode(fresh.snapshot(now_ms)))
                 for member in list(replica.group.members):
-                    member.sink.write(snapshot)
+                    member.write(snapshot)
         finally:
             replica.syncing = False
 
@@ -661,9 +667,12 @@ class Hub:
             replica.state_writer = loop.call_soon(self._write_state, replica)
 
     def _flush_state(self, replica: Replica, now_ms: int, due: bool) -> None:
-        """The room's changed totals to every viewer when `due`; the newest whole state
-        to viewers that were skipped while backed up and have drained, at every tick."""
+        """When `due`: held frames still waiting from before the previous due tick, then the
+        room's changed totals to every viewer; the newest whole state to viewers that were
+        skipped while backed up and have drained, at every tick."""
         room = replica.room
+        if due:
+            replica.group.release_held()
         if replica.changed and due:
             replica.state_sent_at_ms = now_ms
             changed, replica.changed = replica.changed, set()

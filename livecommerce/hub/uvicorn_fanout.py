@@ -245,6 +245,11 @@ class RoomSocketProtocol(asyncio.Protocol):
         if self.open:
             cast(Transport, self.transport).write(message.frame)
 
+    def write_many(self, messages: list[Outgoing]) -> None:
+        """Several whole frames in one socket write."""
+        if self.open:
+            cast(Transport, self.transport).write(b"".join([m.frame for m in messages]))
+
     def close(self, code: int, reason: str) -> None:
         """Send a close frame now, whatever the buffer holds, and cut the socket soon after.
 

@@ -553,7 +553,8 @@ class SocketOrders:
                 self.stats.record(buyer_id, result)
                 connection.send(result)
 
-            self.service.submit_order(order_command(message), reply, connection.send)
+            # The receipt can wait for the socket's next write (hub: `send_soon`).
+            self.service.submit_order(order_command(message), reply, connection.send_soon)
             return
         task = asyncio.get_running_loop().create_task(self._pay(connection, message))
         self._payments.add(task)

@@ -13,6 +13,7 @@ class RecordingSink:
 
     def __init__(self) -> None:
         self.sent: list[dict[str, object]] = []
+        self.writes = 0  # socket writes: `write_many` is one
         self.closed: tuple[int, str] | None = None
 
     @property
@@ -24,6 +25,11 @@ class RecordingSink:
 
     def write(self, message: Outgoing) -> None:
         self.sent.append(json.loads(message.payload))
+        self.writes += 1
+
+    def write_many(self, messages: list[Outgoing]) -> None:
+        self.sent.extend(json.loads(message.payload) for message in messages)
+        self.writes += 1
 
     def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
