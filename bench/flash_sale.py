@@ -8,8 +8,11 @@ Each mode starts the real server as separate OS processes (embedded: one `serve`
 a private redis-server without persistence, the `ledger-writer` and two `serve --redis`
 web processes), makes a merchant, a product, a room and two sales over HTTP, then starts
 `--client-processes` client processes. Every buyer is a registered Ed25519 key with its
-own WebSocket to the room (spread over the web processes) and signs every order (PyNaCl)
-just before sending it. The sockets are `raw_websocket.RawClientSocket`s (the upgrade by
+own WebSocket to the room (spread over the web processes) and signs every order (PyNaCl).
+The throughput steps' orders are signed and framed just before each step starts, so that
+during the step the clients (which share the machine with the server) only send them;
+their `time_ms` is when they were signed, seconds before they leave, well within the
+server's freshness window (30 s). The sockets are `raw_websocket.RawClientSocket`s (the upgrade by
 hand, masked frames out, only `order.result/v1` frames decoded), so that the clients, which
 share the machine with the server, take as little of it as they can.
 
@@ -66,7 +69,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import orjson  # noqa: E402
-from raw_websocket import RawClientSocket, upgrade_request  # noqa: E402
+from raw_websocket import OPCODE_TEXT, RawClientSocket, masked_frame, upgrade_request  # noqa: E402
 
 from livecommerce.orders.signing import KeyPair  # noqa: E402
 
@@ -239,6 +242,7 @@ def client_main(
     rates_per_process: list[float],
     seconds: float,
     ready: Any,
+    signing: list[Any],
     steps: list[Any],
     results: Any,
     niceness: int,
@@ -261,6 +265,7 @@ def client_main(
                 rates_per_process,
                 seconds,
                 ready,
+                signing,
                 steps,
                 results,
             )
@@ -317,11 +322,30 @@ class Buyers:
 
     def order(self, index: int, order_id: str, sale_id: str, step: int) -> None:
         """Sign and send; the answer lands in `answers[step]` with its latency."""
+        self.send(index, order_id, self.signed(index, order_id, sale_id), step)
+
+    def signed(self, index: int, order_id: str, sale_id: str) -> bytes:
+        """Buyer `index`'s order of 1 unit, signed now, as a masked frame."""
         fields = self.keys[index].order(order_id, sale_id, 1, PRICE_CENTS, now_ms())
-        payload = orjson.dumps({"type": "order/v1", **fields})
+        return masked_frame(OPCODE_TEXT, orjson.dumps({"type": "order/v1", **fields}))
+
+    def sign_step(self, rate: float, seconds: float, step: int) -> list[tuple[int, str, bytes]]:
+        """A throughput step's orders, signed: (buyer, order id, frame) for order n, from
+        buyer n mod buyers, in the order they are to be sent."""
+        buyers = len(self.keys)
+        orders = []
+        for n in range(int(rate * seconds)):
+            order_id = f"r{step}-{n // buyers}"
+            orders.append((n % buyers, order_id, self.signed(n % buyers, order_id, "throughput")))
+        return orders
+
+    def send(self, index: int, order_id: str, frame: bytes, step: int) -> None:
+        """Send a `signed` order; its answer lands in `answers[step]` with its latency."""
         self.waiting[(index, order_id)] = (time.perf_counter(), step)
         self.drained.clear()
-        self.sockets[index].send_text(payload)
+        transport = self.sockets[index].transport
+        assert transport is not None
+        transport.write(frame)
 
     def answered(self, index: int, result: dict[str, Any]) -> None:
         waiting = self.waiting.pop((index, result["order_id"]), None)
@@ -359,6 +383,7 @@ async def client_run(
     rates_per_process: list[float],
     seconds: float,
     ready: Any,
+    signing: list[Any],
     steps: list[Any],
     results: Any,
 ) -> dict[str, Any]:
@@ -383,8 +408,11 @@ async def client_run(
     ready.put(number)
     step_outcomes = []
     for step, rate in enumerate(rates_per_process):
+        await asyncio.to_thread(signing[step].wait)
+        orders = crowd.sign_step(rate, seconds, step)
+        ready.put(number)
         await asyncio.to_thread(steps[step].wait)
-        step_outcomes.append(await open_loop(crowd, rate, seconds, step))
+        step_outcomes.append(await open_loop(crowd, orders, rate, step))
     # Sell-out: every buyer of every process at once, SELLOUT_LIMIT orders of 1 unit.
     await asyncio.to_thread(steps[-1].wait)
     sellout_step = len(rates_per_process)
@@ -409,13 +437,15 @@ def count_reasons(answers: list[dict[str, Any]]) -> dict[str, int]:
     return reasons
 
 
-async def open_loop(crowd: Buyers, rate: float, seconds: float, step: int) -> dict[str, Any]:
+async def open_loop(
+    crowd: Buyers, orders: list[tuple[int, str, bytes]], rate: float, step: int
+) -> dict[str, Any]:
     """`rate` orders a second from this process on a fixed schedule (an open loop: a slow
     answer does not slow the offered load): order n is due at n / rate seconds, from buyer
-    n mod buyers, so each buyer orders every buyers / rate seconds. One timer sends whatever
-    is due; how late each order left against its due time is kept as the send lag."""
-    buyers = len(crowd.keys)
-    total = int(rate * seconds)
+    n mod buyers, so each buyer orders every buyers / rate seconds (`Buyers.sign_step` made
+    them). One timer sends whatever is due; how late each order left against its due time
+    is kept as the send lag."""
+    total = len(orders)
     started = time.perf_counter()
     lags_s: list[float] = []
     sent = 0
@@ -423,7 +453,7 @@ async def open_loop(crowd: Buyers, rate: float, seconds: float, step: int) -> di
         now = time.perf_counter()
         while sent < total and started + sent / rate <= now:
             lags_s.append(now - (started + sent / rate))
-            crowd.order(sent % buyers, f"r{step}-{sent // buyers}", "throughput", step)
+            crowd.send(*orders[sent], step)
             sent += 1
         if sent < total:
             # At least a millisecond: uvloop's timers count whole milliseconds, and a
@@ -438,7 +468,7 @@ async def open_loop(crowd: Buyers, rate: float, seconds: float, step: int) -> di
         "accepted": sum(1 for a in answers if a["status"] == "accepted"),
         "reasons": count_reasons(answers),
         "latencies": [a["latency_s"] for a in answers],
-        "window_s": seconds,
+        "window_s": total / rate,
         "last_answer_s": last_answer_s,
         "send_lag_p99_s": percentile(lags_s, 0.99),
     }
@@ -489,6 +519,7 @@ def run_mode(mode: str, arguments: argparse.Namespace) -> dict[str, Any]:
             context = multiprocessing.get_context("spawn")
             ready, results = context.Queue(), context.Queue()
             steps = [context.Event() for _ in range(len(arguments.rates) + 1)]
+            signing = [context.Event() for _ in arguments.rates]
             per_client = arguments.buyers // arguments.client_processes
             per_process = [rate / arguments.client_processes for rate in arguments.rates]
             clients = [
@@ -502,6 +533,7 @@ def run_mode(mode: str, arguments: argparse.Namespace) -> dict[str, Any]:
                         per_process,
                         arguments.seconds,
                         ready,
+                        signing,
                         steps,
                         results,
                         arguments.client_nice,
@@ -521,6 +553,9 @@ def run_mode(mode: str, arguments: argparse.Namespace) -> dict[str, Any]:
             ]
             cpu_steps = []
             for step, rate in enumerate(arguments.rates):
+                signing[step].set()
+                for _ in clients:
+                    ready.get(timeout=300)  # this step's orders are signed
                 print(f"  offering {rate:,.0f} orders/s for {arguments.seconds:.0f} s", flush=True)
                 before = cpu_seconds(server_pids, client_pids)
                 steps[step].set()
