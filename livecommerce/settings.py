@@ -67,11 +67,14 @@ class Settings:
     receipts_pending_max: int = 200_000
     commerce_tick_interval_ms: int = 100
     order_freshness_ms: int = 30_000
-    # Opt-in: check order signatures in a child process, a batch at a time, instead of on
-    # the event loop (livecommerce/orders/verifying.py). It takes about 40 us per order
-    # off the event loop but costs more CPU in all: no gain on 2 shared cores
-    # (docs/benchmarks.md); for a machine with cores to spare.
+    # Opt-in, embedded: check order signatures in a child process, a batch at a time,
+    # instead of on the event loop (livecommerce/orders/verifying.py): about 55 us per
+    # order off the event loop for 10-15% more CPU in all; on 2 cores shared with the
+    # clients no clear gain (docs/benchmarks.md). With it on, batches of fewer than
+    # `order_signatures_child_batch_min` orders (light load) are checked on the loop,
+    # saving the round trip.
     order_signatures_in_child: bool = False
+    order_signatures_child_batch_min: int = 8
     # A closed sale's orders leave memory this long after it closed (livecommerce/orders/
     # forgetting.py); the ledger keeps them.
     closed_sale_forget_ms: int = 3_600_000

@@ -8,7 +8,11 @@ while the event loop is busy a thread waits for the interpreter's switch interva
 each time. Measured with a busy loop: 15 to 29 ms per 48 us check, and the loop itself
 slowed down (docs/benchmarks.md). A child process has an interpreter of its own.
 
-The worker hands a batch of orders to `check`; the child runs the core's own
+The worker hands a batch of orders to `check`. A batch of fewer than `child_batch_min`
+orders is checked here at once: with few orders waiting the loop has time for them, and
+the trip to the child and back (two pipe writes, two wake-ups, a millisecond or so on a
+busy machine) would only add latency; under load the batches grow and go to the child.
+For a batch that does go, the child runs the core's own
 `check_order_signature` on each and answers with one `SignatureCheck` per order; the
 core then takes them as `CheckedOrder`s. If the child fails, is slow to answer
 (`answer_timeout_s`) or is not running, `check` does the work inline, so an order is
@@ -78,11 +82,18 @@ def _check_of(answer: list[Any]) -> SignatureCheck:
 
 
 class SignatureVerifier:
-    def __init__(self, answer_timeout_s: float = 5.0, restart_interval_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        answer_timeout_s: float = 5.0,
+        restart_interval_s: float = 10.0,
+        child_batch_min: int = 1,
+    ) -> None:
         assert answer_timeout_s > 0
         assert restart_interval_s > 0
+        assert child_batch_min >= 1
         self.answer_timeout_s = answer_timeout_s
         self.restart_interval_s = restart_interval_s
+        self.child_batch_min = child_batch_min
         self._child: asyncio.subprocess.Process | None = None
         self._started_at = -restart_interval_s
         self._lock = asyncio.Lock()
@@ -113,6 +124,9 @@ class SignatureVerifier:
         """One `SignatureCheck` per command, in order."""
         if not commands:
             return []
+        if len(commands) < self.child_batch_min:
+            self.checked_inline += len(commands)
+            return [check_order_signature(command) for command in commands]
         async with self._lock:  # one batch at a time: answers come back in order
             child = self._child
             gone = child is None or child.returncode is not None

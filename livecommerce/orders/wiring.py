@@ -73,7 +73,11 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
         sessions = SessionAuthority(
             core.identities, load_or_create_secret(settings.data_dir / "session_secret")
         )
-        verifier = SignatureVerifier() if settings.order_signatures_in_child else None
+        verifier = (
+            SignatureVerifier(child_batch_min=settings.order_signatures_child_batch_min)
+            if settings.order_signatures_in_child
+            else None
+        )
         service = OrderService(
             core,
             ledger,

@@ -1,5 +1,6 @@
 """Order signatures checked in the verifier's child process: the same answers as the core's
-own check, and the same answers again (inline) when the child is gone."""
+own check, and the same answers again (inline) when the child is gone or the batch is
+under the child's minimum."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ async def test_the_child_answers_as_the_core_and_so_does_the_fallback() -> None:
     commands = orders()
     expected = [check_order_signature(command) for command in commands]
     assert sum(check.refused is None for check in expected) == 20
-    verifier = SignatureVerifier(restart_interval_s=0.2)
+    verifier = SignatureVerifier(restart_interval_s=1.0)
     await verifier.start()
     try:
         assert await verifier.check(commands) == expected
@@ -52,16 +53,35 @@ async def test_the_child_answers_as_the_core_and_so_does_the_fallback() -> None:
         await child.wait()
         assert await verifier.check(commands) == expected
         assert verifier.checked_inline == len(commands)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(1.1)
         assert await verifier.check(commands) == expected
         assert verifier.checked_in_child == 2 * len(commands)
     finally:
         await verifier.close()
 
 
+async def test_batches_under_the_minimum_are_checked_here_the_rest_in_the_child() -> None:
+    commands = orders()
+    expected = [check_order_signature(command) for command in commands]
+    verifier = SignatureVerifier(child_batch_min=len(commands))
+    await verifier.start()
+    try:
+        assert await verifier.check(commands[:-1]) == expected[:-1]
+        assert (verifier.checked_inline, verifier.checked_in_child) == (len(commands) - 1, 0)
+        assert await verifier.check(commands) == expected
+        assert (verifier.checked_inline, verifier.checked_in_child) == (
+            len(commands) - 1,
+            len(commands),
+        )
+    finally:
+        await verifier.close()
+
+
 async def test_the_embedded_server_takes_orders_checked_in_the_child(tmp_path: Path) -> None:
     async with (
-        running_server(tmp_path, order_signatures_in_child=True) as server,
+        running_server(
+            tmp_path, order_signatures_in_child=True, order_signatures_child_batch_min=1
+        ) as server,
         httpx.AsyncClient() as client,
     ):
         setup = await room_with_sale(client, server.http, units_offered=2)
