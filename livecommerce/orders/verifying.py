@@ -10,8 +10,8 @@ slowed down (docs/benchmarks.md). A child process has an interpreter of its own.
 
 The worker hands a batch of orders to `check`. A batch of fewer than `child_batch_min`
 orders is checked here at once: with few orders waiting the loop has time for them, and
-the trip to the child and back (two pipe writes, two wake-ups, a millisecond or so on a
-busy machine) would only add latency; under load the batches grow and go to the child.
+the trip to the child and back (two pipe writes, two wake-ups of another process) would
+only add latency; under load the batches grow and go to the child.
 For a batch that does go, the child runs the core's own
 `check_order_signature` on each and answers with one `SignatureCheck` per order; the
 core then takes them as `CheckedOrder`s. If the child fails, is slow to answer
