@@ -137,9 +137,8 @@ class Member:
     def write(self, message: Outgoing) -> None:
         """Write `message` now, after the frames held so far."""
         if self.held:
-            held, self.held = self.held, []
-            held.append(message)
-            self.sink.write_many(held)
+            self.held.append(message)
+            self.release()
         else:
             self.sink.write(message)
 
