@@ -343,9 +343,7 @@ class Buyers:
         """Send a `signed` order; its answer lands in `answers[step]` with its latency."""
         self.waiting[(index, order_id)] = (time.perf_counter(), step)
         self.drained.clear()
-        transport = self.sockets[index].transport
-        assert transport is not None
-        transport.write(frame)
+        self.sockets[index].send_frame(frame)
 
     def answered(self, index: int, result: dict[str, Any]) -> None:
         waiting = self.waiting.pop((index, result["order_id"]), None)

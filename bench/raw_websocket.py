@@ -4,8 +4,9 @@
 splits the server's frames (RFC 6455 §5.2; servers never mask) and hands each complete
 text frame to `text(buffer, start, end, frame_bytes)` without copying or decoding it, so a subclass can
 skip the frames it does not care about for the price of a `find`. Pings get a pong, a close
-frame closes the transport (`close_code` keeps its code). `send_text` masks with a fresh
-random key per frame, as a browser would (the XOR runs in websockets' C speedups).
+frame closes the transport (`close_code` keeps its code). `masked_frame` masks with a fresh
+random key per frame, as a browser would (the XOR runs in websockets' C speedups);
+`send_frame` writes one, made ahead of time if the caller likes.
 
 Fragmented messages are not reassembled: the servers measured here send every message in
 one frame.
@@ -66,8 +67,9 @@ class RawClientSocket(asyncio.Protocol):
         """A complete text frame's payload is `buffer[start:end]`; `frame_bytes` counts its
         header too (what it took on the wire)."""
 
-    def send_text(self, payload: bytes) -> None:
-        self.transport.write(masked_frame(OPCODE_TEXT, payload))  # type: ignore[union-attr]
+    def send_frame(self, frame: bytes) -> None:
+        """Write a whole client frame (`masked_frame`)."""
+        self.transport.write(frame)  # type: ignore[union-attr]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
