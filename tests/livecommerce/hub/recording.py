@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
+from livecommerce.hub.broker import InProcessBroker
 from livecommerce.hub.fanout import Outgoing
-from livecommerce.hub.hub import Connection, Hub
+from livecommerce.hub.hub import Connection, Hub, HubLimits
 
 
 class RecordingSink:
@@ -41,3 +44,19 @@ class RecordingSink:
 async def join(hub: Hub, room_id: str, address: str) -> tuple[Connection, RecordingSink]:
     sink = RecordingSink()
     return await hub.join(room_id, sink, address, "", None), sink
+
+
+@contextlib.asynccontextmanager
+async def room_with_viewers(
+    limits: HubLimits, clock: list[int], viewers: int
+) -> AsyncIterator[tuple[Hub, list[Connection], list[RecordingSink]]]:
+    """A started hub (in-process broker, `clock[0]` its time) with one room of `viewers`
+    recording viewers; closed on the way out."""
+    hub = Hub(InProcessBroker(), limits, b"k" * 32, lambda: clock[0])
+    await hub.start()
+    try:
+        room_id, _ = await hub.create_room("Live", "Mia")
+        joined = [await join(hub, room_id, f"10.0.{n // 200}.{n % 200}") for n in range(viewers)]
+        yield hub, [connection for connection, _ in joined], [sink for _, sink in joined]
+    finally:
+        await hub.close()

@@ -15,11 +15,10 @@ from collections.abc import AsyncIterator
 
 from livecommerce.app import hub_limits
 from livecommerce.hub import messages as m
-from livecommerce.hub.broker import InProcessBroker
 from livecommerce.hub.fanout import HELD_FRAMES_MAX
 from livecommerce.hub.hub import Connection, Hub
 from livecommerce.settings import Settings
-from tests.livecommerce.hub.recording import RecordingSink, join
+from tests.livecommerce.hub.recording import RecordingSink, room_with_viewers
 
 TICK_MS = 60_000
 LIKE = json.dumps({"type": "like/v1"})
@@ -31,16 +30,10 @@ async def room_of_three() -> AsyncIterator[
 ]:
     limits = dataclasses.replace(hub_limits(Settings.load({})), state_flush_interval_ms=TICK_MS)
     clock = [1_000_000]
-    hub = Hub(InProcessBroker(), limits, b"k" * 32, lambda: clock[0])
-    await hub.start()
-    try:
-        room_id, _ = await hub.create_room("Live", "Mia")
-        joined = [await join(hub, room_id, f"10.0.0.{n}") for n in range(3)]
+    async with room_with_viewers(limits, clock, 3) as (hub, connections, sinks):
         clock[0] += TICK_MS
         await hub.tick()  # the joins' viewer count goes out
-        yield hub, clock, [sink for _, sink in joined], [connection for connection, _ in joined]
-    finally:
-        await hub.close()
+        yield hub, clock, sinks, connections
 
 
 def receipt(n: int) -> m.OrderReceipt:

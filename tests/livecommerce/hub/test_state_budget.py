@@ -18,10 +18,9 @@ import json
 from collections.abc import AsyncIterator
 
 from livecommerce.app import hub_limits
-from livecommerce.hub.broker import InProcessBroker
 from livecommerce.hub.hub import STATE_WRITES_PER_TURN, Connection, Hub
 from livecommerce.settings import Settings
-from tests.livecommerce.hub.recording import RecordingSink, join
+from tests.livecommerce.hub.recording import RecordingSink, join, room_with_viewers
 
 TICK_MS = 60_000
 VIEWERS = 120
@@ -29,7 +28,7 @@ LIKE = json.dumps({"type": "like/v1"})
 
 
 @contextlib.asynccontextmanager
-async def room_with_viewers(
+async def budgeted_room(
     deliveries_per_s_max: int,
 ) -> AsyncIterator[tuple[Hub, list[int], list[RecordingSink], list[Connection]]]:
     """A started hub with one room of VIEWERS viewers and a clock the test moves; closed
@@ -40,15 +39,9 @@ async def room_with_viewers(
         state_deliveries_per_s_max=deliveries_per_s_max,
     )
     clock = [1_000_000]
-    hub = Hub(InProcessBroker(), limits, b"k" * 32, lambda: clock[0])
-    await hub.start()
-    try:
-        room_id, _ = await hub.create_room("Live", "Mia")
-        joined = [await join(hub, room_id, f"10.0.{n // 200}.{n % 200}") for n in range(VIEWERS)]
+    async with room_with_viewers(limits, clock, VIEWERS) as (hub, connections, sinks):
         await hub.tick()  # the joins' viewer count goes out
-        yield hub, clock, [sink for _, sink in joined], [connection for connection, _ in joined]
-    finally:
-        await hub.close()
+        yield hub, clock, sinks, connections
 
 
 def likes_seen(sink: RecordingSink) -> list[object]:
@@ -63,21 +56,21 @@ async def like_and_tick(hub: Hub, clock: list[int], connection: Connection, tick
 
 
 async def test_the_interval_grows_with_the_viewers_past_the_budget() -> None:
-    async with room_with_viewers(deliveries_per_s_max=10_000) as (hub, _, _, _):
+    async with budgeted_room(deliveries_per_s_max=10_000) as (hub, _, _, _):
         assert hub.state_interval_ms() == TICK_MS  # 120 viewers: far under the budget
-    async with room_with_viewers(deliveries_per_s_max=1) as (hub, _, _, _):
+    async with budgeted_room(deliveries_per_s_max=1) as (hub, _, _, _):
         assert hub.state_interval_ms() == 2 * TICK_MS  # 120 frames every 120 s
 
 
 async def test_under_the_budget_every_tick_sends_the_newest_total() -> None:
-    async with room_with_viewers(deliveries_per_s_max=10_000) as (hub, clock, sinks, connections):
+    async with budgeted_room(deliveries_per_s_max=10_000) as (hub, clock, sinks, connections):
         await like_and_tick(hub, clock, connections[1], ticks=6)
         for sink in (sinks[0], sinks[-1]):
             assert likes_seen(sink) == [1, 2, 3, 4, 5, 6]
 
 
 async def test_past_the_budget_state_goes_out_every_other_tick_still_the_newest() -> None:
-    async with room_with_viewers(deliveries_per_s_max=1) as (hub, clock, sinks, connections):
+    async with budgeted_room(deliveries_per_s_max=1) as (hub, clock, sinks, connections):
         await like_and_tick(hub, clock, connections[1], ticks=6)
         # The viewer count went out at the first tick; likes then every second tick.
         for sink in (sinks[0], sinks[-1]):
@@ -91,7 +84,7 @@ async def test_past_the_budget_state_goes_out_every_other_tick_still_the_newest(
 
 
 async def test_state_to_many_sockets_goes_out_a_slice_per_turn_newest_wins() -> None:
-    async with room_with_viewers(deliveries_per_s_max=10_000) as (hub, clock, sinks, connections):
+    async with budgeted_room(deliveries_per_s_max=10_000) as (hub, clock, sinks, connections):
         crowd = [
             await join(hub, next(iter(hub.replicas)), f"10.1.{n // 200}.{n % 200}")
             for n in range(2 * STATE_WRITES_PER_TURN + 10)
