@@ -38,8 +38,9 @@ accepted order) are all sent as in production and are part of the load.
 
 On Linux each offered rate also gets a CPU line: CPU seconds used during the step (its
 seconds and the 3 s after) by the server processes (web, writer, redis, the signature
-checker if on), by the client processes, and the whole machine's idle time, read from
-/proc; and the server's CPU per accepted order. `--client-nice N` runs the clients at
+checker if on), by the client processes, the whole machine's idle time and its steal time
+(CPU the hypervisor gave to other machines while this one wanted it: the host's noise),
+read from /proc; and the server's CPU per accepted order. `--client-nice N` runs the clients at
 that niceness, so that on a machine they share with the server the server gets the CPU
 first (the clients still use whatever it leaves); the figures then say less about how the
 clients fare and more about the server.
@@ -641,8 +642,9 @@ def run_mode(mode: str, arguments: argparse.Namespace) -> dict[str, Any]:
 
 def cpu_seconds(servers: list[tuple[str, int]], clients: list[int]) -> dict[str, float]:
     """CPU seconds so far of each server process (and its children, such as the signature
-    checker), of the clients together, and the machine's idle seconds (all cores), from
-    /proc; empty where there is no /proc."""
+    checker), of the clients together, the machine's idle seconds (all cores) and its
+    steal seconds (time the hypervisor gave to other machines while this one had work:
+    how noisy the host was), from /proc; empty where there is no /proc."""
     tick = os.sysconf("SC_CLK_TCK")
 
     def of(pid: int) -> float:
@@ -656,6 +658,7 @@ def cpu_seconds(servers: list[tuple[str, int]], clients: list[int]) -> dict[str,
         spent["clients"] = sum(of(pid) for pid in clients)
         cores = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
         spent["idle"] = (int(cores[3]) + int(cores[4])) / tick
+        spent["steal"] = int(cores[7]) / tick
     except (OSError, ValueError, IndexError):
         return {}
     return spent
@@ -739,12 +742,13 @@ def main() -> None:
             )
             if row["cpu"]:
                 cpu = row["cpu"]
-                servers = {k: v for k, v in cpu.items() if k not in ("clients", "idle")}
+                servers = {k: v for k, v in cpu.items() if k not in ("clients", "idle", "steal")}
                 accepted = row["accepted"]
                 print(
                     f"{'':<9} CPU-s over the step: "
                     + " ".join(f"{name} {value:.1f}" for name, value in servers.items())
                     + f"  clients {cpu['clients']:.1f}  machine idle {cpu['idle']:.1f}"
+                    + f" steal {cpu.get('steal', 0.0):.1f}"
                     + f"  (servers: {sum(servers.values()) * 1e6 / max(1.0, accepted):.0f} us"
                     " per accepted order)",
                     flush=True,
