@@ -1,4 +1,5 @@
-"""`GET /metrics` in the Prometheus text format, read from the hub when scraped."""
+"""`GET /metrics` in the Prometheus text format, read from the hub and the order path's
+answer counts when scraped (docs/operations.md lists the metrics)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
 from livecommerce.hub.hub import Hub
+from livecommerce.orders.stats import OrderStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -43,10 +46,31 @@ class HubCollector(Collector):
         )
 
 
+class OrdersCollector(Collector):
+    """The order answers this process gave (`OrderStats`), read at scrape time."""
+
+    def __init__(self, stats: OrderStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        answers = CounterMetricFamily(
+            "livecommerce_order_answers",
+            "order answers this process gave, repeats included, by status and reason",
+            labels=["status", "reason"],
+        )
+        for (status, reason), count in sorted(self._stats.answers.items()):
+            answers.add_metric([status, reason], count)
+        yield answers
+        yield from self._stats.answer_seconds.collect()
+
+
 async def metrics(request: Request) -> Response:
     registry: CollectorRegistry | None = getattr(request.app.state, "metrics_registry", None)
     if registry is None:
         registry = CollectorRegistry()
         registry.register(HubCollector(request.app.state.hub))
+        stats: OrderStats | None = getattr(request.app.state, "order_stats", None)
+        if stats is not None:
+            registry.register(OrdersCollector(stats))
         request.app.state.metrics_registry = registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
 
@@ -488,8 +489,9 @@ def order_command(body: OrderBody | m.PlaceOrder) -> PlaceOrder:
 @endpoint
 async def place_order(request: Request) -> Response:
     body = await _body(request, OrderBody)
+    started_s = time.perf_counter()
     result = await _service(request).place_order(order_command(body))
-    _stats(request).record(body.buyer_id, result)
+    _stats(request).record(body.buyer_id, result, time.perf_counter() - started_s)
     status = 200 if result.status == "accepted" else STATUS_OF_REASON.get(result.reason, 409)
     if result.status == "accepted" and not result.repeated:
         status = 201
@@ -548,9 +550,10 @@ class SocketOrders:
     def __call__(self, connection: Connection, message: m.OrderMessage) -> None:
         if isinstance(message, m.PlaceOrder):
             buyer_id = message.buyer_id
+            started_s = time.perf_counter()
 
             def reply(result: m.OrderResult) -> None:
-                self.stats.record(buyer_id, result)
+                self.stats.record(buyer_id, result, time.perf_counter() - started_s)
                 connection.send(result)
 
             # The receipt can wait for the socket's next write (hub: `send_soon`).

@@ -1,10 +1,17 @@
-"""Order answers counted per sale, for the host's dashboard (`GET /api/rooms/{id}/stats`).
+"""Order answers counted per sale, for the host's dashboard (`GET /api/rooms/{id}/stats`),
+and for the whole process, for operators (`GET /metrics`).
 
 Counted where answers leave this process (the room socket and `POST /api/orders`), so
 the embedded server counts every order; scaled out, each web process counts the answers
-it gave (the stock count the dashboard shows next to them is the global one). Repeats are
-not counted again. Bounded: at most `SALES_MAX` sales (the oldest is dropped first) and
-`BUYERS_PER_SALE_MAX` distinct buyers per sale.
+it gave (the stock count the dashboard shows next to them is the global one). Per sale,
+repeats are not counted again. Bounded: at most `SALES_MAX` sales (the oldest is dropped
+first) and `BUYERS_PER_SALE_MAX` distinct buyers per sale.
+
+For the process: every answer given (repeats too) by status and reason, and how long each
+took here, from the order reaching its handler (the room socket's frame parsed, or the
+HTTP body read) to its answer being handed to the socket or the response: the server's
+part of a buyer's wait, queueing, signature check, stock and the durable ledger append
+included. The reasons are the server's own codes, a bounded set.
 """
 
 from __future__ import annotations
@@ -13,10 +20,14 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Histogram
+
 from livecommerce.hub import messages as m
 
 SALES_MAX = 1_000
 BUYERS_PER_SALE_MAX = 1_000_000
+# Upper bounds of the answer-time buckets, in seconds (the target p99 is 50 ms).
+ANSWER_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 @dataclass
@@ -41,8 +52,19 @@ class SaleCounts:
 class OrderStats:
     def __init__(self) -> None:
         self._sales: OrderedDict[str, SaleCounts] = OrderedDict()
+        # Every answer this process gave: (status, reason) -> how many.
+        self.answers: Counter[tuple[str, str]] = Counter()
+        self.answer_seconds = Histogram(
+            "livecommerce_order_answer_seconds",
+            "time from an order reaching this process to its answer (accepted: durable)",
+            buckets=ANSWER_SECONDS_BUCKETS,
+            registry=None,
+        )
 
-    def record(self, buyer_id: str, result: m.OrderResult) -> None:
+    def record(self, buyer_id: str, result: m.OrderResult, answer_s: float) -> None:
+        """Count an answer that took `answer_s` seconds in this process."""
+        self.answers[(result.status, result.reason)] += 1
+        self.answer_seconds.observe(answer_s)
         if result.repeated or not result.sale_id:
             return
         counts = self._sales.get(result.sale_id)
