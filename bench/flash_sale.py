@@ -40,10 +40,10 @@ On Linux each offered rate also gets a CPU line: CPU seconds used during the ste
 seconds and the 3 s after) by the server processes (web, writer, redis, the signature
 checker if on), by the client processes, the whole machine's idle time and its steal time
 (CPU the hypervisor gave to other machines while this one wanted it: the host's noise),
-read from /proc; and the server's CPU per accepted order. `--client-nice N` runs the clients at
-that niceness, so that on a machine they share with the server the server gets the CPU
-first (the clients still use whatever it leaves); the figures then say less about how the
-clients fare and more about the server.
+read from /proc; and the server's CPU per accepted order. `--client-nice N` runs the
+clients at that niceness, so that on a machine they share with the server the server gets
+the CPU first (the clients still use whatever it leaves); the figures then say less about
+how the clients fare and more about the server.
 """
 
 from __future__ import annotations
