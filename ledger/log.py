@@ -1,12 +1,13 @@
 """The asyncio adapter: group commit, the checkpoint sequencer, and reads.
 
 Parts, as in Tessera and Sunlight: appenders put entries on a bounded queue; one
-committer task writes each batch as one frame with one fsync (in a worker thread, so the
-event loop never blocks) and only then adds the entries to the tree and resolves their
-indexes; a sequencer task on a ticker signs a checkpoint and seals a block each interval
-while the tree has grown. Crash ordering: entry frame fsync'd -> index acknowledged ->
-(later) block frame fsync'd -> checkpoint published. A published checkpoint therefore
-never covers an entry that is not on disk, and recovery can hold the entries to it.
+committer thread (`ledger/committer.py`) writes what is queued as one frame with one
+fsync and only then posts it back to the event loop, which adds the entries to the tree
+and resolves their indexes; a sequencer task on a ticker signs a checkpoint and seals a
+block each interval while the tree has grown. Crash ordering: entry frame fsync'd ->
+index acknowledged -> (later) block frame fsync'd -> checkpoint published. A published
+checkpoint therefore never covers an entry that is not on disk, and recovery can hold the
+entries to it.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ledger.block import GENESIS_PREVIOUS, Block, BlockError, note_hash
 from ledger.checkpoint import Checkpoint, CheckpointError
+from ledger.committer import Append, Committer, LedgerBusy, LedgerClosed
 from ledger.entry import ENTRY_BYTES_MAX
 from ledger.merkle import MerkleTree, leaf_hash
 from ledger.note import NoteError, Signer, open_note, sign
@@ -36,13 +37,7 @@ from ledger.storage import (
 )
 from ledger.tiles import TILE_WIDTH, Tile, encode_bundle
 
-
-class LedgerBusy(RuntimeError):
-    """The pending queue is full: retry later (the typed push-back of the style guide)."""
-
-
-class LedgerClosed(RuntimeError):
-    """The ledger is closed, or stopped after a write failed (its state on disk is unknown)."""
+__all__ = ["Ledger", "LedgerBusy", "LedgerClosed", "wall_clock_ms"]
 
 
 def wall_clock_ms() -> int:
@@ -68,10 +63,6 @@ class Ledger:
         self._blocks = blocks
         self._tree = tree
         self._clock_ms = clock_ms
-        self._pending: deque[tuple[bytes, asyncio.Future[int]]] = deque()
-        self._pending_batches: deque[tuple[list[bytes], asyncio.Future[list[int]]]] = deque()
-        self._pending_entries = 0
-        self._wake = asyncio.Event()
         self._covered = asyncio.Event()
         self._failure: BaseException | None = None
         self._closing = False
@@ -80,7 +71,7 @@ class Ledger:
         self._block_note = b""
         self._block: Block | None = None
         self._seal_lock = asyncio.Lock()
-        self._committer: asyncio.Task[None] | None = None
+        self._committer: Committer | None = None
         self._sequencer: asyncio.Task[None] | None = None
 
     # ---- opening and recovery -------------------------------------------------------
@@ -106,7 +97,17 @@ class Ledger:
                 ledger._entries.close()
                 ledger._blocks.close()
                 raise
-        ledger._committer = asyncio.create_task(ledger._commit_loop(), name="ledger-commit")
+        ledger._committer = Committer(
+            ledger._entries,
+            asyncio.get_running_loop(),
+            entries_max=settings.batch_entries_max,
+            bytes_max=settings.batch_bytes_max,
+            age_ms_max=settings.batch_age_ms_max,
+            queue_entries_max=settings.queue_entries_max,
+            on_durable=ledger._durable,
+            on_failed=ledger._write_failed,
+        )
+        ledger._committer.start()
         ledger._sequencer = asyncio.create_task(ledger._sequence_loop(), name="ledger-seal")
         return ledger
 
@@ -199,12 +200,9 @@ class Ledger:
         """Append one entry; resolves to its index once it is durable on disk."""
         self._check_open()
         self._check_entry(entry)
-        if self._pending_entries >= self.settings.queue_entries_max:
-            raise LedgerBusy("ledger append queue is full; retry")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((entry, future))
-        self._pending_entries += 1
-        self._wake.set()
+        assert self._committer is not None
+        self._committer.put([entry], future, single=True)
         return await future
 
     async def append_many(self, entries: Iterable[bytes]) -> list[int]:
@@ -219,92 +217,29 @@ class Ledger:
             raise ValueError(f"append_many takes at most {self.settings.batch_entries_max}")
         if sum(len(e) + 6 for e in batch) > self.settings.batch_bytes_max:
             raise ValueError(f"append_many takes at most {self.settings.batch_bytes_max} bytes")
-        if self._pending_entries + len(batch) > self.settings.queue_entries_max:
-            raise LedgerBusy("ledger append queue is full; retry")
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._pending_batches.append((batch, future))
-        self._pending_entries += len(batch)
-        self._wake.set()
+        assert self._committer is not None
+        self._committer.put(batch, future, single=False)
         return await future
 
-    def _take_batch(
-        self,
-    ) -> tuple[list[bytes], list[asyncio.Future[int]], list[tuple[int, asyncio.Future[list[int]]]]]:
-        entries_max = self.settings.batch_entries_max
-        bytes_max = self.settings.batch_bytes_max
-        entries: list[bytes] = []
-        singles: list[asyncio.Future[int]] = []
-        groups: list[tuple[int, asyncio.Future[list[int]]]] = []
-        batch_bytes = 0
-        # Whole append_many batches first (each fits a frame by construction), then singles.
-        while self._pending_batches:
-            group, group_future = self._pending_batches[0]
-            size = sum(len(e) + 6 for e in group)
-            if entries and (
-                len(entries) + len(group) > entries_max or batch_bytes + size > bytes_max
-            ):
-                break
-            self._pending_batches.popleft()
-            groups.append((len(entries), group_future))
-            entries.extend(group)
-            batch_bytes += size
-        pending = self._pending
-        while pending and len(entries) < entries_max:
-            entry, future = pending[0]
-            if batch_bytes + len(entry) + 6 > bytes_max:
-                break
-            pending.popleft()
-            entries.append(entry)
-            singles.append(future)
-            batch_bytes += len(entry) + 6
-        self._pending_entries -= len(entries)
-        return entries, singles, groups
+    def _durable(self, frame: list[Append], hashes: list[bytes]) -> None:
+        """The committer's frame is on disk: into the tree, then tell the appenders."""
+        append_leaf = self._tree.append_leaf_hash
+        for leaf in hashes:
+            append_leaf(leaf)
+        for waiting in frame:
+            if not waiting.future.done():
+                waiting.future.set_result(waiting.result())
 
-    async def _commit_loop(self) -> None:
-        age_s = self.settings.batch_age_ms_max / 1000
-        while True:
-            if not (self._pending or self._pending_batches):
-                if self._closing:
-                    return
-                await self._wake.wait()
-                self._wake.clear()
-            while self._pending or self._pending_batches:
-                if age_s and self._pending_entries < self.settings.batch_entries_max:
-                    await asyncio.sleep(age_s)
-                entries, singles, groups = self._take_batch()
-                first = self._tree.size
-                try:
-                    await asyncio.to_thread(self._entries.append, first, entries)
-                except Exception as error:
-                    self._fail(error, singles, [f for _, f in groups])
-                    return
-                append_leaf = self._tree.append_leaf_hash
-                for entry in entries:
-                    append_leaf(leaf_hash(entry))
-                singles_start = len(entries) - len(singles)
-                for offset, future in enumerate(singles):
-                    if not future.done():
-                        future.set_result(first + singles_start + offset)
-                group_ends = [start for start, _ in groups[1:]] + [singles_start] * bool(groups)
-                for (start, group_future), end in zip(groups, group_ends, strict=True):
-                    if not group_future.done():
-                        group_future.set_result(list(range(first + start, first + end)))
+    def _write_failed(self, error: BaseException, never_durable: list[Append]) -> None:
+        self._fail(error, [waiting.future for waiting in never_durable])
 
-    def _fail(
-        self,
-        error: BaseException,
-        singles: list[asyncio.Future[int]],
-        groups: list[asyncio.Future[list[int]]],
-    ) -> None:
+    def _fail(self, error: BaseException, waiting: list[asyncio.Future[Any]]) -> None:
         """A failed write or fsync leaves the file's state unknown: stop, fail everyone."""
         self._failure = error
         failure = LedgerClosed(f"ledger write failed: {error!r}")
-        waiting: list[asyncio.Future[Any]] = [*singles, *groups]
-        waiting.extend(f for _, f in self._pending)
-        waiting.extend(f for _, f in self._pending_batches)
-        self._pending.clear()
-        self._pending_batches.clear()
-        self._pending_entries = 0
+        if self._committer is not None:
+            waiting = waiting + [queued.future for queued in self._committer.stop()]
         for future in waiting:
             if not future.done():
                 future.set_exception(failure)
@@ -326,7 +261,7 @@ class Ledger:
                 try:
                     await self._seal()
                 except Exception as error:
-                    self._fail(error, [], [])
+                    self._fail(error, [])
                     return
 
     async def _seal(self) -> None:
@@ -448,10 +383,11 @@ class Ledger:
         if self._closing:
             return
         self._closing = True
-        self._wake.set()
         if self._committer is not None:
-            # The committer drains the queue, then returns because we are closing.
-            await self._committer
+            # The committer writes what is queued, then ends; its last frames reach the
+            # loop (`_durable`) before this task resumes (both come by call_soon_threadsafe).
+            self._committer.finish()
+            await asyncio.to_thread(self._committer.join)
         async with self._seal_lock:
             # Holding the lock, the sequencer is not mid-write: cancelling it is safe.
             if self._sequencer is not None:

@@ -131,6 +131,41 @@ async def test_full_queue_answers_busy(tmp_path: Path) -> None:
         await ledger.close()
 
 
+class TimedLayer(FileLayer):
+    """Slow fsyncs, each one's start time recorded."""
+
+    def __init__(self) -> None:
+        self.fsync_started: list[float] = []
+
+    def fsync(self, fd: int) -> None:
+        self.fsync_started.append(time.monotonic())
+        time.sleep(0.05)
+        super().fsync(fd)
+
+
+async def test_the_next_frame_is_written_while_the_event_loop_is_busy(tmp_path: Path) -> None:
+    layer = TimedLayer()
+    settings = LedgerSettings(origin="busy-loop", checkpoint_interval_ms=60_000)
+    ledger = await Ledger.open(tmp_path, settings, file_layer=layer)
+    try:
+        layer.fsync_started.clear()
+        first = asyncio.create_task(ledger.append(_entry(0)))
+        await asyncio.sleep(0.01)  # the committer is now inside the first frame's fsync
+        second = asyncio.create_task(ledger.append(_entry(1)))
+        await asyncio.sleep(0)  # queued: it will be the second frame
+        blocked_until = time.monotonic() + 0.3
+        # The event loop is busy (blocked on purpose) and takes nothing back meanwhile.
+        time.sleep(0.3)  # noqa: ASYNC251
+        assert await first == 0
+        assert await second == 1
+        # The second frame's fsync began while the loop was still blocked, right after the
+        # first: the disk did not wait for the loop to take the first result back.
+        assert len(layer.fsync_started) == 2
+        assert layer.fsync_started[1] < blocked_until - 0.1
+    finally:
+        await ledger.close()
+
+
 async def test_bad_entries_are_refused(tmp_path: Path) -> None:
     ledger = await Ledger.open(tmp_path, FAST)
     try:

@@ -129,9 +129,11 @@ async def _run_until_crash(path: Path, layer: CrashingLayer) -> dict[int, bytes]
     except LedgerClosed:
         pass
     # The process "dies": no close, no final checkpoint; only the files remain.
-    for task in (ledger._committer, ledger._sequencer):
-        if task is not None:
-            task.cancel()
+    if ledger._committer is not None:
+        ledger._committer.stop()
+        await asyncio.to_thread(ledger._committer.join)
+    if ledger._sequencer is not None:
+        ledger._sequencer.cancel()
     await asyncio.sleep(0.01)
     ledger._entries.close()
     ledger._blocks.close()
