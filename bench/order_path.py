@@ -163,10 +163,10 @@ async def run(arguments: argparse.Namespace, directory: Path) -> None:
 
 def child_cpu_s(verifier: SignatureVerifier | None) -> float:
     """CPU seconds the verifier's child has used (Linux /proc), 0 without one."""
-    child = verifier._child if verifier is not None else None
-    if child is None:
+    pid = verifier.child_pid if verifier is not None else None
+    if pid is None:
         return 0.0
-    fields = Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -67,14 +67,15 @@ class Settings:
     receipts_pending_max: int = 200_000
     commerce_tick_interval_ms: int = 100
     order_freshness_ms: int = 30_000
-    # Opt-in, embedded: check order signatures in a child process, a batch at a time,
-    # instead of on the event loop (livecommerce/orders/verifying.py): about 55 us per
-    # order off the event loop for 10-15% more CPU in all; on 2 cores shared with the
-    # clients no clear gain (docs/benchmarks.md). With it on, batches of fewer than
-    # `order_signatures_child_batch_min` orders (light load) are checked on the loop,
-    # saving the round trip.
-    order_signatures_in_child: bool = False
+    # Embedded: order signatures are checked in a child process (livecommerce/orders/
+    # verifying.py), each turn's orders as one request, pipelined, so the event loop that
+    # reads and writes every socket does not spend 55-70 us per order on Ed25519. A turn
+    # with fewer than `order_signatures_child_batch_min` orders (light load) is checked on
+    # the loop, saving the round trip; at most `order_signatures_in_flight_max` orders are
+    # with the child (the rest wait in the order queue). docs/benchmarks.md has the A/B.
+    order_signatures_in_child: bool = True
     order_signatures_child_batch_min: int = 8
+    order_signatures_in_flight_max: int = 4_096
     # A closed sale's orders leave memory this long after it closed (livecommerce/orders/
     # forgetting.py); the ledger keeps them.
     closed_sale_forget_ms: int = 3_600_000

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -270,7 +271,7 @@ class OrderService:
         self._wake = asyncio.Event()
         # Orders waiting for the verifier (then they join `_jobs`, checked).
         self._unchecked: deque[_Job] = deque()
-        self._check_wake = asyncio.Event()
+        self._unchecked_flush_due = False
         self._in_flight = asyncio.Semaphore(limits.ledger_batches_in_flight_max)
         self._failure: str | None = None
         self._index_of: dict[OrderKey, int] = {}  # accepted order -> its ledger entry
@@ -300,7 +301,6 @@ class OrderService:
             self._tasks.append(asyncio.create_task(loop(), name=name))
         if self.verifier is not None:
             await self.verifier.start()
-            self._tasks.append(asyncio.create_task(self._check_forever(), name="orders-signatures"))
 
     def _replay(self) -> None:
         size = self.ledger.size
@@ -324,14 +324,11 @@ class OrderService:
             self._failure = "the server is shutting down"
         while self._unchecked:
             self._unchecked.popleft().failed(UNAVAILABLE, self._failure)
-        self._check_wake.set()
+        if self.verifier is not None:
+            # Orders with the child are checked here now, then answered "unavailable".
+            await self.verifier.close()
         self._wake.set()
         if self._tasks:
-            # The checker hands over the batch it has, then stops; the worker answers.
-            checker = self._tasks[-1] if self.verifier is not None else None
-            if checker is not None:
-                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    await asyncio.wait_for(checker, timeout=10)
             worker = self._tasks[0]
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(worker, timeout=10)
@@ -342,8 +339,6 @@ class OrderService:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await task
-        if self.verifier is not None:
-            await self.verifier.close()
 
     @property
     def failed(self) -> str | None:
@@ -366,7 +361,10 @@ class OrderService:
             return
         if self.verifier is not None and isinstance(job.command, PlaceOrder):
             self._unchecked.append(job)
-            self._check_wake.set()
+            if not self._unchecked_flush_due:
+                # One request to the verifier for all the orders of this turn of the loop.
+                self._unchecked_flush_due = True
+                asyncio.get_running_loop().call_soon(self._send_unchecked)
             return
         self._jobs.append(job)
         self._wake.set()
@@ -541,26 +539,20 @@ class OrderService:
             batch.append((job, events))
         return batch
 
-    async def _check_forever(self) -> None:
-        """Orders' signatures, checked by the verifier's child process a batch at a time
-        while the worker goes on with the orders checked before; then into `_jobs`."""
-        assert self.verifier is not None
-        while True:
-            if not self._unchecked:
-                if self._failure is not None:
-                    return
-                self._check_wake.clear()
-                await self._check_wake.wait()
-                continue
-            await self._check_batch(self.verifier)
+    def _send_unchecked(self) -> None:
+        """Orders to the verifier, as many as it has room for (the rest wait for its
+        answers to make room), a batch at a time; checked, they join `_jobs`."""
+        self._unchecked_flush_due = False
+        verifier = self.verifier
+        assert verifier is not None
+        while self._unchecked and verifier.room() > 0:
+            count = min(len(self._unchecked), verifier.room(), self.limits.order_batch_max)
+            jobs = [self._unchecked.popleft() for _ in range(count)]
+            orders = [job.command for job in jobs if isinstance(job.command, PlaceOrder)]
+            assert len(orders) == len(jobs)
+            verifier.submit(orders, functools.partial(self._checked, jobs))
 
-    async def _check_batch(self, verifier: SignatureVerifier) -> None:
-        jobs: list[_Job] = []
-        while self._unchecked and len(jobs) < self.limits.order_batch_max:
-            jobs.append(self._unchecked.popleft())
-        orders = [job.command for job in jobs if isinstance(job.command, PlaceOrder)]
-        assert len(orders) == len(jobs)
-        checks = await verifier.check(orders)
+    def _checked(self, jobs: list[_Job], checks: list[SignatureCheck]) -> None:
         for job, check in zip(jobs, checks, strict=True):
             if self._failure is not None:  # the worker may have stopped meanwhile
                 job.failed(UNAVAILABLE, self._failure)
@@ -568,6 +560,9 @@ class OrderService:
             job.check = check
             self._jobs.append(job)
         self._wake.set()
+        if self._unchecked and not self._unchecked_flush_due:
+            self._unchecked_flush_due = True
+            asyncio.get_running_loop().call_soon(self._send_unchecked)
 
     async def _commit(self, batch: list[tuple[_Job, list[Event]]]) -> None:
         try:

@@ -1,4 +1,4 @@
-"""Order signatures checked in a child process, a batch at a time, off the event loop.
+"""Order signatures checked in a child process, pipelined, off the event loop.
 
 Checking an order's Ed25519 signature (libsodium through PyNaCl) is about half of the
 order path's CPU in the server (bench/order_path.py), all of it on the event loop, which
@@ -8,16 +8,21 @@ while the event loop is busy a thread waits for the interpreter's switch interva
 each time. Measured with a busy loop: 15 to 29 ms per 48 us check, and the loop itself
 slowed down (docs/benchmarks.md). A child process has an interpreter of its own.
 
-The worker hands a batch of orders to `check`. A batch of fewer than `child_batch_min`
-orders is checked here at once: with few orders waiting the loop has time for them, and
-the trip to the child and back (two pipe writes, two wake-ups of another process) would
-only add latency; under load the batches grow and go to the child.
-For a batch that does go, the child runs the core's own
-`check_order_signature` on each and answers with one `SignatureCheck` per order; the
-core then takes them as `CheckedOrder`s. If the child fails, is slow to answer
-(`answer_timeout_s`) or is not running, `check` does the work inline, so an order is
-never refused for the child's trouble; a new child is started at the next batch, at most
-once per `restart_interval_s`.
+The order service `submit`s each turn's new orders as one request; requests go down the
+child's stdin as soon as they are made, without waiting for earlier answers, so the
+child always has the next request when it finishes one (one request in flight at a
+time left the child idle while the answer travelled back and the next batch formed, and
+orders waited for two batches: docs/benchmarks.md). Answers come back on its stdout in
+request order and go to each request's callback in that order. At most
+`orders_in_flight_max` orders are with the child; `room()` says how many more it takes,
+and the caller keeps the rest queued (its own queue is bounded) until answers free room.
+
+A request of fewer than `child_batch_min` orders, when nothing is in flight, is checked
+here at once: with few orders coming the loop has time for them, and the trip to the
+child and back would only add latency. If the child dies, or its oldest answer is more
+than `answer_timeout_s` late, every request still in flight is checked here, in order,
+so an order is never refused for the child's trouble; a new child is started at a later
+request, at most once per `restart_interval_s`.
 
 Wire, both ways: frames of a 4-byte big-endian length and a msgpack body (msgspec). A
 request is a list of [buyer_id, order_id, price_cents, quantity, sale_id, time_ms,
@@ -33,8 +38,9 @@ import logging
 import struct
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, Final
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Final, cast
 
 import msgspec
 
@@ -47,6 +53,7 @@ FRAME_BYTES_MAX: Final = 8 * 1024 * 1024
 _LENGTH = struct.Struct(">I")
 
 Wire = list[list[Any]]
+Checked = Callable[[list[SignatureCheck]], None]
 
 
 def _check_all(orders: Wire) -> Wire:
@@ -81,26 +88,96 @@ def _check_of(answer: list[Any]) -> SignatureCheck:
     return SignatureCheck(None, digest)
 
 
+class _Request:
+    __slots__ = ("commands", "deadline_s", "on_checked")
+
+    def __init__(self, commands: Sequence[PlaceOrder], on_checked: Checked, deadline_s: float):
+        self.commands = commands
+        self.on_checked = on_checked
+        self.deadline_s = deadline_s
+
+
+class _ChildProtocol(asyncio.SubprocessProtocol):
+    """The child's stdout, cut into answer frames; its exit."""
+
+    def __init__(self, verifier: SignatureVerifier) -> None:
+        self.verifier = verifier
+        self.buffer = bytearray()
+        self.transport: asyncio.SubprocessTransport | None = None
+        self.gone = False
+        self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's process transport has the methods but not the base class.
+        self.transport = cast(asyncio.SubprocessTransport, transport)
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd != 1:
+            return
+        buffer = self.buffer
+        buffer += data
+        start = 0
+        while len(buffer) - start >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(buffer, start)
+            if length > FRAME_BYTES_MAX:
+                self.verifier._child_failed(self, "answer frame too large")
+                return
+            end = start + _LENGTH.size + length
+            if len(buffer) < end:
+                break
+            body = bytes(buffer[start + _LENGTH.size : end])
+            start = end
+            if not self.verifier._answered(self, body):
+                return
+        del buffer[:start]
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self.gone = True
+            self.verifier._child_failed(self, f"its stdout closed ({exc!r})")
+
+    def process_exited(self) -> None:
+        self.gone = True
+        if not self.exited.done():
+            self.exited.set_result(None)
+        self.verifier._child_failed(self, "it exited")
+
+
 class SignatureVerifier:
     def __init__(
         self,
         answer_timeout_s: float = 5.0,
         restart_interval_s: float = 10.0,
         child_batch_min: int = 1,
+        orders_in_flight_max: int = 4_096,
     ) -> None:
         assert answer_timeout_s > 0
         assert restart_interval_s > 0
         assert child_batch_min >= 1
+        assert orders_in_flight_max >= 1
         self.answer_timeout_s = answer_timeout_s
         self.restart_interval_s = restart_interval_s
         self.child_batch_min = child_batch_min
-        self._child: asyncio.subprocess.Process | None = None
+        self.orders_in_flight_max = orders_in_flight_max
+        self._child: _ChildProtocol | None = None
+        self._starting: asyncio.Task[None] | None = None
         self._started_at = -restart_interval_s
-        self._lock = asyncio.Lock()
+        self._in_flight: deque[_Request] = deque()
+        self._orders_in_flight = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._restart_timer: asyncio.TimerHandle | None = None
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(list[list[Any]])
         self.checked_in_child = 0
         self.checked_inline = 0
+
+    @property
+    def child_pid(self) -> int | None:
+        child = self._child
+        if child is None or child.transport is None:
+            return None
+        return child.transport.get_pid()
 
     async def start(self) -> None:
         """Start the child (if that fails, orders are checked inline until a restart)."""
@@ -108,76 +185,164 @@ class SignatureVerifier:
 
     async def _start_child(self) -> None:
         self._started_at = time.monotonic()
+        loop = asyncio.get_running_loop()
+        protocol = _ChildProtocol(self)
         try:
-            self._child = await asyncio.create_subprocess_exec(
+            await loop.subprocess_exec(
+                lambda: protocol,
                 sys.executable,
                 "-m",
                 "livecommerce.orders.verifying",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                stderr=None,
             )
         except OSError as error:
             log.warning("signature checks stay in this process: %r", error)
-            self._child = None
+            return
+        if protocol.gone or self._closed:
+            assert protocol.transport is not None
+            protocol.transport.close()
+            return
+        self._child = protocol
 
-    async def check(self, commands: Sequence[PlaceOrder]) -> list[SignatureCheck]:
-        """One `SignatureCheck` per command, in order."""
+    def room(self) -> int:
+        """How many more orders `submit` takes now."""
+        return self.orders_in_flight_max - self._orders_in_flight
+
+    def submit(self, commands: Sequence[PlaceOrder], on_checked: Checked) -> None:
+        """Check `commands` (at most `room()`); `on_checked` gets one `SignatureCheck` per
+        command, in order, and the callbacks run in the order of the `submit`s: now, if the
+        batch is checked here, or later from the event loop."""
         if not commands:
-            return []
-        if len(commands) < self.child_batch_min:
-            self.checked_inline += len(commands)
-            return [check_order_signature(command) for command in commands]
-        async with self._lock:  # one batch at a time: answers come back in order
-            child = self._child
-            gone = child is None or child.returncode is not None
-            if gone and time.monotonic() - self._started_at >= self.restart_interval_s:
-                await self._start_child()
-                child = self._child
-            if child is not None and child.returncode is None:
-                try:
-                    checks = await asyncio.wait_for(
-                        self._ask(child, commands), self.answer_timeout_s
-                    )
-                    self.checked_in_child += len(checks)
-                    return checks
-                except (OSError, EOFError, ValueError, TimeoutError, msgspec.DecodeError) as error:
-                    log.warning("signature checker failed (%r); checking here", error)
-                    await self._stop_child()
-        self.checked_inline += len(commands)
-        return [check_order_signature(command) for command in commands]
-
-    async def _ask(
-        self, child: asyncio.subprocess.Process, commands: Sequence[PlaceOrder]
-    ) -> list[SignatureCheck]:
-        assert child.stdin is not None
-        assert child.stdout is not None
+            on_checked([])
+            return
+        assert len(commands) <= self.room(), "submit at most room() orders"
+        child = self._child
+        if child is None:
+            self._restart_later()
+        # With nothing in flight (always so without a child), answering now keeps the
+        # callbacks in the order of the submits.
+        if child is None or (not self._in_flight and len(commands) < self.child_batch_min):
+            self._check_here(commands, on_checked)
+            return
         body = self._encoder.encode([_fields(command) for command in commands])
         if len(body) > FRAME_BYTES_MAX:
-            raise ValueError("batch too large for one frame")
-        child.stdin.write(_LENGTH.pack(len(body)) + body)
-        await child.stdin.drain()
-        (length,) = _LENGTH.unpack(await child.stdout.readexactly(_LENGTH.size))
-        if length > FRAME_BYTES_MAX:
-            raise ValueError("answer frame too large")
-        answers = self._decoder.decode(await child.stdout.readexactly(length))
-        if len(answers) != len(commands):
-            raise ValueError(f"{len(answers)} answers to {len(commands)} orders")
-        return [_check_of(answer) for answer in answers]
-
-    async def _stop_child(self) -> None:
-        child, self._child = self._child, None
-        if child is None:
+            # Never with the service's batches; the earlier requests are answered first.
+            self._fail_over("a batch too large for one frame")
+            self._check_here(commands, on_checked)
             return
-        if child.stdin is not None:
-            child.stdin.close()
-        with contextlib.suppress(ProcessLookupError):
-            child.kill()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(child.wait(), 5)
+        assert child.transport is not None
+        stdin = cast(asyncio.WriteTransport, child.transport.get_pipe_transport(0))
+        stdin.write(_LENGTH.pack(len(body)) + body)
+        loop = asyncio.get_running_loop()
+        self._in_flight.append(_Request(commands, on_checked, loop.time() + self.answer_timeout_s))
+        self._orders_in_flight += len(commands)
+        if self._timer is None:
+            self._timer = loop.call_at(self._in_flight[0].deadline_s, self._check_deadline)
+
+    async def check(self, commands: Sequence[PlaceOrder]) -> list[SignatureCheck]:
+        """One `SignatureCheck` per command, in order (`submit`, waited for)."""
+        future: asyncio.Future[list[SignatureCheck]] = asyncio.get_running_loop().create_future()
+        self.submit(commands, future.set_result)
+        return await future
+
+    def _check_here(self, commands: Sequence[PlaceOrder], on_checked: Checked) -> None:
+        self.checked_inline += len(commands)
+        on_checked([check_order_signature(command) for command in commands])
+
+    def _answered(self, child: _ChildProtocol, body: bytes) -> bool:
+        """An answer frame from `child`; False if it was refused (the child is then gone)."""
+        if child is not self._child:
+            return False
+        if not self._in_flight:
+            self._child_failed(child, "an answer nobody asked for")
+            return False
+        try:
+            answers = self._decoder.decode(body)
+        except msgspec.DecodeError as error:
+            self._child_failed(child, f"a bad answer ({error})")
+            return False
+        request = self._in_flight[0]
+        if len(answers) != len(request.commands):
+            self._child_failed(child, f"{len(answers)} answers to {len(request.commands)}")
+            return False
+        self._in_flight.popleft()
+        self._orders_in_flight -= len(request.commands)
+        self.checked_in_child += len(answers)
+        try:
+            request.on_checked([_check_of(answer) for answer in answers])
+        except Exception:
+            log.exception("taking checked orders failed")
+        return True
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if not self._in_flight:
+            return
+        loop = asyncio.get_running_loop()
+        oldest = self._in_flight[0].deadline_s
+        if loop.time() >= oldest:
+            self._fail_over(f"no answer within {self.answer_timeout_s} s")
+        else:
+            self._timer = loop.call_at(oldest, self._check_deadline)
+
+    def _child_failed(self, child: _ChildProtocol, why: str) -> None:
+        if child is self._child:
+            self._fail_over(why)
+
+    def _fail_over(self, why: str) -> None:
+        """Stop the child and check whatever it still had here, in order."""
+        child, self._child = self._child, None
+        if child is not None:
+            if not self._closed:
+                log.warning("signature checker failed (%s); checking here", why)
+            if child.transport is not None:
+                child.transport.close()  # closes the pipes and kills the process
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._in_flight:
+            request = self._in_flight.popleft()
+            self._orders_in_flight -= len(request.commands)
+            try:
+                self._check_here(request.commands, request.on_checked)
+            except Exception:
+                log.exception("taking checked orders failed")
+        self._restart_later()
+
+    def _restart_later(self) -> None:
+        """Start a new child now, or when `restart_interval_s` has passed since the last."""
+        if self._closed or self._child is not None:
+            return
+        if self._starting is not None and not self._starting.done():
+            return
+        loop = asyncio.get_running_loop()
+        wait_s = self._started_at + self.restart_interval_s - time.monotonic()
+        if wait_s > 0:
+            if self._restart_timer is None:
+                self._restart_timer = loop.call_later(wait_s, self._restart_due)
+            return
+        self._starting = loop.create_task(self._start_child())
+
+    def _restart_due(self) -> None:
+        self._restart_timer = None
+        self._restart_later()
 
     async def close(self) -> None:
-        async with self._lock:
-            await self._stop_child()
+        """Stop the child; whatever it still had is checked here first."""
+        self._closed = True
+        if self._restart_timer is not None:
+            self._restart_timer.cancel()
+            self._restart_timer = None
+        if self._starting is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starting
+        child = self._child
+        self._fail_over("closing")
+        if child is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(child.exited), self.answer_timeout_s)
 
 
 def main() -> None:

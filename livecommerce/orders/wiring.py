@@ -74,7 +74,10 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
             core.identities, load_or_create_secret(settings.data_dir / "session_secret")
         )
         verifier = (
-            SignatureVerifier(child_batch_min=settings.order_signatures_child_batch_min)
+            SignatureVerifier(
+                child_batch_min=settings.order_signatures_child_batch_min,
+                orders_in_flight_max=settings.order_signatures_in_flight_max,
+            )
             if settings.order_signatures_in_child
             else None
         )

@@ -5,12 +5,16 @@ under the child's minimum."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
+import signal
+import time
 from pathlib import Path
 
 import httpx
 
-from livecommerce.commerce.orders import PlaceOrder, check_order_signature
+from livecommerce.commerce.orders import PlaceOrder, SignatureCheck, check_order_signature
 from livecommerce.orders.signing import KeyPair
 from livecommerce.orders.verifying import SignatureVerifier
 from tests.livecommerce.orders.flows import now_ms, register, room_with_sale
@@ -47,13 +51,13 @@ async def test_the_child_answers_as_the_core_and_so_does_the_fallback() -> None:
         assert verifier.checked_in_child == len(commands)
         assert await verifier.check([]) == []
         # The child dies: answers still come, checked here, until a new child starts.
-        child = verifier._child
-        assert child is not None
-        child.kill()
-        await child.wait()
+        pid = verifier.child_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
         assert await verifier.check(commands) == expected
         assert verifier.checked_inline == len(commands)
         await asyncio.sleep(1.1)
+        assert verifier.child_pid not in (None, pid)
         assert await verifier.check(commands) == expected
         assert verifier.checked_in_child == 2 * len(commands)
     finally:
@@ -75,6 +79,78 @@ async def test_batches_under_the_minimum_are_checked_here_the_rest_in_the_child(
         )
     finally:
         await verifier.close()
+
+
+async def test_requests_are_pipelined_and_answered_in_order() -> None:
+    commands = orders()
+    expected = [check_order_signature(command) for command in commands]
+    verifier = SignatureVerifier(orders_in_flight_max=len(commands))
+    await verifier.start()
+    try:
+        answered: list[tuple[int, list[SignatureCheck]]] = []
+        # Five requests in one turn: all go down the pipe before any answer is back.
+        for n, start in enumerate(range(0, len(commands), 6)):
+            chunk = commands[start : start + 6]
+            verifier.submit(chunk, lambda checks, n=n: answered.append((n, checks)))
+        assert verifier.room() == 0
+        assert len(verifier._in_flight) == 5
+        while len(answered) < 5:
+            await asyncio.sleep(0.01)
+        assert [n for n, _ in answered] == [0, 1, 2, 3, 4]
+        assert [check for _, checks in answered for check in checks] == expected
+        assert verifier.room() == len(commands)
+        assert verifier.checked_in_child == len(commands)
+    finally:
+        await verifier.close()
+
+
+async def test_a_child_that_stops_answering_is_replaced_and_nothing_is_lost() -> None:
+    commands = orders()
+    expected = [check_order_signature(command) for command in commands]
+    verifier = SignatureVerifier(answer_timeout_s=0.3, restart_interval_s=0.5)
+    await verifier.start()
+    pid = verifier.child_pid
+    assert pid is not None
+    try:
+        os.kill(pid, signal.SIGSTOP)  # alive, but answers nothing
+        started = time.monotonic()
+        assert await verifier.check(commands) == expected
+        assert 0.3 <= time.monotonic() - started < 5
+        assert (verifier.checked_in_child, verifier.checked_inline) == (0, len(commands))
+        await asyncio.sleep(0.6)
+        assert verifier.child_pid not in (None, pid)
+        assert await verifier.check(commands) == expected
+        assert verifier.checked_in_child == len(commands)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        await verifier.close()
+
+
+async def test_the_service_holds_orders_while_the_child_is_full(tmp_path: Path) -> None:
+    async with (
+        running_server(
+            tmp_path,
+            order_signatures_in_child=True,
+            order_signatures_child_batch_min=1,
+            order_signatures_in_flight_max=2,
+        ) as server,
+        httpx.AsyncClient() as client,
+    ):
+        setup = await room_with_sale(client, server.http, units_offered=100, per_buyer_limit=100)
+        buyer = KeyPair()
+        await register(client, server.http, buyer, "Ann")
+        sent = [
+            buyer.order(f"o{n}", setup.sale_id, 1, setup.price_cents, now_ms()) for n in range(20)
+        ]
+        answers = await asyncio.gather(
+            *(client.post(f"{server.http}/api/orders", json=order) for order in sent)
+        )
+        assert [answer.status_code for answer in answers] == [201] * 20
+        verifier = server.app.state.orders.verifier
+        assert verifier is not None
+        assert verifier.checked_in_child == 20
+        assert verifier.room() == 2
 
 
 async def test_the_embedded_server_takes_orders_checked_in_the_child(tmp_path: Path) -> None:
