@@ -16,11 +16,10 @@ included. The reasons are the server's own codes, a bounded set.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
-
-from prometheus_client import Histogram
 
 from livecommerce.hub import messages as m
 
@@ -28,6 +27,34 @@ SALES_MAX = 1_000
 BUYERS_PER_SALE_MAX = 1_000_000
 # Upper bounds of the answer-time buckets, in seconds (the target p99 is 50 ms).
 ANSWER_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class AnswerTimes:
+    """A histogram of answer times: a count per bucket and their sum, read by /metrics at
+    scrape time. Plain integers on the event loop: prometheus-client's Histogram takes a
+    lock per observation (0.76 us against 0.16 us here, timeit); in a flash sale at 4,000
+    orders a second py-spy put it and its lock at 2.7% of the event loop's samples."""
+
+    def __init__(self, bounds_s: tuple[float, ...] = ANSWER_SECONDS_BUCKETS) -> None:
+        assert list(bounds_s) == sorted(bounds_s)
+        self.bounds_s = bounds_s
+        self.counts = [0] * (len(bounds_s) + 1)  # the last: above every bound (+Inf)
+        self.sum_s = 0.0
+
+    def observe(self, seconds: float) -> None:
+        # Prometheus buckets are "less than or equal": bisect_left finds the first bound
+        # that is >= the value.
+        self.counts[bisect.bisect_left(self.bounds_s, seconds)] += 1
+        self.sum_s += seconds
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(upper bound, observations at or under it) per bucket, "+Inf" last."""
+        buckets: list[tuple[str, int]] = []
+        total = 0
+        for bound, count in zip([*map(str, self.bounds_s), "+Inf"], self.counts, strict=True):
+            total += count
+            buckets.append((bound, total))
+        return buckets
 
 
 @dataclass
@@ -54,12 +81,7 @@ class OrderStats:
         self._sales: OrderedDict[str, SaleCounts] = OrderedDict()
         # Every answer this process gave: (status, reason) -> how many.
         self.answers: Counter[tuple[str, str]] = Counter()
-        self.answer_seconds = Histogram(
-            "livecommerce_order_answer_seconds",
-            "time from an order reaching this process to its answer (accepted: durable)",
-            buckets=ANSWER_SECONDS_BUCKETS,
-            registry=None,
-        )
+        self.answer_seconds = AnswerTimes()
 
     def record(self, buyer_id: str, result: m.OrderResult, answer_s: float) -> None:
         """Count an answer that took `answer_s` seconds in this process."""

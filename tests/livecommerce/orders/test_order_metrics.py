@@ -7,9 +7,11 @@ from pathlib import Path
 
 import httpx
 import websockets
+from prometheus_client import Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from livecommerce.orders.signing import KeyPair
+from livecommerce.orders.stats import ANSWER_SECONDS_BUCKETS, AnswerTimes
 from tests.livecommerce.hub.test_hub_embedded import recv_type
 from tests.livecommerce.orders.flows import now_ms, register, room_with_sale
 from tests.livecommerce.server import running_server
@@ -63,3 +65,21 @@ async def test_metrics_count_answers_by_status_and_reason_with_their_times(
     # Accepted answers waited for an fsync'd ledger append: the times add up to something.
     [total_s] = [s.value for s in seconds if s.name.endswith("_sum")]
     assert 0 < total_s < 60
+
+
+def test_answer_times_bucket_as_prometheus_does() -> None:
+    # Values on, just over and just under bucket bounds, and past the last one.
+    values = [0.0, 0.001, 0.0010001, 0.0009999, 0.05, 0.0500001, 2.5, 2.5000001, 60.0]
+    ours = AnswerTimes()
+    reference = Histogram("reference", "x", buckets=ANSWER_SECONDS_BUCKETS, registry=None)
+    for value in values:
+        ours.observe(value)
+        reference.observe(value)
+    [family] = reference.collect()
+    expected = [
+        (sample.labels["le"], sample.value)
+        for sample in family.samples
+        if sample.name.endswith("_bucket")
+    ]
+    assert [(bound, float(count)) for bound, count in ours.cumulative()] == expected
+    assert ours.sum_s == sum(values)
