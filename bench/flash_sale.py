@@ -54,6 +54,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import queue
 import re
 import shutil
 import signal
@@ -233,6 +234,21 @@ def setup_sales(base: str, bases: list[str], throughput_units: int, sellout_unit
 
 
 # Client processes
+
+
+def wait_ready(ready: Any, results: Any, clients: list[Any], timeout_s: float = 300) -> None:
+    """One client's "ready"; a client that failed meanwhile ends the run with its error
+    (its outcome is on `results`) instead of a wait until the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            ready.get(timeout=0.5)
+            return
+        with contextlib.suppress(queue.Empty):
+            raise SystemExit(f"a client failed: {results.get_nowait()}")
+        if any(client.exitcode not in (None, 0) for client in clients):
+            raise SystemExit("a client process died")
+    raise SystemExit(f"no client was ready within {timeout_s:.0f} s")
 
 
 def client_main(
@@ -541,10 +557,11 @@ def run_mode(mode: str, arguments: argparse.Namespace) -> dict[str, Any]:
                 for n in range(arguments.client_processes)
             ]
             for client in clients:
+                client.daemon = True  # a failed run must not wait for them at exit
                 client.start()
             print("  servers up, sales open; clients registering and connecting", flush=True)
             for _ in clients:
-                ready.get(timeout=300)
+                wait_ready(ready, results, clients)
             client_pids = [client.pid for client in clients if client.pid is not None]
             server_pids = [
                 (name, process.pid)
@@ -554,7 +571,7 @@ def run_mode(mode: str, arguments: argparse.Namespace) -> dict[str, Any]:
             for step, rate in enumerate(arguments.rates):
                 signing[step].set()
                 for _ in clients:
-                    ready.get(timeout=300)  # this step's orders are signed
+                    wait_ready(ready, results, clients)  # this step's orders are signed
                 print(f"  offering {rate:,.0f} orders/s for {arguments.seconds:.0f} s", flush=True)
                 before = cpu_seconds(server_pids, client_pids)
                 steps[step].set()
