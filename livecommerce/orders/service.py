@@ -361,10 +361,7 @@ class OrderService:
             return
         if self.verifier is not None and isinstance(job.command, PlaceOrder):
             self._unchecked.append(job)
-            if not self._unchecked_flush_due:
-                # One request to the verifier for all the orders of this turn of the loop.
-                self._unchecked_flush_due = True
-                asyncio.get_running_loop().call_soon(self._send_unchecked)
+            self._send_unchecked_soon()
             return
         self._jobs.append(job)
         self._wake.set()
@@ -539,6 +536,13 @@ class OrderService:
             batch.append((job, events))
         return batch
 
+    def _send_unchecked_soon(self) -> None:
+        """Send the unchecked orders at the end of this turn of the loop: one request to
+        the verifier for all the orders the turn brought."""
+        if not self._unchecked_flush_due:
+            self._unchecked_flush_due = True
+            asyncio.get_running_loop().call_soon(self._send_unchecked)
+
     def _send_unchecked(self) -> None:
         """Orders to the verifier, as many as it has room for (the rest wait for its
         answers to make room), a batch at a time; checked, they join `_jobs`."""
@@ -560,9 +564,8 @@ class OrderService:
             job.check = check
             self._jobs.append(job)
         self._wake.set()
-        if self._unchecked and not self._unchecked_flush_due:
-            self._unchecked_flush_due = True
-            asyncio.get_running_loop().call_soon(self._send_unchecked)
+        if self._unchecked:  # they waited for room with the verifier: there is some now
+            self._send_unchecked_soon()
 
     async def _commit(self, batch: list[tuple[_Job, list[Event]]]) -> None:
         try:
