@@ -221,9 +221,16 @@ class RoomGroup:
     def start_state(self, message: Outgoing) -> None:
         """Owe coalesced state to every member; `write_state` writes it a slice at a time.
         A newer state replaces one not yet written to everyone: the members still waiting
-        get only the newer."""
+        get only the newer, and before the others (so that when a fan-out never finishes
+        before the next one starts, nobody waits for ever)."""
         self.state_message = message
-        self.state_waiting = list(self.members)
+        still_waiting = self.state_waiting
+        if still_waiting:
+            owed = set(still_waiting)
+            # `write_state` serves from the end of the list.
+            self.state_waiting = [m for m in self.members if m not in owed] + still_waiting
+        else:
+            self.state_waiting = list(self.members)
 
     def write_state(self, members_max: int) -> int:
         """Write the owed state to up to `members_max` more members (those still here); a

@@ -34,8 +34,6 @@ CLOSE_BANNED = 4003
 CLOSE_ROOM_NOT_FOUND = 4004
 CLOSE_ROOM_ENDED = 4010
 CLOSE_TOO_MANY_CONNECTIONS = 4029
-# Coalesced state is written to this many of a room's sockets per turn of the event loop.
-STATE_WRITES_PER_TURN = 128
 
 
 @dataclass(frozen=True)
@@ -57,6 +55,15 @@ class HubLimits:
     # state goes out every `state_flush_interval_ms` while the process has few viewers,
     # less often when it has many (`state_interval_ms`).
     state_deliveries_per_s_max: int = 10_000
+    # A room's state goes to `state_writes_per_slice` sockets at a time, with a pause of
+    # `state_slice_pause_ms` after each slice. Written back to back, 2,000 sockets held the
+    # event loop for about 30 ms (a socket write is 10 us or more), five times a second,
+    # and every order waiting behind them (p99 28 ms at 1,000 orders a second against
+    # 7-10 ms paced: docs/benchmarks.md). Paced, a socket costs 44 us of wall time or less,
+    # under half the 100 us a viewer adds to the state interval at the default budget, so
+    # a fan-out ends before the next one is due.
+    state_writes_per_slice: int = 64
+    state_slice_pause_ms: int = 2
     # Client messages that wait for the broker (comments, host commands): at most this many
     # queued in the process (beyond it: `busy`, retry) and this many publishing at once.
     # A connection reads nothing more until its own has been published, so it never has
@@ -131,7 +138,7 @@ class Replica:
         self.flushed_at_ms = 0
         self.changed: set[str] = set()  # totals changed since the last state broadcast
         self.state_sent_at_ms: int | None = None
-        self.state_writer: asyncio.Handle | None = None  # writes the next slice of state
+        self.state_writer: asyncio.TimerHandle | None = None  # writes the next slice of state
         self.syncing = False
 
 
@@ -657,14 +664,16 @@ class Hub:
             self._flush_state(replica, now_ms, due)
 
     def _write_state(self, replica: Replica) -> None:
-        """One slice of the room's owed state, then the rest after the loop's next turn:
-        writing to thousands of sockets at once (10 us or more each) would hold up every
-        order and message that came in meanwhile."""
+        """One slice of the room's owed state, the next after a pause: writing to thousands
+        of sockets at once would hold up every order and message that came in meanwhile
+        (`HubLimits.state_writes_per_slice`)."""
         replica.state_writer = None
-        self.deliveries += replica.group.write_state(STATE_WRITES_PER_TURN)
+        self.deliveries += replica.group.write_state(self.limits.state_writes_per_slice)
         if replica.group.state_waiting:
             loop = asyncio.get_running_loop()
-            replica.state_writer = loop.call_soon(self._write_state, replica)
+            replica.state_writer = loop.call_later(
+                self.limits.state_slice_pause_ms / 1000, self._write_state, replica
+            )
 
     def _flush_state(self, replica: Replica, now_ms: int, due: bool) -> None:
         """When `due`: held frames still waiting from before the previous due tick, then the
