@@ -72,10 +72,14 @@ class Settings:
     # reads and writes every socket does not spend 55-70 us per order on Ed25519. A turn
     # with fewer than `order_signatures_child_batch_min` orders (light load) is checked on
     # the loop, saving the round trip; at most `order_signatures_in_flight_max` orders are
-    # with the child (the rest wait in the order queue). docs/benchmarks.md has the A/B.
+    # with the child (the rest wait in the order queue), at most
+    # `order_signatures_request_max` in one request, so that after a burst the loop takes
+    # the first checked orders on while the child checks the rest. docs/benchmarks.md has
+    # the A/Bs.
     order_signatures_in_child: bool = True
     order_signatures_child_batch_min: int = 8
     order_signatures_in_flight_max: int = 4_096
+    order_signatures_request_max: int = 32
     # A closed sale's orders leave memory this long after it closed (livecommerce/orders/
     # forgetting.py); the ledger keeps them.
     closed_sale_forget_ms: int = 3_600_000

@@ -550,7 +550,7 @@ class OrderService:
         verifier = self.verifier
         assert verifier is not None
         while self._unchecked and verifier.room() > 0:
-            count = min(len(self._unchecked), verifier.room(), self.limits.order_batch_max)
+            count = min(len(self._unchecked), verifier.room(), verifier.request_orders_max)
             jobs = [self._unchecked.popleft() for _ in range(count)]
             orders = [job.command for job in jobs if isinstance(job.command, PlaceOrder)]
             assert len(orders) == len(jobs)

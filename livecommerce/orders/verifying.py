@@ -24,6 +24,10 @@ than `answer_timeout_s` late, every request still in flight is checked here, in 
 so an order is never refused for the child's trouble; a new child is started at a later
 request, at most once per `restart_interval_s`.
 
+The order service sends at most `request_orders_max` orders in one request: after a burst,
+the first answers come back while the child still checks the rest, and the loop takes
+those orders on meanwhile (one request of 256 kept all of them waiting for the last).
+
 Wire, both ways: frames of a 4-byte big-endian length and a msgpack body (msgspec). A
 request is a list of [buyer_id, order_id, price_cents, quantity, sale_id, time_ms,
 signature]; the answer is a list of [reason, detail, digest], reason "" for a valid one.
@@ -150,15 +154,18 @@ class SignatureVerifier:
         restart_interval_s: float = 10.0,
         child_batch_min: int = 1,
         orders_in_flight_max: int = 4_096,
+        request_orders_max: int = 256,
     ) -> None:
         assert answer_timeout_s > 0
         assert restart_interval_s > 0
         assert child_batch_min >= 1
         assert orders_in_flight_max >= 1
+        assert request_orders_max >= 1
         self.answer_timeout_s = answer_timeout_s
         self.restart_interval_s = restart_interval_s
         self.child_batch_min = child_batch_min
         self.orders_in_flight_max = orders_in_flight_max
+        self.request_orders_max = request_orders_max  # callers split larger batches
         self._child: _ChildProtocol | None = None
         self._starting: asyncio.Task[None] | None = None
         self._started_at = -restart_interval_s
@@ -171,6 +178,7 @@ class SignatureVerifier:
         self._decoder = msgspec.msgpack.Decoder(list[list[Any]])
         self.checked_in_child = 0
         self.checked_inline = 0
+        self.requests_to_child = 0
 
     @property
     def child_pid(self) -> int | None:
@@ -235,6 +243,7 @@ class SignatureVerifier:
         assert child.transport is not None
         stdin = cast(asyncio.WriteTransport, child.transport.get_pipe_transport(0))
         stdin.write(_LENGTH.pack(len(body)) + body)
+        self.requests_to_child += 1
         loop = asyncio.get_running_loop()
         self._in_flight.append(_Request(commands, on_checked, loop.time() + self.answer_timeout_s))
         self._orders_in_flight += len(commands)

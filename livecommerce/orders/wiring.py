@@ -77,6 +77,7 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
             SignatureVerifier(
                 child_batch_min=settings.order_signatures_child_batch_min,
                 orders_in_flight_max=settings.order_signatures_in_flight_max,
+                request_orders_max=settings.order_signatures_request_max,
             )
             if settings.order_signatures_in_child
             else None

@@ -153,6 +153,35 @@ async def test_the_service_holds_orders_while_the_child_is_full(tmp_path: Path) 
         assert verifier.room() == 2
 
 
+async def test_a_burst_goes_to_the_child_a_few_orders_per_request(tmp_path: Path) -> None:
+    async with (
+        running_server(
+            tmp_path,
+            order_signatures_in_child=True,
+            order_signatures_child_batch_min=1,
+            order_signatures_request_max=4,
+        ) as server,
+        httpx.AsyncClient() as client,
+    ):
+        setup = await room_with_sale(client, server.http, units_offered=100, per_buyer_limit=100)
+        buyer = KeyPair()
+        await register(client, server.http, buyer, "Ann")
+        service = server.app.state.orders
+        verifier = service.verifier
+        assert verifier is not None
+        before = verifier.requests_to_child
+        burst = [
+            PlaceOrder(**buyer.order(f"o{n}", setup.sale_id, 1, setup.price_cents, now_ms()))
+            for n in range(18)
+        ]
+        # Submitted in one turn of the loop: one batch for the verifier, sent as requests
+        # of at most 4 orders.
+        results = await asyncio.gather(*(service.place_order(order) for order in burst))
+        assert [result.status for result in results] == ["accepted"] * 18
+        assert verifier.requests_to_child - before == 5
+        assert verifier.checked_in_child == 18
+
+
 async def test_the_embedded_server_takes_orders_checked_in_the_child(tmp_path: Path) -> None:
     async with (
         running_server(
