@@ -27,7 +27,7 @@ import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ledger.merkle import leaf_hash
 from ledger.storage import AppendFile
@@ -42,14 +42,21 @@ class LedgerClosed(RuntimeError):
     """The ledger is closed, or stopped after a write failed (its state on disk is unknown)."""
 
 
+class Waiter(Protocol):
+    """Who waits for an append: an `asyncio.Future`, or anything with its three methods
+    (`log.Then` calls a function at once instead of a turn of the loop later)."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: Any, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
 class Append:
     """Entries waiting to be durable, with their first index and who waits for them."""
 
     __slots__ = ("entries", "first", "frame_bytes", "future", "single")
 
-    def __init__(
-        self, first: int, entries: list[bytes], future: asyncio.Future[Any], single: bool
-    ) -> None:
+    def __init__(self, first: int, entries: list[bytes], future: Waiter, single: bool) -> None:
         self.first = first
         self.entries = entries
         self.future = future
@@ -104,7 +111,7 @@ class Committer:
 
     # ---- the loop's side ------------------------------------------------------------
 
-    def put(self, entries: list[bytes], future: asyncio.Future[Any], single: bool) -> None:
+    def put(self, entries: list[bytes], future: Waiter, single: bool) -> None:
         """Queue entries (already checked); raises LedgerBusy when the queue is full, and
         LedgerClosed once the committer has stopped (a failed write stops it before the
         loop hears of the failure)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 from ledger.block import GENESIS_PREVIOUS, Block, BlockError, note_hash
 from ledger.checkpoint import Checkpoint, CheckpointError
-from ledger.committer import Append, Committer, LedgerBusy, LedgerClosed
+from ledger.committer import Append, Committer, LedgerBusy, LedgerClosed, Waiter
 from ledger.entry import ENTRY_BYTES_MAX
 from ledger.merkle import MerkleTree, leaf_hash
 from ledger.note import NoteError, Signer, open_note, sign
@@ -39,9 +40,39 @@ from ledger.tiles import TILE_WIDTH, Tile, encode_bundle
 
 __all__ = ["Ledger", "LedgerBusy", "LedgerClosed", "wall_clock_ms"]
 
+log = logging.getLogger("ledger")
+
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class Then:
+    """A `Waiter` that calls a function with the result (or the failure) at once, inside
+    the ledger's own callback; what the function raises is logged, so that the appenders
+    after it in the frame still hear."""
+
+    __slots__ = ("_done", "_function")
+
+    def __init__(self, function: Callable[[Any], None]) -> None:
+        self._function = function
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: Any, /) -> None:
+        self._call(result)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self._call(exception)
+
+    def _call(self, outcome: Any) -> None:
+        self._done = True
+        try:
+            self._function(outcome)
+        except Exception:
+            log.exception("an append's callback failed")
 
 
 class Ledger:
@@ -207,20 +238,38 @@ class Ledger:
 
     async def append_many(self, entries: Iterable[bytes]) -> list[int]:
         """Append entries as one durable batch (they get consecutive indexes)."""
-        self._check_open()
-        batch = list(entries)
+        batch = self._checked_batch(entries)
         if not batch:
             return []
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        assert self._committer is not None
+        self._committer.put(batch, future, single=False)
+        return await future
+
+    def append_many_then(
+        self, entries: Iterable[bytes], then: Callable[[list[int] | BaseException], None]
+    ) -> None:
+        """`append_many` without a task: `then` gets the indexes once the batch is durable,
+        or the failure (`LedgerClosed`), called in the turn of the event loop that learns
+        of it, not a turn later. A bad batch, a full queue or a closed ledger raise here,
+        as `append_many` does, and `then` is never called. `then` must not raise."""
+        batch = self._checked_batch(entries)
+        if not batch:
+            then([])
+            return
+        assert self._committer is not None
+        self._committer.put(batch, Then(then), single=False)
+
+    def _checked_batch(self, entries: Iterable[bytes]) -> list[bytes]:
+        self._check_open()
+        batch = list(entries)
         for entry in batch:
             self._check_entry(entry)
         if len(batch) > self.settings.batch_entries_max:
             raise ValueError(f"append_many takes at most {self.settings.batch_entries_max}")
         if sum(len(e) + 6 for e in batch) > self.settings.batch_bytes_max:
             raise ValueError(f"append_many takes at most {self.settings.batch_bytes_max} bytes")
-        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        assert self._committer is not None
-        self._committer.put(batch, future, single=False)
-        return await future
+        return batch
 
     def _durable(self, frame: list[Append], hashes: list[bytes]) -> None:
         """The committer's frame is on disk: into the tree, then tell the appenders."""
@@ -229,12 +278,12 @@ class Ledger:
             append_leaf(leaf)
         for waiting in frame:
             if not waiting.future.done():
-                waiting.future.set_result(waiting.result())
+                waiting.future.set_result(waiting.result())  # a `Then` runs its function now
 
     def _write_failed(self, error: BaseException, never_durable: list[Append]) -> None:
         self._fail(error, [waiting.future for waiting in never_durable])
 
-    def _fail(self, error: BaseException, waiting: list[asyncio.Future[Any]]) -> None:
+    def _fail(self, error: BaseException, waiting: list[Waiter]) -> None:
         """A failed write or fsync leaves the file's state unknown: stop, fail everyone."""
         self._failure = error
         failure = LedgerClosed(f"ledger write failed: {error!r}")

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from ledger import Ledger, LedgerBusy, LedgerCorruption, LedgerSettings, encode_entry
+from ledger import (
+    Ledger,
+    LedgerBusy,
+    LedgerClosed,
+    LedgerCorruption,
+    LedgerSettings,
+    encode_entry,
+)
 from ledger.checkpoint import Checkpoint
 from ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
 from ledger.note import Verifier, open_note
@@ -129,6 +136,42 @@ async def test_full_queue_answers_busy(tmp_path: Path) -> None:
         assert sorted(await asyncio.gather(*queued)) == [1, 2, 3]
     finally:
         await ledger.close()
+
+
+async def test_append_many_then_calls_back_in_the_turn_the_batch_is_durable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = await Ledger.open(tmp_path, FAST, file_layer=SlowLayer())
+    try:
+        first = asyncio.create_task(ledger.append(_entry(0)))
+        await asyncio.sleep(0.05)  # the committer is inside its slow fsync: the rest queue
+        heard: list[object] = []
+
+        async def awaited() -> None:
+            heard.append(("future", await ledger.append_many([_entry(1), _entry(2)])))
+
+        waiting = asyncio.create_task(awaited())
+        await asyncio.sleep(0)  # its append is queued first
+
+        def broken(outcome: list[int] | BaseException) -> None:
+            raise RuntimeError("a caller's bug")
+
+        ledger.append_many_then([_entry(3)], broken)
+        ledger.append_many_then([_entry(4), _entry(5)], lambda outcome: heard.append(outcome))
+        ledger.append_many_then([], lambda outcome: heard.append(("empty", outcome)))
+        assert heard == [("empty", [])]
+        assert await first == 0
+        await waiting
+        # One frame: the callback ran inside the ledger's own turn, before the task that
+        # awaited an earlier append of that frame resumed; the broken one did not stop it.
+        assert heard == [("empty", []), [4, 5], ("future", [1, 2])]
+        assert "an append's callback failed" in caplog.text
+        assert [ledger.entry(i) for i in range(6)] == [_entry(i) for i in range(6)]
+    finally:
+        await ledger.close()
+    with pytest.raises(LedgerClosed):
+        ledger.append_many_then([_entry(6)], lambda outcome: heard.append(outcome))
+    assert len(heard) == 3
 
 
 class TimedLayer(FileLayer):
