@@ -1,17 +1,22 @@
 """The embedded order path: one asyncio owner of the commerce core, the ledger behind it.
 
-    submit (WebSocket, HTTP) --> bounded job queue --> worker: core.handle, in batches
-        --> ledger.append_many (group commit: one fsync for many orders)
+    submit (WebSocket, HTTP) --> bounded job queue --> pump: core.handle, in batches
+        --> ledger.append_many_then (group commit: one fsync for many orders)
         --> answers ("accepted" with the ledger index only now), then sale events and
             stock counts to viewers, then receipts once a checkpoint covers the orders.
+
+No task per batch and no worker task: the pump runs at the end of a turn that queued jobs
+(or freed room with the ledger), and the ledger calls `_committed` in the very turn it
+learns a batch is durable. Each hop through a task cost a turn of the event loop, several
+milliseconds each when the loop is busy (docs/benchmarks.md).
 
 Crash ordering: the core changes in memory first, the ledger makes it durable, only then
 does anyone hear of it. After a crash the core is rebuilt from the ledger (`start`), so
 whatever was in memory but not durable is forgotten, and nobody was told about it.
 
-Ordering: entries go to the ledger in the order the core made them: the worker hands each
-batch to `append_many` before it takes the next one (a new task's first step runs in
-creation order), and the ledger writes batches first in, first out.
+Ordering: entries go to the ledger in the order the core made them: the pump hands each
+batch to the ledger before it takes the next one, and the ledger writes batches first in,
+first out.
 
 Limits: `order_queue_max` jobs wait (then "busy"), a batch is at most `order_batch_max`
 jobs, at most `ledger_batches_in_flight_max` batches wait for the disk, at most
@@ -86,7 +91,9 @@ class LedgerLike(Protocol):
 
     @property
     def size(self) -> int: ...
-    async def append_many(self, entries: list[bytes]) -> list[int]: ...
+    def append_many_then(
+        self, entries: list[bytes], then: Callable[[list[int] | BaseException], None]
+    ) -> None: ...
     async def wait_covered(self, index: int) -> bytes: ...
     def proof(self, index: int) -> bytes: ...
     def proofs(self, indexes: Sequence[int]) -> list[bytes]: ...
@@ -268,11 +275,13 @@ class OrderService:
         self.clock_ms = clock_ms
         self.limits = limits
         self._jobs: deque[_Job] = deque()
-        self._wake = asyncio.Event()
+        self._pump_due = False
         # Orders waiting for the verifier (then they join `_jobs`, checked).
         self._unchecked: deque[_Job] = deque()
         self._unchecked_flush_due = False
-        self._in_flight = asyncio.Semaphore(limits.ledger_batches_in_flight_max)
+        self._batches_in_flight = 0  # with the ledger, not yet durable
+        self._no_batches_in_flight = asyncio.Event()
+        self._no_batches_in_flight.set()
         self._failure: str | None = None
         self._index_of: dict[OrderKey, int] = {}  # accepted order -> its ledger entry
         self._paid_index_of: dict[OrderKey, int] = {}
@@ -281,7 +290,6 @@ class OrderService:
         self._receipt_wake = asyncio.Event()
         self._effects: asyncio.Queue[list[Event]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._commits: set[asyncio.Task[None]] = set()
         self._tick_queued = False
         self._closed = ClosedSales(limits.closed_sale_forget_ms)
         self.orders_accepted = 0
@@ -290,10 +298,9 @@ class OrderService:
     # Life cycle
 
     async def start(self) -> None:
-        """Rebuild the core from the ledger, then start the worker, ticker and receipts."""
+        """Rebuild the core from the ledger, then start the ticker, receipts and effects."""
         await asyncio.to_thread(self._replay)
         for name, loop in (
-            ("orders-worker", self._work_forever),
             ("orders-ticker", self._tick_forever),
             ("orders-receipts", self._receipts_forever),
             ("orders-effects", self._effects_forever),
@@ -327,13 +334,11 @@ class OrderService:
         if self.verifier is not None:
             # Orders with the child are checked here now, then answered "unavailable".
             await self.verifier.close()
-        self._wake.set()
-        if self._tasks:
-            worker = self._tasks[0]
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(worker, timeout=10)
-        if self._commits:
-            await asyncio.wait(self._commits, timeout=10)
+        # What is still queued is refused; the batches with the ledger finish.
+        while self._jobs:
+            self._jobs.popleft().failed(UNAVAILABLE, self._failure)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._no_batches_in_flight.wait(), timeout=10)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -364,7 +369,7 @@ class OrderService:
             self._send_unchecked_soon()
             return
         self._jobs.append(job)
-        self._wake.set()
+        self._pump_soon()
 
     async def run(self, command: Command) -> CommandOutcome:
         """Run a command and wait until its entries are durable."""
@@ -492,26 +497,24 @@ class OrderService:
         self._receipts.append((index, order_id, send))
         self._receipt_wake.set()
 
-    # The worker: the core's one owner
+    # The pump: the core's one owner, on the event loop
 
-    async def _work_forever(self) -> None:
-        while True:
-            if not self._jobs:
-                if self._failure is not None:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            await self._in_flight.acquire()
+    def _pump_soon(self) -> None:
+        """Run the pump at the end of this turn of the loop: one batch for everything the
+        turn queued."""
+        if not self._pump_due:
+            self._pump_due = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """Queued jobs through the core and to the ledger, a batch at a time, while fewer
+        than `ledger_batches_in_flight_max` batches wait for the disk (a durable batch
+        runs the pump again)."""
+        self._pump_due = False
+        while self._jobs and self._batches_in_flight < self.limits.ledger_batches_in_flight_max:
             batch = self._take_batch()
-            if not batch:
-                self._in_flight.release()
-                continue
-            task = asyncio.create_task(self._commit(batch))
-            self._commits.add(task)
-            task.add_done_callback(self._commits.discard)
-            # Let the commit task hand its entries to the ledger before the next batch.
-            await asyncio.sleep(0)
+            if batch:
+                self._commit(batch)
 
     def _take_batch(self) -> list[tuple[_Job, list[Event]]]:
         batch: list[tuple[_Job, list[Event]]] = []
@@ -563,37 +566,66 @@ class OrderService:
                 continue
             job.check = check
             self._jobs.append(job)
-        self._wake.set()
+        self._pump_soon()
         if self._unchecked:  # they waited for room with the verifier: there is some now
             self._send_unchecked_soon()
 
-    async def _commit(self, batch: list[tuple[_Job, list[Event]]]) -> None:
+    def _commit(self, batch: list[tuple[_Job, list[Event]]]) -> None:
+        """The batch's entries to the ledger; `_committed` answers once they are durable."""
+        entries: list[bytes] = []
+        recorded: list[list[bool]] = []
+        # One write for the batch: each sale's last stock count stands for the others.
+        superseded = superseded_stock_changes([e for _, events in batch for e in events])
+        position = 0
+        for _, events in batch:
+            flags = []
+            for event in events:
+                entry = None if position in superseded else event.to_entry()
+                position += 1
+                flags.append(entry is not None)
+                if entry is not None:
+                    entries.append(self.encode_entry(*entry))
+            recorded.append(flags)
+        if not entries:
+            self._answer(batch, recorded, [])
+            return
+        self._batches_in_flight += 1
+        self._no_batches_in_flight.clear()
         try:
-            entries: list[bytes] = []
-            recorded: list[list[bool]] = []
-            # One write for the batch: each sale's last stock count stands for the others.
-            superseded = superseded_stock_changes([e for _, events in batch for e in events])
-            position = 0
-            for _, events in batch:
-                flags = []
-                for event in events:
-                    entry = None if position in superseded else event.to_entry()
-                    position += 1
-                    flags.append(entry is not None)
-                    if entry is not None:
-                        entries.append(self.encode_entry(*entry))
-                recorded.append(flags)
-            try:
-                indexes = await self.ledger.append_many(entries) if entries else []
-            except Exception as error:
-                # LedgerBusy cannot happen (in-flight batches are bounded below the
-                # ledger's queue); anything else means the ledger state is unknown.
-                self._fail(f"ledger append failed: {error!r}")
-                for job, _ in batch:
-                    job.failed(UNAVAILABLE, self._failure or "")
-                return
-        finally:
-            self._in_flight.release()
+            self.ledger.append_many_then(
+                entries, functools.partial(self._committed, batch, recorded)
+            )
+        except Exception as error:
+            # LedgerBusy cannot happen (batches in flight are bounded below the ledger's
+            # queue); anything else means the ledger state is unknown.
+            self._committed(batch, recorded, error)
+
+    def _committed(
+        self,
+        batch: list[tuple[_Job, list[Event]]],
+        recorded: list[list[bool]],
+        indexes: list[int] | BaseException,
+    ) -> None:
+        """From the ledger, in the turn it learns the batch is durable (or failed)."""
+        self._batches_in_flight -= 1
+        if not self._batches_in_flight:
+            self._no_batches_in_flight.set()
+        if isinstance(indexes, BaseException):
+            self._fail(f"ledger append failed: {indexes!r}")
+            for job, _ in batch:
+                job.failed(UNAVAILABLE, self._failure or "")
+            return
+        self._answer(batch, recorded, indexes)
+        if self._jobs:
+            self._pump_soon()
+
+    def _answer(
+        self,
+        batch: list[tuple[_Job, list[Event]]],
+        recorded: list[list[bool]],
+        indexes: list[int],
+    ) -> None:
+        """Answer a durable batch: each job's outcome, with its entries' ledger indexes."""
         position = 0
         changed: list[Event] = []
         for (job, events), flags in zip(batch, recorded, strict=True):
