@@ -52,14 +52,13 @@ class Then:
     the ledger's own callback; what the function raises is logged, so that the appenders
     after it in the frame still hear."""
 
-    __slots__ = ("_done", "_function")
+    __slots__ = ("_function",)
 
     def __init__(self, function: Callable[[Any], None]) -> None:
-        self._function = function
-        self._done = False
+        self._function: Callable[[Any], None] | None = function
 
     def done(self) -> bool:
-        return self._done
+        return self._function is None
 
     def set_result(self, result: Any, /) -> None:
         self._call(result)
@@ -68,9 +67,13 @@ class Then:
         self._call(exception)
 
     def _call(self, outcome: Any) -> None:
-        self._done = True
+        # Let go of the function (and what it holds: a caller's whole batch) at once: the
+        # committer thread keeps its last frame until it takes the next.
+        function, self._function = self._function, None
+        if function is None:
+            return
         try:
-            self._function(outcome)
+            function(outcome)
         except Exception:
             log.exception("an append's callback failed")
 
