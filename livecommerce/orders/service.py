@@ -566,7 +566,7 @@ class OrderService:
                 continue
             job.check = check
             self._jobs.append(job)
-        self._pump_soon()
+        self._pump()
         if self._unchecked:  # they waited for room with the verifier: there is some now
             self._send_unchecked_soon()
 
