@@ -5,10 +5,11 @@
         --> answers ("accepted" with the ledger index only now), then sale events and
             stock counts to viewers, then receipts once a checkpoint covers the orders.
 
-No task per batch and no worker task: the pump runs at the end of a turn that queued jobs
-(or freed room with the ledger), and the ledger calls `_committed` in the very turn it
-learns a batch is durable. Each hop through a task cost a turn of the event loop, several
-milliseconds each when the loop is busy (docs/benchmarks.md).
+No task per batch and no worker task: the pump runs as soon as checked orders come back
+(other jobs: at the end of the turn that queued them, or when the ledger frees room), and
+the ledger calls `_committed` in the very turn it learns a batch is durable. Each hop
+through a task cost a turn of the event loop, several milliseconds each when the loop is
+busy (docs/benchmarks.md).
 
 Crash ordering: the core changes in memory first, the ledger makes it durable, only then
 does anyone hear of it. After a crash the core is rebuilt from the ledger (`start`), so
