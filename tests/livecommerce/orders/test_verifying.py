@@ -10,6 +10,7 @@ import dataclasses
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -17,8 +18,8 @@ import httpx
 from livecommerce.commerce.orders import PlaceOrder, SignatureCheck, check_order_signature
 from livecommerce.orders.signing import KeyPair
 from livecommerce.orders.verifying import SignatureVerifier
-from tests.livecommerce.orders.flows import now_ms, register, room_with_sale
-from tests.livecommerce.server import running_server
+from tests.livecommerce.orders.flows import SaleSetup, now_ms, register, room_with_sale
+from tests.livecommerce.server import RunningServer, running_server
 
 
 def orders() -> list[PlaceOrder]:
@@ -127,19 +128,27 @@ async def test_a_child_that_stops_answering_is_replaced_and_nothing_is_lost() ->
         await verifier.close()
 
 
-async def test_the_service_holds_orders_while_the_child_is_full(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def a_sale_and_a_buyer(
+    tmp_path: Path, **settings: int
+) -> AsyncIterator[tuple[RunningServer, httpx.AsyncClient, SaleSetup, KeyPair]]:
+    """A server with the signature child (and `settings`), a sale of 100 units, 100 per
+    buyer, and one registered buyer."""
     async with (
         running_server(
-            tmp_path,
-            order_signatures_in_child=True,
-            order_signatures_child_batch_min=1,
-            order_signatures_in_flight_max=2,
+            tmp_path, order_signatures_in_child=True, order_signatures_child_batch_min=1, **settings
         ) as server,
         httpx.AsyncClient() as client,
     ):
         setup = await room_with_sale(client, server.http, units_offered=100, per_buyer_limit=100)
         buyer = KeyPair()
         await register(client, server.http, buyer, "Ann")
+        yield server, client, setup, buyer
+
+
+async def test_the_service_holds_orders_while_the_child_is_full(tmp_path: Path) -> None:
+    full = a_sale_and_a_buyer(tmp_path, order_signatures_in_flight_max=2)
+    async with full as (server, client, setup, buyer):
         sent = [
             buyer.order(f"o{n}", setup.sale_id, 1, setup.price_cents, now_ms()) for n in range(20)
         ]
@@ -154,18 +163,12 @@ async def test_the_service_holds_orders_while_the_child_is_full(tmp_path: Path) 
 
 
 async def test_a_burst_goes_to_the_child_a_few_orders_per_request(tmp_path: Path) -> None:
-    async with (
-        running_server(
-            tmp_path,
-            order_signatures_in_child=True,
-            order_signatures_child_batch_min=1,
-            order_signatures_request_max=4,
-        ) as server,
-        httpx.AsyncClient() as client,
+    async with a_sale_and_a_buyer(tmp_path, order_signatures_request_max=4) as (
+        server,
+        _,
+        setup,
+        buyer,
     ):
-        setup = await room_with_sale(client, server.http, units_offered=100, per_buyer_limit=100)
-        buyer = KeyPair()
-        await register(client, server.http, buyer, "Ann")
         service = server.app.state.orders
         verifier = service.verifier
         assert verifier is not None
