@@ -410,9 +410,9 @@ async def client_run(
         gate = asyncio.Semaphore(50)
 
         async def register(key: KeyPair, port: int) -> None:
-            # A kept-alive connection the server closes just as a request goes out fails
-            # with a transport error (seen about once in ten runs): try again, and then
-            # take "already registered" as done (the first try may have landed).
+            # A registration failed with a transport error in 2 of about 25 runs (a
+            # kept-alive connection closed as a request went out, it seems): try again,
+            # and then take "already registered" as done (the first try may have landed).
             for attempt in range(REGISTER_ATTEMPTS):
                 async with gate:
                     try:
