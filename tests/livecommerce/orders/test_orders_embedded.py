@@ -107,11 +107,12 @@ async def test_every_refusal_has_a_clear_reason_and_a_repeat_gets_the_first_answ
             assert result["detail"], result
             return str(result["reason"])
 
-        first = await send(ann.order("a1", sale, 2, price, now_ms()))
+        first = await send(ann.order("a1", sale, 2, price, a1_time := now_ms()))
         assert first["status"] == "accepted"
-        # The same order again: the first answer, marked repeated, same ledger entry.
-        again = await send(ann.order("a1", sale, 2, price, first_time := now_ms()))
-        assert reason(again) == "duplicate_conflict"  # other bytes (a new time) under one id
+        # Other bytes (a later time) under the same id. (A fresh now_ms() may still be the
+        # same millisecond: the answer can come back in under one.)
+        again = await send(ann.order("a1", sale, 2, price, first_time := a1_time + 1))
+        assert reason(again) == "duplicate_conflict"
         replay = ann.order("a2", sale, 1, price, first_time)
         assert (await send(replay))["status"] == "accepted"
         repeated = await send(replay)
