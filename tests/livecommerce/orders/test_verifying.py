@@ -41,13 +41,21 @@ def orders() -> list[PlaceOrder]:
     ]
 
 
+@contextlib.asynccontextmanager
+async def running(verifier: SignatureVerifier) -> AsyncIterator[SignatureVerifier]:
+    """`verifier` with its child started; closed (its child stopped) on the way out."""
+    await verifier.start()
+    try:
+        yield verifier
+    finally:
+        await verifier.close()
+
+
 async def test_the_child_answers_as_the_core_and_so_does_the_fallback() -> None:
     commands = orders()
     expected = [check_order_signature(command) for command in commands]
     assert sum(check.refused is None for check in expected) == 20
-    verifier = SignatureVerifier(restart_interval_s=1.0)
-    await verifier.start()
-    try:
+    async with running(SignatureVerifier(restart_interval_s=1.0)) as verifier:
         assert await verifier.check(commands) == expected
         assert verifier.checked_in_child == len(commands)
         assert await verifier.check([]) == []
@@ -61,16 +69,12 @@ async def test_the_child_answers_as_the_core_and_so_does_the_fallback() -> None:
         assert verifier.child_pid not in (None, pid)
         assert await verifier.check(commands) == expected
         assert verifier.checked_in_child == 2 * len(commands)
-    finally:
-        await verifier.close()
 
 
 async def test_batches_under_the_minimum_are_checked_here_the_rest_in_the_child() -> None:
     commands = orders()
     expected = [check_order_signature(command) for command in commands]
-    verifier = SignatureVerifier(child_batch_min=len(commands))
-    await verifier.start()
-    try:
+    async with running(SignatureVerifier(child_batch_min=len(commands))) as verifier:
         assert await verifier.check(commands[:-1]) == expected[:-1]
         assert (verifier.checked_inline, verifier.checked_in_child) == (len(commands) - 1, 0)
         assert await verifier.check(commands) == expected
@@ -78,16 +82,12 @@ async def test_batches_under_the_minimum_are_checked_here_the_rest_in_the_child(
             len(commands) - 1,
             len(commands),
         )
-    finally:
-        await verifier.close()
 
 
 async def test_requests_are_pipelined_and_answered_in_order() -> None:
     commands = orders()
     expected = [check_order_signature(command) for command in commands]
-    verifier = SignatureVerifier(orders_in_flight_max=len(commands))
-    await verifier.start()
-    try:
+    async with running(SignatureVerifier(orders_in_flight_max=len(commands))) as verifier:
         answered: list[tuple[int, list[SignatureCheck]]] = []
         # Five requests in one turn: all go down the pipe before any answer is back.
         for n, start in enumerate(range(0, len(commands), 6)):
@@ -101,31 +101,27 @@ async def test_requests_are_pipelined_and_answered_in_order() -> None:
         assert [check for _, checks in answered for check in checks] == expected
         assert verifier.room() == len(commands)
         assert verifier.checked_in_child == len(commands)
-    finally:
-        await verifier.close()
 
 
 async def test_a_child_that_stops_answering_is_replaced_and_nothing_is_lost() -> None:
     commands = orders()
     expected = [check_order_signature(command) for command in commands]
-    verifier = SignatureVerifier(answer_timeout_s=0.3, restart_interval_s=0.5)
-    await verifier.start()
-    pid = verifier.child_pid
-    assert pid is not None
-    try:
-        os.kill(pid, signal.SIGSTOP)  # alive, but answers nothing
-        started = time.monotonic()
-        assert await verifier.check(commands) == expected
-        assert 0.3 <= time.monotonic() - started < 5
-        assert (verifier.checked_in_child, verifier.checked_inline) == (0, len(commands))
-        await asyncio.sleep(0.6)
-        assert verifier.child_pid not in (None, pid)
-        assert await verifier.check(commands) == expected
-        assert verifier.checked_in_child == len(commands)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        await verifier.close()
+    async with running(SignatureVerifier(answer_timeout_s=0.3, restart_interval_s=0.5)) as verifier:
+        pid = verifier.child_pid
+        assert pid is not None
+        try:
+            os.kill(pid, signal.SIGSTOP)  # alive, but answers nothing
+            started = time.monotonic()
+            assert await verifier.check(commands) == expected
+            assert 0.3 <= time.monotonic() - started < 5
+            assert (verifier.checked_in_child, verifier.checked_inline) == (0, len(commands))
+            await asyncio.sleep(0.6)
+            assert verifier.child_pid not in (None, pid)
+            assert await verifier.check(commands) == expected
+            assert verifier.checked_in_child == len(commands)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.asynccontextmanager
