@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 from redis.exceptions import RedisError
 
@@ -87,11 +88,14 @@ RECEIPTS_FETCHED_MAX = 256  # receipts fetched from Redis in one pipeline
 
 @dataclass
 class _Waiter:
+    """Everyone waiting for one order's confirmation: each copy of the order that reached
+    this process, with whether it was the copy that took the stock (`repeated` False) or
+    a repeat of it (True: another copy, here or elsewhere, was first)."""
+
     sale_id: str
     order_id: str
-    repeated: bool
     since_ms: int
-    replies: list[Reply] = field(default_factory=list)
+    replies: list[tuple[Reply, bool]] = field(default_factory=list)  # (reply, repeated)
     receipts: list[SendReceipt] = field(default_factory=list)
 
 
@@ -285,10 +289,10 @@ class ScaledOrderService:
             quantity=quantity,
             hold_expires_at_ms=hold_ms,
             order_status="held",
-            repeated=waiter.repeated,
         )
-        for reply in waiter.replies:
-            reply(result)
+        repeat = msgspec.structs.replace(result, repeated=True)
+        for reply, repeated in waiter.replies:
+            reply(repeat if repeated else result)
         if waiter.receipts:
             self._want_receipt(key, sale_id, index, waiter.receipts)
 
@@ -479,23 +483,16 @@ class ScaledOrderService:
         self, command: PlaceOrder, reply: Reply, receipt: SendReceipt | None, repeated: bool
     ) -> None:
         key = (command.buyer_id, command.order_id)
-        known = self._confirmed.get(key)
-        if known is not None:
-            index, hold_ms, quantity = known
-            self._waiters[key] = _Waiter(
-                command.sale_id, command.order_id, repeated, self.clock_ms(), [reply]
-            )
-            if receipt is not None:
-                self._waiters[key].receipts.append(receipt)
-            self._confirm(command.sale_id, key, index, hold_ms, quantity)
-            return
         waiter = self._waiters.get(key)
         if waiter is None:
-            waiter = _Waiter(command.sale_id, command.order_id, repeated, self.clock_ms())
+            waiter = _Waiter(command.sale_id, command.order_id, self.clock_ms())
             self._waiters[key] = waiter
-        waiter.replies.append(reply)
+        waiter.replies.append((reply, repeated))
         if receipt is not None:
             waiter.receipts.append(receipt)
+        known = self._confirmed.get(key)
+        if known is not None:  # confirmed before this copy came: answer it now
+            self._confirm(command.sale_id, key, *known)
 
     async def _sweep_forever(self) -> None:
         """Waiters that missed their message ask Redis; those past the timeout give up."""
@@ -513,7 +510,7 @@ class ScaledOrderService:
         for key, waiter in list(self._waiters.items()):
             if now_ms - waiter.since_ms > self.confirm_timeout_ms:
                 del self._waiters[key]
-                for reply in waiter.replies:
+                for reply, _ in waiter.replies:
                     reply(
                         refused_order(
                             waiter.order_id,

@@ -17,7 +17,10 @@ whatever was in memory but not durable is forgotten, and nobody was told about i
 
 Ordering: entries go to the ledger in the order the core made them: the pump hands each
 batch to the ledger before it takes the next one, and the ledger writes batches first in,
-first out.
+first out. Answers go out in the same order: a batch with nothing to record (a repeat, a
+refusal) waits behind the batches still with the ledger, because its answers may rest on
+them: a repeat of an order whose first copy is in flight is answered with the first's
+ledger index once that is durable, never before (and never "accepted" from memory alone).
 
 Limits: `order_queue_max` jobs wait (then "busy"), a batch is at most `order_batch_max`
 jobs, at most `ledger_batches_in_flight_max` batches wait for the disk, at most
@@ -189,6 +192,29 @@ class _Job:
         raise NotImplementedError
 
 
+class _TickJob(_Job):
+    """A clock tick: sales open and close, holds expire, closed sales are forgotten. The
+    forgotten orders' ledger indexes are dropped only when the tick is answered, after
+    every earlier answer (a repeat of one of them may be among those)."""
+
+    __slots__ = ("forgotten", "service")
+
+    def __init__(self, service: OrderService) -> None:
+        super().__init__(None)
+        self.service = service
+        self.forgotten: list[OrderKey] = []
+
+    def done(self, outcome: CommandOutcome) -> None:
+        service = self.service
+        service._tick_queued = False
+        for key in self.forgotten:
+            service._index_of.pop(key, None)
+            service._paid_index_of.pop(key, None)
+
+    def failed(self, reason: str, detail: str) -> None:
+        self.service._tick_queued = False
+
+
 class _CommandJob(_Job):
     __slots__ = ("on_done", "on_failed")
 
@@ -242,12 +268,16 @@ class _OrderJob(_Job):
         self.reply(refused_order(command.order_id, command.sale_id, reason, detail))
 
 
-def _no_answer(outcome: CommandOutcome) -> None:
-    return None
+class _Batch:
+    """Jobs the pump took through the core together, with their events, whether each
+    event has a ledger entry, and (once durable) the entries' indexes."""
 
+    __slots__ = ("indexes", "jobs", "recorded")
 
-def _no_failure(reason: str, detail: str) -> None:
-    return None
+    def __init__(self, jobs: list[tuple[_Job, list[Event]]], recorded: list[list[bool]]) -> None:
+        self.jobs = jobs
+        self.recorded = recorded
+        self.indexes: list[int] | None = None  # None: not durable yet
 
 
 class OrderService:
@@ -283,6 +313,9 @@ class OrderService:
         self._batches_in_flight = 0  # with the ledger, not yet durable
         self._no_batches_in_flight = asyncio.Event()
         self._no_batches_in_flight.set()
+        # Batches not answered yet, in the order the core made them: those with the
+        # ledger, and those with nothing to record that wait behind them.
+        self._unanswered: deque[_Batch] = deque()
         self._failure: str | None = None
         self._index_of: dict[OrderKey, int] = {}  # accepted order -> its ledger entry
         self._paid_index_of: dict[OrderKey, int] = {}
@@ -340,6 +373,7 @@ class OrderService:
             self._jobs.popleft().failed(UNAVAILABLE, self._failure)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._no_batches_in_flight.wait(), timeout=10)
+        self._fail_unanswered(self._failure)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -527,11 +561,9 @@ class OrderService:
                 continue
             command = job.command
             if command is None:
-                self._tick_queued = False
+                assert isinstance(job, _TickJob)
                 events = self.core.tick(now_ms)
-                for key in self._closed.forget_due(self.core, now_ms):
-                    self._index_of.pop(key, None)
-                    self._paid_index_of.pop(key, None)
+                job.forgotten = self._closed.forget_due(self.core, now_ms)
             else:
                 if job.check is not None:
                     assert isinstance(command, PlaceOrder)
@@ -587,38 +619,46 @@ class OrderService:
                 if entry is not None:
                     entries.append(self.encode_entry(*entry))
             recorded.append(flags)
+        pending = _Batch(batch, recorded)
         if not entries:
-            self._answer(batch, recorded, [])
+            pending.indexes = []
+            if self._unanswered:
+                self._unanswered.append(pending)  # answered behind the batches in flight
+            else:
+                self._answer(batch, recorded, [])
             return
+        self._unanswered.append(pending)
         self._batches_in_flight += 1
         self._no_batches_in_flight.clear()
         try:
-            self.ledger.append_many_then(
-                entries, functools.partial(self._committed, batch, recorded)
-            )
+            self.ledger.append_many_then(entries, functools.partial(self._committed, pending))
         except Exception as error:
             # LedgerBusy cannot happen (batches in flight are bounded below the ledger's
             # queue); anything else means the ledger state is unknown.
-            self._committed(batch, recorded, error)
+            self._committed(pending, error)
 
-    def _committed(
-        self,
-        batch: list[tuple[_Job, list[Event]]],
-        recorded: list[list[bool]],
-        indexes: list[int] | BaseException,
-    ) -> None:
-        """From the ledger, in the turn it learns the batch is durable (or failed)."""
+    def _committed(self, pending: _Batch, indexes: list[int] | BaseException) -> None:
+        """From the ledger, in the turn it learns the batch is durable (or failed):
+        answer every batch, in order, up to the first one still with the ledger."""
         self._batches_in_flight -= 1
         if not self._batches_in_flight:
             self._no_batches_in_flight.set()
         if isinstance(indexes, BaseException):
             self._fail(f"ledger append failed: {indexes!r}")
-            for job, _ in batch:
-                job.failed(UNAVAILABLE, self._failure or "")
             return
-        self._answer(batch, recorded, indexes)
+        pending.indexes = indexes
+        while self._unanswered and self._unanswered[0].indexes is not None:
+            head = self._unanswered.popleft()
+            assert head.indexes is not None
+            self._answer(head.jobs, head.recorded, head.indexes)
         if self._jobs:
             self._pump_soon()
+
+    def _fail_unanswered(self, reason: str) -> None:
+        """Every batch not answered yet is refused: what it rests on may be lost."""
+        while self._unanswered:
+            for job, _ in self._unanswered.popleft().jobs:
+                job.failed(UNAVAILABLE, reason)
 
     def _answer(
         self,
@@ -657,6 +697,7 @@ class OrderService:
         if self._failure is None or self._failure == "the server is shutting down":
             log.error("order service stopped: %s", reason)
         self._failure = reason
+        self._fail_unanswered(reason)
         while self._jobs:
             self._jobs.popleft().failed(UNAVAILABLE, reason)
         while self._unchecked:
@@ -670,7 +711,7 @@ class OrderService:
             await asyncio.sleep(interval_s)
             if not self._tick_queued and self._failure is None:
                 self._tick_queued = True
-                self.submit(None, _no_answer, _no_failure)
+                self._enqueue(_TickJob(self))
 
     # What viewers see: sale events (numbered) and stock (coalesced by the hub)
 
