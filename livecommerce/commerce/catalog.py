@@ -183,6 +183,8 @@ class Catalog:
         self._products: dict[str, Product] = {}
         self._inventory_units: dict[str, int] = {}
         self._change_ids: set[str] = set()
+        # Inventory given back by cancelled paid orders: cause -> units after (escrow.py).
+        self._returned: dict[str, int] = {}
 
     def get(self, product_id: str) -> Product | None:
         return self._products.get(product_id)
@@ -302,12 +304,32 @@ class Catalog:
         self._inventory_units[product.product_id] = 0
 
     def restore_inventory(self, changed: InventoryChanged) -> None:
+        returned = self._returned.get(changed.cause)
+        if returned is not None:
+            # Replaying the whole ledger, the cancel that made this entry was taken again
+            # (escrow.py) and returned the units already: the entry must agree.
+            if returned != changed.inventory_units:
+                raise ValueError(f"ledger return of {changed.cause} does not add up")
+            return
+        if changed.cause.startswith("cancel:"):
+            self._returned[changed.cause] = changed.inventory_units
         before = self._inventory_units[changed.product_id]
         if before + changed.delta_units != changed.inventory_units:
             raise ValueError(f"ledger inventory of {changed.product_id} does not add up")
         self._inventory_units[changed.product_id] = changed.inventory_units
         if changed.cause.startswith("restock:"):
             self._change_ids.add(changed.cause.removeprefix("restock:"))
+
+    def return_units(
+        self, product_id: str, units: int, cause: str, now_ms: int
+    ) -> InventoryChanged:
+        """Units of a cancelled paid order go back to the product's inventory (`cause`:
+        `cancel:<order ref>`). Products are never removed, so the product is known."""
+        assert units > 0, units
+        available = self._inventory_units[product_id]
+        self._inventory_units[product_id] = available + units
+        self._returned[cause] = available + units
+        return InventoryChanged(product_id, units, available + units, cause, now_ms)
 
     def take_for_sale(
         self, product_id: str, units: int, sale_id: str, now_ms: int

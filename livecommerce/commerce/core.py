@@ -8,15 +8,32 @@ event's `to_entry()` (when not None) to the ledger and sends the answers.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from livecommerce.commerce.catalog import AddStock, Catalog, ListProduct
-from livecommerce.commerce.events import Event
+from livecommerce.commerce.escrow import (
+    EscrowBook,
+    EscrowRules,
+    OrderStep,
+    ProviderResult,
+    RunPayouts,
+    SetRules,
+    Stage,
+    StepKind,
+    StepRefused,
+    StepRepeated,
+)
+from livecommerce.commerce.events import Entry, Event
+from livecommerce.commerce.funds import Funds, TransferRecorded
 from livecommerce.commerce.identity import IdentityRegistry, Register
 from livecommerce.commerce.orders import (
     ORDER_FRESHNESS_MS,
     CheckedOrder,
     OrderBook,
+    OrderPaid,
+    OrderStatus,
+    PaymentRefused,
     PayOrder,
     PlaceOrder,
     PreparedOrder,
@@ -36,6 +53,10 @@ Command = (
     | PlaceOrder
     | CheckedOrder
     | PayOrder
+    | OrderStep
+    | ProviderResult
+    | RunPayouts
+    | SetRules
 )
 
 
@@ -54,6 +75,8 @@ class CommerceCore:
         self,
         order_freshness_ms: int = ORDER_FRESHNESS_MS,
         external_stock: bool = False,
+        escrow_rules: EscrowRules | None = None,
+        verify_signatures: bool = True,
     ) -> None:
         self.identities = IdentityRegistry()
         self.catalog = Catalog(self.identities)
@@ -65,6 +88,16 @@ class CommerceCore:
             order_freshness_ms=order_freshness_ms,
             external_stock=external_stock,
         )
+        self.funds = Funds()
+        self.escrow = EscrowBook(
+            self.identities, self.catalog, self.funds, escrow_rules or EscrowRules()
+        )
+        # False only to replay the server's own ledger: the signed steps in it were
+        # checked when they were taken (a third party's audit checks them again).
+        self.verify_signatures = verify_signatures
+        # Replay: the entries that the step just taken again made, which must come next
+        # in the ledger (livecommerce/commerce/replay.py).
+        self.expected_entries: deque[Entry] = deque()
         self._now_ms = 0
 
     def restore_clock(self, now_ms: int) -> None:
@@ -75,7 +108,17 @@ class CommerceCore:
         """Time-driven transitions. Time never goes backwards inside the core."""
         now_ms = max(now_ms, self._now_ms)
         self._now_ms = now_ms
-        return [*self.sales.tick(now_ms), *self.orders.tick(now_ms)]
+        events = [*self.sales.tick(now_ms), *self.orders.tick(now_ms)]
+        for expired in self.funds.tick(now_ms):
+            events.extend(self.expire_transfer(expired, now_ms))
+        events.extend(self.escrow.tick(now_ms))
+        return events
+
+    def expire_transfer(self, expired: Event, now_ms: int) -> list[Event]:
+        """A pending transfer the funds expired, then what the escrow does about it (one
+        after the other, so that replay can take them again in ledger order)."""
+        assert isinstance(expired, TransferRecorded)
+        return [expired, *self.escrow.expired(expired, now_ms)]
 
     def handle(self, command: Command, now_ms: int) -> list[Event]:
         events = self.tick(now_ms)
@@ -86,7 +129,15 @@ class CommerceCore:
         elif isinstance(command, CheckedOrder):
             result = self.orders.place(command.order, now_ms, command.check)
         elif isinstance(command, PayOrder):
-            result = self.orders.pay(command, now_ms)
+            result = self._pay(command, now_ms, None)
+        elif isinstance(command, OrderStep):
+            result = self._step(command, now_ms)
+        elif isinstance(command, ProviderResult):
+            result = self.escrow.record_result(command, now_ms)
+        elif isinstance(command, RunPayouts):
+            result = self.escrow.run_payouts(command, now_ms)
+        elif isinstance(command, SetRules):
+            result = self.escrow.set_rules(command, now_ms)
         elif isinstance(command, Register):
             result = self.identities.register(command, now_ms)
         elif isinstance(command, ListProduct):
@@ -132,8 +183,67 @@ class CommerceCore:
         """External stock: `store_settled = await store.settle(sale_id, buyer_id, order_id)`
         first, then this. The payment is applied before the clock runs, so a hold that ran
         out while the settlement was in flight does not refuse a payment the store took."""
-        paid = self.orders.pay(command, max(now_ms, self._now_ms), store_settled)
+        paid = self._pay(command, max(now_ms, self._now_ms), store_settled)
         return [*paid, *self.tick(now_ms)]
+
+    def _pay(self, command: PayOrder, now_ms: int, store_settled: bool | None) -> list[Event]:
+        """The order book takes the payment; the escrow holds its money."""
+        if all_text(command.buyer_id, command.order_id, command.authorization_id):
+            life = self.escrow.get(command.buyer_id, command.order_id)
+            if life is not None and life.authorization_id != command.authorization_id:
+                detail = "the order is paid by another payment; cancel this one"
+                return [
+                    PaymentRefused(command.order_id, command.buyer_id, Reason.ALREADY_PAID, detail)
+                ]
+            if life is None and not self.escrow.has_room():
+                detail = "too many paid orders open; retry later"
+                return [PaymentRefused(command.order_id, command.buyer_id, Reason.CAPACITY, detail)]
+        events = self.orders.pay(command, now_ms, store_settled)
+        for event in list(events):
+            if isinstance(event, OrderPaid):
+                events.extend(self.open_escrow(event, now_ms))
+        return events
+
+    def open_escrow(self, paid: OrderPaid, now_ms: int) -> list[Event]:
+        sale = self.sales.get(paid.sale_id)
+        assert sale is not None
+        return self.escrow.open(
+            paid.buyer_id,
+            paid.order_id,
+            sale.spec.merchant_id,
+            sale.spec.product_id,
+            paid.quantity,
+            paid.amount_cents,
+            paid.currency,
+            paid.provider,
+            paid.authorization_id,
+            now_ms,
+        )
+
+    def _step(self, step: OrderStep, now_ms: int) -> list[Event]:
+        """A signed step; cancelling an order not paid yet is the order book's (its units
+        go back to the sale), every other step the escrow's."""
+        if (
+            step.step == StepKind.CANCEL
+            and all_text(step.buyer_id, step.order_id)
+            and self.escrow.get(step.buyer_id, step.order_id) is None
+        ):
+            status = self.orders.status(step.buyer_id, step.order_id)
+            if status is OrderStatus.CANCELLED:
+                return [StepRepeated(f"{step.buyer_id}/{step.order_id}", Stage.CANCELLED)]
+            refused = self.escrow.check_signed(step, step.buyer_id, now_ms, self.verify_signatures)
+            if refused is None and status is OrderStatus.HELD:
+                cancelled = self.orders.cancel_hold(
+                    step.buyer_id, step.order_id, step.step_id, now_ms
+                )
+                assert not isinstance(cancelled, Rejected)
+                return cancelled
+            if refused is None and status is None:
+                refused = Rejected(Reason.UNKNOWN_ORDER, "no such order for this buyer")
+            if refused is None:
+                refused = Rejected(Reason.WRONG_STAGE, "only a held or paid order is cancelled")
+            return [StepRefused(f"{step.buyer_id}/{step.order_id}", refused.reason, refused.detail)]
+        return self.escrow.take_step(step, now_ms, self.verify_signatures)
 
     def complete_order(
         self, prepared: PreparedOrder, result: ReserveResult, now_ms: int

@@ -114,20 +114,30 @@ class CheckedOrder:
 
 @dataclass(frozen=True, slots=True)
 class PayOrder:
-    """Simulated payment by the buyer's authenticated session. `shipping_commitment` is the
-    salted commitment to the buyer's sealed shipping details (privacy.py), "" for none: the
-    adapter seals the details and keeps them off the ledger; only the commitment goes on."""
+    """A payment the provider authorized (the adapter asked it, with the buyer's card,
+    from the buyer's authenticated session): the order is paid and its money is held in
+    escrow (escrow.py). `provider` and `authorization_id` name the authorization (no card
+    data). `shipping_commitment` is the salted commitment to the buyer's sealed shipping
+    details (privacy.py), "" for none: the adapter seals the details and keeps them off
+    the ledger; only the commitment goes on."""
 
     buyer_id: str
     order_id: str
     shipping_commitment: str = ""
+    provider: str = ""
+    authorization_id: str = ""
 
 
 class OrderStatus(StrEnum):
     HELD = "held"
     PAID = "paid"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"  # by the buyer before paying
     REJECTED = "rejected"
+
+
+# A hold whose units went back to the sale (expired, or cancelled by its buyer).
+RELEASED: Final = frozenset({OrderStatus.EXPIRED, OrderStatus.CANCELLED})
 
 
 class OrderAccepted(msgspec.Struct, Event, frozen=True, gc=False):
@@ -206,6 +216,8 @@ class OrderPaid(Event):
     currency: str
     time_ms: int
     shipping_commitment: str = ""
+    provider: str = ""
+    authorization_id: str = ""
 
     def to_entry(self) -> Entry:
         return "order/v1", {"action": "paid", **flat_fields(self)}
@@ -213,16 +225,22 @@ class OrderPaid(Event):
 
 @dataclass(frozen=True, slots=True)
 class OrderExpired(Event):
-    """An unpaid hold ran out; its units go back to the sale (external: call release)."""
+    """An unpaid hold ran out, or its buyer cancelled it (`cancel_step_id`, the signed
+    step's id: escrow.py); its units go back to the sale (external: call release)."""
 
     order_id: str
     sale_id: str
     buyer_id: str
     quantity: int
     time_ms: int
+    cancel_step_id: str = ""
 
     def to_entry(self) -> Entry:
-        return "order/v1", {"action": "expired", **flat_fields(self)}
+        fields = flat_fields(self)
+        if not self.cancel_step_id:
+            del fields["cancel_step_id"]
+            return "order/v1", {"action": "expired", **fields}
+        return "order/v1", {"action": "hold_cancelled", **fields}
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,7 +372,7 @@ class OrderBook:
             return
         sale = self.sales.get(order.sale_id)
         assert sale is not None
-        if order.status is OrderStatus.EXPIRED:  # Settled in the store after a local expiry.
+        if order.status in RELEASED:  # Settled in the store after a local expiry.
             order.counted = order.counted and sale.stock.retake(buyer_id, order_id)
             if order.counted:
                 sale.units_held += order.quantity
@@ -365,8 +383,10 @@ class OrderBook:
             sale.units_held -= order.quantity
             sale.units_sold += order.quantity
 
-    def restore_expired(self, buyer_id: str, order_id: str, time_ms: int) -> None:
-        self._expire(buyer_id, order_id, time_ms)
+    def restore_expired(
+        self, buyer_id: str, order_id: str, time_ms: int, cancel_step_id: str = ""
+    ) -> None:
+        self._expire(buyer_id, order_id, time_ms, cancel_step_id)
 
     def holds_pending(self) -> int:
         return len(self._holds)
@@ -559,8 +579,14 @@ class OrderBook:
         def refuse(reason: Reason, detail: str) -> list[Event]:
             return [PaymentRefused(command.order_id, command.buyer_id, reason, detail)]
 
-        if not all_text(command.buyer_id, command.order_id, command.shipping_commitment):
-            return refuse(Reason.BAD_FIELD, "buyer_id, order_id, commitment must be text")
+        if not all_text(
+            command.buyer_id,
+            command.order_id,
+            command.shipping_commitment,
+            command.provider,
+            command.authorization_id,
+        ):
+            return refuse(Reason.BAD_FIELD, "payment fields must be text")
         if (
             command.shipping_commitment
             and COMMITMENT.fullmatch(command.shipping_commitment) is None
@@ -580,7 +606,7 @@ class OrderBook:
         if store_settled is False:
             expired = self._expire(command.buyer_id, command.order_id, now_ms)
             return [*expired, *refuse(Reason.ORDER_EXPIRED, "the payment hold expired")]
-        if order.status is OrderStatus.EXPIRED and store_settled is None:
+        if order.status in RELEASED and store_settled is None:
             return refuse(Reason.ORDER_EXPIRED, "the payment hold expired; order again")
         if (
             order.status is OrderStatus.HELD
@@ -589,7 +615,7 @@ class OrderBook:
         ):
             expired = self._expire(command.buyer_id, command.order_id, now_ms)
             return [*expired, *refuse(Reason.ORDER_EXPIRED, "the payment hold expired")]
-        if order.status is OrderStatus.EXPIRED:
+        if order.status in RELEASED:
             # External stock, settled in the store although this process expired the hold
             # while the settlement was in flight (its release then gave back nothing).
             # The store is right: the units are sold. Take them back in the local mirror
@@ -616,6 +642,8 @@ class OrderBook:
                 accepted.currency,
                 now_ms,
                 command.shipping_commitment,
+                command.provider,
+                command.authorization_id,
             ),
             stock_changed(sale, f"paid:{command.order_id}", now_ms),
         ]
@@ -627,20 +655,32 @@ class OrderBook:
             events.append(self.sales.close(sale, CloseReason.SOLD_OUT, now_ms))
         return events
 
-    def _expire(self, buyer_id: str, order_id: str, now_ms: int) -> list[Event]:
+    def cancel_hold(
+        self, buyer_id: str, order_id: str, step_id: str, now_ms: int
+    ) -> list[Event] | Rejected:
+        """The buyer cancels an order not paid yet (the adapter checked the signed step):
+        its units go back to the sale at once, as when the hold expires."""
+        if self.status(buyer_id, order_id) is not OrderStatus.HELD:
+            return Rejected(Reason.WRONG_STAGE, "only an order held for payment is cancelled so")
+        return self._expire(buyer_id, order_id, now_ms, step_id)
+
+    def _expire(
+        self, buyer_id: str, order_id: str, now_ms: int, cancel_step_id: str = ""
+    ) -> list[Event]:
         order = self._orders.get((buyer_id, order_id))
         if order is None or order.status is not OrderStatus.HELD:
             return []  # Paid (or already expired) since the hold was queued.
         sale = self.sales.get(order.sale_id)
         assert sale is not None
-        order.status = OrderStatus.EXPIRED
+        order.status = OrderStatus.CANCELLED if cancel_step_id else OrderStatus.EXPIRED
         if order.counted:
             released = sale.stock.release(buyer_id, order_id)
             assert released.released_units == order.quantity, released
             sale.units_held -= order.quantity
+        cause = "cancelled" if cancel_step_id else "expired"
         return [
-            OrderExpired(order_id, sale.sale_id, buyer_id, order.quantity, now_ms),
-            stock_changed(sale, f"expired:{order_id}", now_ms),
+            OrderExpired(order_id, sale.sale_id, buyer_id, order.quantity, now_ms, cancel_step_id),
+            stock_changed(sale, f"{cause}:{order_id}", now_ms),
         ]
 
     def tick(self, now_ms: int) -> list[Event]:

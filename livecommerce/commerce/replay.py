@@ -7,19 +7,36 @@ evaluated again), and session challenges. Every `stock/v1` entry is checked agai
 replayed counts (embedded mode), so a ledger that disagrees with itself is refused with a
 `ReplayError` naming the entry, rather than served.
 
+Money (escrow.py, funds.py) is replayed by taking every step again and checking what it
+makes: a signed step, a provider's result, a payout batch, a transfer the clock expired,
+or an order the clock confirmed is the head of the entries it made; taken again, it must
+make exactly that entry and then, in order, the money entries that follow it in the
+ledger (`transfer/v1`, `payment/v1`, `payout/v1`, the escrow's `order/v1`). So no money
+entry can be added, dropped or altered without replay naming it, and balances replayed
+are the balances the rules give. `finish(core)` then checks that nothing it expected
+is missing at the end.
+
 `order_records(core, sale_id)` gives the list a stock store's `rebuild` takes, e.g. after
 Redis restarted empty.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 from livecommerce.commerce.catalog import InventoryChanged, Product
 from livecommerce.commerce.core import CommerceCore
-from livecommerce.commerce.events import Entry
+from livecommerce.commerce.escrow import (
+    OrderStep,
+    ProviderResult,
+    RunPayouts,
+    StepRefused,
+    rules_of,
+)
+from livecommerce.commerce.events import Entry, Event
 from livecommerce.commerce.identity import Identity
-from livecommerce.commerce.orders import OrderAccepted, OrderStatus
+from livecommerce.commerce.orders import OrderAccepted, OrderPaid, OrderStatus
 from livecommerce.commerce.reservations import OrderRecord, RecordStatus
 from livecommerce.commerce.sales import CloseReason, ScheduleSale
 
@@ -46,7 +63,9 @@ def apply_entry(core: CommerceCore, entry: Entry) -> None:
     time_ms = fields.get("time_ms")
     if isinstance(time_ms, int):
         core.restore_clock(time_ms)
-    if entry_type == "identity/v1":
+    if is_money_entry(entry):
+        _apply_money(core, entry)
+    elif entry_type == "identity/v1":
         identity_id, registered_at_ms = fields["identity_id"], fields["time_ms"]
         assert isinstance(identity_id, str)
         assert isinstance(registered_at_ms, int)
@@ -69,10 +88,22 @@ def apply_entry(core: CommerceCore, entry: Entry) -> None:
         core.orders.restore_accepted(accepted)
     elif entry_type == "order/v1" and action == "paid":
         core.orders.restore_paid(str(fields["buyer_id"]), str(fields["order_id"]))
-    elif entry_type == "order/v1" and action == "expired":
+        if "authorization_id" in fields:  # paid with money held in escrow
+            paid = OrderPaid(**{k: v for k, v in fields.items() if k != "action"})  # type: ignore[arg-type]
+            _expect(core, core.open_escrow(paid, paid.time_ms))
+    elif entry_type == "order/v1" and action in ("expired", "hold_cancelled"):
         time_ms = fields["time_ms"]
         assert isinstance(time_ms, int)
-        core.orders.restore_expired(str(fields["buyer_id"]), str(fields["order_id"]), time_ms)
+        core.orders.restore_expired(
+            str(fields["buyer_id"]),
+            str(fields["order_id"]),
+            time_ms,
+            str(fields.get("cancel_step_id", "")),
+        )
+    elif entry_type == "rules/v1":
+        core.escrow.rules = dataclasses.replace(
+            rules_of(fields), lives_max=core.escrow.rules.lives_max
+        )
     elif entry_type == "room/v1" and action == "linked":
         core.rooms.restore_linked(str(fields["room_id"]), str(fields["merchant_id"]))
     elif entry_type == "stock/v1":
@@ -90,12 +121,99 @@ def apply_entry(core: CommerceCore, entry: Entry) -> None:
 
 def replay(entries: Iterable[Entry], external_stock: bool = False) -> CommerceCore:
     core = CommerceCore(external_stock=external_stock)
+    index = -1
     for index, entry in enumerate(entries):
         try:
             apply_entry(core, entry)
         except (KeyError, TypeError, ValueError, AssertionError) as error:
             raise ReplayError(f"entry {index} ({entry[0]}): {error!r}") from error
+    try:
+        finish(core)
+    except ValueError as error:
+        raise ReplayError(f"after entry {index}: {error}") from error
     return core
+
+
+def finish(core: CommerceCore) -> None:
+    """At the end of the ledger: every money entry the steps made is there."""
+    if core.expected_entries:
+        missing = core.expected_entries[0]
+        raise ValueError(f"the ledger ends without {missing[0]} {missing[1]}")
+
+
+# Money: take the step again, check what it makes
+
+MONEY_ENTRY_TYPES = frozenset({"transfer/v1", "payment/v1", "payout/v1"})
+STEP_ACTIONS = frozenset(
+    {
+        "cancelled", "shipped", "delivered", "confirmed", "refund_requested",
+        "refund_accepted", "refund_declined", "disputed", "resolved",
+    }
+)  # fmt: skip
+_STEP_FIELDS = list(OrderStep.__dataclass_fields__)
+_RESULT_FIELDS = list(ProviderResult.__dataclass_fields__)
+
+
+def is_money_entry(entry: Entry) -> bool:
+    entry_type, fields = entry
+    if entry_type in MONEY_ENTRY_TYPES:
+        return True
+    action = fields.get("action")
+    return entry_type == "order/v1" and (action in STEP_ACTIONS or action == "stage")
+
+
+def _expect(core: CommerceCore, events: list[Event]) -> None:
+    """What taking a step again made, that the ledger must hold next."""
+    for event in events:
+        made = event.to_entry()
+        if made is not None and is_money_entry(made):
+            core.expected_entries.append(made)
+
+
+def _apply_money(core: CommerceCore, entry: Entry) -> None:
+    expected = core.expected_entries
+    if expected:
+        made = expected.popleft()
+        if made != entry:
+            raise ValueError(f"the rules made {made[0]} {made[1]}, the ledger holds {entry[1]}")
+        return
+    events = _take_again(core, entry)
+    for event in events:
+        if isinstance(event, StepRefused):
+            raise ValueError(f"taken again, this step is refused: {event.detail}")
+    made_entries = [made for made in (e.to_entry() for e in events) if made is not None]
+    if not made_entries or made_entries[0] != entry:
+        first = made_entries[0][1] if made_entries else "nothing"
+        raise ValueError(f"taken again, this step made {first}")
+    _expect(core, events[1:])
+
+
+def _take_again(core: CommerceCore, entry: Entry) -> list[Event]:
+    """The command that made this (head) entry, taken again at the entry's time."""
+    entry_type, fields = entry
+    action = fields.get("action")
+    now_ms = fields["time_ms"]
+    assert isinstance(now_ms, int)
+    if entry_type == "order/v1" and action in STEP_ACTIONS:
+        step_fields = {name: fields[name] for name in _STEP_FIELDS if name != "time_ms"}
+        step = OrderStep(time_ms=fields["signed_time_ms"], **step_fields)  # type: ignore[arg-type]
+        return core.escrow.take_step(step, now_ms, core.verify_signatures)
+    if entry_type == "order/v1" and fields.get("cause") == "auto_confirmed":
+        life = core.escrow.get(str(fields["buyer_id"]), str(fields["order_id"]))
+        if life is None or life.confirm_due_ms == 0 or life.confirm_due_ms > now_ms:
+            raise ValueError("confirmed by the clock before it was due")
+        return core.escrow.auto_confirm(life, now_ms)
+    if entry_type == "transfer/v1" and fields.get("phase") == "expire":
+        expired = core.funds.expire(str(fields["pending_id"]), now_ms)
+        if expired is None:
+            raise ValueError("expires what is not pending, or not due yet")
+        return core.expire_transfer(expired, now_ms)
+    if entry_type == "payment/v1":
+        result = ProviderResult(**{name: fields[name] for name in _RESULT_FIELDS})  # type: ignore[arg-type]
+        return core.escrow.record_result(result, now_ms)
+    if entry_type == "payout/v1" and action == "started":
+        return core.escrow.run_payouts(RunPayouts(str(fields["batch_id"])), now_ms)
+    raise ValueError("no step makes this entry by itself")
 
 
 def order_records(core: CommerceCore, sale_id: str) -> list[OrderRecord]:
@@ -105,6 +223,7 @@ def order_records(core: CommerceCore, sale_id: str) -> list[OrderRecord]:
         OrderStatus.HELD: RecordStatus.ACCEPTED,
         OrderStatus.PAID: RecordStatus.PAID,
         OrderStatus.EXPIRED: RecordStatus.RELEASED,
+        OrderStatus.CANCELLED: RecordStatus.RELEASED,
     }
     for (buyer_id, order_id), order in core.orders.orders_of_sale(sale_id):
         record = status_to_record.get(order.status)

@@ -42,6 +42,17 @@ class Reason(StrEnum):
     SALE_CLOSED = "sale_closed"
     ROOM_LINKED = "room_linked"
     ROOM_NOT_LINKED = "room_not_linked"
+    # Funds and the order's life after payment.
+    BAD_AMOUNT = "bad_amount"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    TRANSFER_EXISTS = "transfer_exists"
+    UNKNOWN_TRANSFER = "unknown_transfer"
+    TRANSFER_RESOLVED = "transfer_resolved"
+    WRONG_STAGE = "wrong_stage"
+    NOT_ARBITER = "not_arbiter"
+    PAYMENT_PENDING = "payment_pending"
+    ALREADY_PAID = "already_paid"
+    PAYMENT_DECLINED = "payment_declined"
     # Any bounded table is full: push back, retry later.
     CAPACITY = "capacity"
     # The external stock store does not know the sale (Redis lost it): retry later.
