@@ -14,7 +14,7 @@ import mmap
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from ledger.storage import BLOCKS_FILE, ENTRIES_FILE
 from ledger.tiles import TILE_HEIGHT, TILE_WIDTH, Tile, decode_bundle
 from ledger.wal import Scanner
 
+OnEntry = Callable[[int, bytes], None]
 HTTP_TIMEOUT_S = 30.0
 HTTP_RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 
@@ -85,9 +86,14 @@ def check_blocks(records: list[tuple[bytes, bytes]], verifier: Verifier) -> list
 
 
 def check_entries(
-    entries: Iterator[bytes], blocks: list[SignedBlock], check_canonical: bool = False
+    entries: Iterator[bytes],
+    blocks: list[SignedBlock],
+    check_canonical: bool = False,
+    on_entry: OnEntry | None = None,
 ) -> tuple[MerkleTree, Report]:
-    """Rebuild the tree, holding each block's signed root to it as its size is reached."""
+    """Rebuild the tree, holding each block's signed root to it as its size is reached.
+    `on_entry(index, entry)` sees every entry in order (an application's own checks, e.g.
+    `python -m livecommerce audit` replaying the money)."""
     tree = MerkleTree()
     report = Report(blocks=len(blocks))
     targets = [b for b in blocks]
@@ -131,6 +137,8 @@ def check_entries(
             except ValueError as error:
                 raise VerifyError(f"entry {index}: {error}") from None
         append_leaf(leaf_hash(data))
+        if on_entry is not None:
+            on_entry(index, data)
         while target < len(targets) and targets[target].checkpoint.size == index + 1:
             check_target(targets[target])
             target += 1
@@ -172,13 +180,18 @@ def scan_file(path: Path, what: str) -> Iterator[bytes]:
                 )
 
 
-def verify_directory(data_dir: Path, verifier: Verifier, check_canonical: bool = False) -> Report:
+def verify_directory(
+    data_dir: Path,
+    verifier: Verifier,
+    check_canonical: bool = False,
+    on_entry: OnEntry | None = None,
+) -> Report:
     items = list(scan_file(data_dir / BLOCKS_FILE, "block item"))
     if len(items) % 2:
         raise VerifyError(f"block {len(items) // 2}: has no checkpoint")
     blocks = check_blocks([(items[i], items[i + 1]) for i in range(0, len(items), 2)], verifier)
     entries = scan_file(data_dir / ENTRIES_FILE, "at")
-    _tree, report = check_entries(entries, blocks, check_canonical)
+    _tree, report = check_entries(entries, blocks, check_canonical, on_entry)
     return report
 
 
@@ -193,7 +206,12 @@ def _get(url: str) -> bytes:
     return data
 
 
-def verify_url(base_url: str, verifier: Verifier, check_canonical: bool = False) -> Report:
+def verify_url(
+    base_url: str,
+    verifier: Verifier,
+    check_canonical: bool = False,
+    on_entry: OnEntry | None = None,
+) -> Report:
     base = base_url.rstrip("/")
     latest = int(_get(f"{base}/blocks/latest").decode().strip())
     items: list[bytes] = []
@@ -214,7 +232,7 @@ def verify_url(base_url: str, verifier: Verifier, check_canonical: bool = False)
                 raise VerifyError(f"{path}: holds {len(bundle)} entries, want {width}")
             yield from bundle
 
-    tree, report = check_entries(fetch_entries(), blocks, check_canonical)
+    tree, report = check_entries(fetch_entries(), blocks, check_canonical, on_entry)
     # The served hash tiles must be the recomputed hashes: a tile is what clients prove with.
     level = 0
     while (size >> (TILE_HEIGHT * level)) > 0:

@@ -3,6 +3,7 @@
 python -m livecommerce serve [--host H] [--port P] [--data DIR] [--demo] [--redis URL]
 python -m livecommerce ledger-writer --redis URL [--data DIR] [--host H --port P]
 python -m livecommerce buy [--url URL] [--room ID] [--quantity N]
+python -m livecommerce audit SOURCE --vkey KEY [--accounts]
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     buy.add_argument("--room", default="demo", help="room id")
     buy.add_argument("--quantity", type=int, default=1)
     buy.add_argument("--name", default="Terminal buyer", help="display name to register")
+    audit = commands.add_parser(
+        "audit", help="replay a ledger: balances, and every broken money invariant"
+    )
+    audit.add_argument("source", help="a ledger URL (…/ledger) or a ledger directory")
+    audit.add_argument("--vkey", required=True, help="the ledger's verifier key, or a file")
+    audit.add_argument("--accounts", action="store_true", help="list every account")
     return parser
 
 
@@ -47,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = vars(build_parser().parse_args(argv))
     command = arguments.pop("command")
     serve_ledger = command == "ledger-writer" and arguments.get("port") is not None
+    if command == "audit":
+        from livecommerce.audit import main as audit_main
+
+        extra = ["--accounts"] if arguments["accounts"] else []
+        return audit_main([arguments["source"], "--vkey", arguments["vkey"], *extra])
     if command == "buy":
         from livecommerce.orders.buy import main as buy_main
 
