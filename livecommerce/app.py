@@ -25,6 +25,7 @@ from livecommerce.hub.broker import Broker, InProcessBroker
 from livecommerce.hub.hub import Hub, HubLimits
 from livecommerce.hub.room import RoomLimits
 from livecommerce.metrics import metrics
+from livecommerce.openapi import openapi_json
 from livecommerce.orders import endpoints as order_endpoints
 from livecommerce.orders.wiring import orders_lifespan
 from livecommerce.settings import Settings
@@ -163,6 +164,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/healthz", healthz),
         Route("/metrics", metrics),
+        Route("/openapi.json", openapi_json),
         *hub_endpoints.routes(),
         *order_endpoints.routes(),
         Mount("/ledger", app=ledger_app),
