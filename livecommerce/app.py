@@ -169,9 +169,12 @@ def create_app(settings: Settings) -> Starlette:
         *order_endpoints.routes(),
         Mount("/ledger", app=ledger_app),
         *video.routes,
-        Mount("/", app=StaticFiles(directory=settings.static_dir, html=True), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    # The pages are what no route matches, not a route: a mount at "/" matched every path
+    # first, so a route called with a method it does not take (OPTIONS /api/rooms, GET
+    # /api/orders) got the static files' 404 or their "Allow: GET, HEAD", not its own 405.
+    app.router.default = StaticFiles(directory=settings.static_dir, html=True)
     app.state.settings = settings
     app.state.video = video
     return app

@@ -1,5 +1,6 @@
 """The OpenAPI document at /openapi.json: every route the app serves is in it, nothing else
-is, and it is a valid OpenAPI 3.1 document."""
+is, and it is a valid OpenAPI 3.1 document; routes answer methods they do not take with
+405 and their `Allow`, not with the static files' answer."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 
 import httpx
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 
 from livecommerce.openapi import openapi_path
 from tests.livecommerce.server import running_server
@@ -27,8 +27,6 @@ def served(routes: list[BaseRoute], prefix: str = "") -> tuple[set[tuple[str, st
                 http.add((method, openapi_path(prefix + route.path)))
         elif isinstance(route, WebSocketRoute):
             sockets.add(openapi_path(prefix + route.path))
-        elif isinstance(route, Mount) and isinstance(route.app, StaticFiles):
-            continue  # the pages
         elif isinstance(route, Mount):
             inner = getattr(route.app, "routes", None)
             assert inner is not None, f"the mount at {route.path} has no routes to list"
@@ -76,3 +74,21 @@ def test_the_document_is_valid_openapi_and_its_bodies_resolve() -> None:
         # Every error answer is the one error shape, or a documented result object.
         for status, response in operation.definition.raw["responses"].items():
             assert response["description"], (operation.label, status)
+
+
+async def test_a_route_answers_a_method_it_does_not_take_with_405_and_allow(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path) as server, httpx.AsyncClient() as client:
+        for method, path, allowed in [
+            ("GET", "/api/orders", "POST"),
+            ("OPTIONS", "/api/rooms", "POST"),
+            ("DELETE", "/api/rooms/demo", "GET, HEAD"),
+            ("PUT", "/whip/demo", "POST"),
+        ]:
+            response = await client.request(method, f"{server.http}{path}")
+            assert response.status_code == 405, (method, path, response.status_code)
+            assert response.headers["allow"] == allowed, (method, path)
+        # Static files are still served, and an unknown path is still a 404.
+        assert (await client.get(f"{server.http}/")).status_code == 200
+        assert (await client.get(f"{server.http}/no-such-page")).status_code == 404
