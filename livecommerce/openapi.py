@@ -32,6 +32,7 @@ OPENAPI_VERSION = "3.1.0"
 # Ids are made by clients or the server from these characters (docs/commerce.md).
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 DECIMAL_PATTERN = r"^[0-9]{1,20}$"
+ANY_TEXT = r"^.+$"
 
 
 class ErrorBody(msgspec.Struct, frozen=True):
@@ -260,6 +261,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/merchants/{merchant_id}/products",
         "a merchant's listings (at most 500)",
         {200: Answer("products", JSON_OBJECT)},
+        # Any text: an id nobody registered has no products.
+        path_patterns={"merchant_id": ANY_TEXT},
         tag="catalog",
     ),
     # Rooms and sales (the host)
