@@ -123,9 +123,9 @@ async def host_command(request: Request) -> Response:
     if body is None:
         return too_large(BODY_BYTES_MAX)
     try:
-        command = m.host_command_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as error:
-        return _error(400, "invalid_request", str(error))
+        command = m.decode_host_command(body)
+    except m.ProtocolError as error:
+        return _error(400, "invalid_request", error.message)
     try:
         refusal = await _hub(request).host_command(request.path_params["room_id"], token, command)
     except BrokerUnavailable as error:

@@ -291,3 +291,35 @@ async def test_no_path_reaches_a_file_outside_the_served_directories(tmp_path: P
         assert (static / "index.html").read_bytes() in received
         after = observe(world)
         assert after == before, differences(before, after)
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+async def test_json_nested_too_deeply_is_a_400_in_every_body(tmp_path: Path) -> None:
+    """A member nested 3,000 deep ahead of the one the decoder dispatches on made msgspec
+    raise RecursionError, which the host route did not catch: a 500 (the socket: see
+    test_socket_fuzz.py). Every JSON body, with the right credential, gets a 400."""
+    async with running_server(tmp_path) as server, httpx.AsyncClient() as client:
+        world = await populated(server)
+        before = observe(world)
+        for method, template in json_body_operations():
+            operation = document()["paths"][template][method.lower()]
+            session = {"session": []} in operation.get("security", [])
+            token = world.buyer_token if session else world.host_token
+            for body in [
+                b'{"x":' + nested(3000) + b',"type":"host.end/v1"}',
+                b'{"x":' + b'{"a":' * 2000 + b"1" + b"}" * 2001,
+                nested(5000),
+            ]:
+                response = await client.request(
+                    method,
+                    f"{server.http}{concrete(template, world)}",
+                    content=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                assert response.status_code == 400, (method, template, response.text)
+                assert response.json()["error"] == "invalid_request", response.text
+        after = observe(world)
+        assert after == before, differences(before, after)
