@@ -88,7 +88,9 @@ async def test_a_route_answers_a_method_it_does_not_take_with_405_and_allow(
         ]:
             response = await client.request(method, f"{server.http}{path}")
             assert response.status_code == 405, (method, path, response.status_code)
-            assert response.headers["allow"] == allowed, (method, path)
+            # Starlette lists the methods from a set: in no particular order.
+            allow = {name.strip() for name in response.headers["allow"].split(",")}
+            assert allow == set(allowed.split(", ")), (method, path, allow)
         # Static files are still served, and an unknown path is still a 404.
         assert (await client.get(f"{server.http}/")).status_code == 200
         assert (await client.get(f"{server.http}/no-such-page")).status_code == 404
