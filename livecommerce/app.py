@@ -25,6 +25,7 @@ from livecommerce.hub.broker import Broker, InProcessBroker
 from livecommerce.hub.hub import Hub, HubLimits
 from livecommerce.hub.room import RoomLimits
 from livecommerce.metrics import metrics
+from livecommerce.openapi import openapi_json
 from livecommerce.orders import endpoints as order_endpoints
 from livecommerce.orders.wiring import orders_lifespan
 from livecommerce.settings import Settings
@@ -163,13 +164,17 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/healthz", healthz),
         Route("/metrics", metrics),
+        Route("/openapi.json", openapi_json),
         *hub_endpoints.routes(),
         *order_endpoints.routes(),
         Mount("/ledger", app=ledger_app),
         *video.routes,
-        Mount("/", app=StaticFiles(directory=settings.static_dir, html=True), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    # The pages are what no route matches, not a route: a mount at "/" matched every path
+    # first, so a route called with a method it does not take (OPTIONS /api/rooms, GET
+    # /api/orders) got the static files' 404 or their "Allow: GET, HEAD", not its own 405.
+    app.router.default = StaticFiles(directory=settings.static_dir, html=True)
     app.state.settings = settings
     app.state.video = video
     return app

@@ -9,6 +9,7 @@ import uvicorn
 from livecommerce.app import create_app
 from livecommerce.hub.uvicorn_fanout import RoomSocketProtocol
 from livecommerce.settings import Settings
+from livecommerce.slow_headers import HeaderDeadlineProtocol
 
 
 def uvicorn_config(settings: Settings, log_level: str = "info") -> uvicorn.Config:
@@ -20,6 +21,7 @@ def uvicorn_config(settings: Settings, log_level: str = "info") -> uvicorn.Confi
         app,
         host=settings.host,
         port=settings.port,
+        http=HeaderDeadlineProtocol.configured(settings.http_header_timeout_ms),
         ws=protocol,
         # Compression would make each socket's bytes different; the fan-out writes one frame.
         ws_per_message_deflate=False,

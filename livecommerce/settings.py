@@ -48,6 +48,10 @@ class Settings:
     comment_chars_max: int = 300
     comments_per_10s_max: int = 5
     connections_per_address_max: int = 200
+    # A connection has this long to send a whole request head (the WebSocket handshake's
+    # too), from when it opens or from the first byte of its next request; then 408 and
+    # closed (livecommerce/slow_headers.py: uvicorn's h11 protocol has no such limit).
+    http_header_timeout_ms: int = 10_000
     connections_per_process_max: int = 30000
     state_flush_interval_ms: int = 100
     # Coalesced state frames (stock, likes, viewers) one process writes a second, all rooms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Annotated
 
 import anyio
 import msgspec
@@ -11,10 +12,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from livecommerce.bodies import read_body, too_large
 from livecommerce.hub import messages as m
 from livecommerce.hub.broker import BrokerUnavailable
 from livecommerce.hub.fanout import Outgoing, QueueSink
 from livecommerce.hub.hub import CLOSE_UNSUPPORTED_DATA, Hub, JoinRefused
+
+BODY_BYTES_MAX = 16 * 1024
 
 
 def _hub(scope_holder: Request | WebSocket) -> Hub:
@@ -82,13 +86,17 @@ async def _drain_then_stop(sink: QueueSink, scope: anyio.CancelScope) -> None:
 
 
 class CreateRoom(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    title: str
-    host_name: str
+    # The limits of RoomInfo, here too so that the API description states them.
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
+    host_name: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
 
 
 async def create_room(request: Request) -> Response:
+    raw = await read_body(request, BODY_BYTES_MAX)
+    if raw is None:
+        return too_large(BODY_BYTES_MAX)
     try:
-        body = msgspec.json.decode(await request.body(), type=CreateRoom)
+        body = msgspec.json.decode(raw, type=CreateRoom)
     except (msgspec.ValidationError, msgspec.DecodeError) as error:
         return _error(400, "invalid_request", str(error))
     try:
@@ -111,13 +119,13 @@ async def host_command(request: Request) -> Response:
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
         return _error(401, "unauthorized", "send the room's host credential as a Bearer token")
-    body = await request.body()
-    if len(body) > 16 * 1024:
-        return _error(413, "too_large", "request bodies are at most 16 KiB")
+    body = await read_body(request, BODY_BYTES_MAX)
+    if body is None:
+        return too_large(BODY_BYTES_MAX)
     try:
-        command = m.host_command_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as error:
-        return _error(400, "invalid_request", str(error))
+        command = m.decode_host_command(body)
+    except m.ProtocolError as error:
+        return _error(400, "invalid_request", error.message)
     try:
         refusal = await _hub(request).host_command(request.path_params["room_id"], token, command)
     except BrokerUnavailable as error:

@@ -8,11 +8,12 @@ once per broadcast and the same bytes go to every socket.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 PROTOCOL_VERSION = 1
+T = TypeVar("T")
 
 ViewerId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 CommentId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -162,9 +163,27 @@ class ProtocolError(ValueError):
 
 
 def decode_client(frame: str | bytes) -> ClientMessage:
+    return _decode(client_decoder, frame)
+
+
+def decode_host_command(body: bytes) -> HostCommand:
+    """A host command from the HTTP API (the socket's rules, without the other types)."""
+    return _decode(host_command_decoder, body)
+
+
+def _decode(decoder: msgspec.json.Decoder[T], frame: str | bytes) -> T:
     try:
-        return client_decoder.decode(frame)
+        return decoder.decode(frame)
     except msgspec.ValidationError as error:
+        # The typed decoder stops at the first wrong type, before it has read the rest:
+        # `[1, 2` or `0:` would be "invalid", though they are not JSON. Only refused frames
+        # are parsed again, untyped, to tell which.
+        try:
+            msgspec.json.decode(frame)
+        except msgspec.DecodeError as not_json:
+            raise ProtocolError("malformed_json", f"not a JSON object: {not_json}") from None
+        except RecursionError:
+            raise ProtocolError("invalid_message", NESTED_TOO_DEEPLY) from None
         text = str(error)
         if "at `$.type`" in text or "missing required field `type`" in text:
             raise ProtocolError(
@@ -173,6 +192,14 @@ def decode_client(frame: str | bytes) -> ClientMessage:
         raise ProtocolError("invalid_message", text) from None
     except msgspec.DecodeError as error:
         raise ProtocolError("malformed_json", f"not a JSON object: {error}") from None
+    except RecursionError:
+        # A tagged union reads past members that come before `type`; nested deeper than
+        # the interpreter's recursion limit (about 1,000, well inside a 16 KiB frame)
+        # msgspec raises this rather than a decode error.
+        raise ProtocolError("invalid_message", NESTED_TOO_DEEPLY) from None
+
+
+NESTED_TOO_DEEPLY = "nested too deeply: no client message nests more than three levels"
 
 
 # Events: what the room's log holds. Each carries the server time it was made (`ts_ms`); the

@@ -356,7 +356,7 @@ class RoomSocketProtocol(asyncio.Protocol):
                 # The end of the stream (websockets' SEND_EOF): a server closes the TCP
                 # connection once the closing handshake is done, or when it fails it.
                 self.open = False
-                self._close_transport()
+                self._end_stream()
                 self._leave()
 
     # Waiting on the hub without a task: reading pauses, events are held, in order.
@@ -500,6 +500,28 @@ class RoomSocketProtocol(asyncio.Protocol):
         writes = self.conn.data_to_send()
         if writes:
             cast(Transport, self.transport).write(b"".join(writes))
+
+    def _end_stream(self) -> None:
+        """Half-close: our close frame, then FIN; read on (the ServerProtocol discards what
+        comes) until the peer closes too, or cut after CLOSE_TIMEOUT_S.
+
+        A full close with the client's bytes still unread (it was sending a message when
+        the server failed the connection, 1009 for one over the limit) makes the kernel
+        answer with a reset, and a reset can destroy the close frame before the client
+        reads it: the client saw 1006, not the documented code (RFC 6455 §7.1.1: the
+        server closes the TCP connection first; it need not close it abruptly).
+        """
+        transport = cast(Transport, self.transport)
+        if not transport.can_write_eof():
+            self._close_transport()
+            return
+        if self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+        transport.write_eof()
+        if self.close_timer is None:
+            loop = asyncio.get_running_loop()
+            self.close_timer = loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
 
     def _close_transport(self) -> None:
         """Close once the buffer is written; cut the socket if that takes too long (a

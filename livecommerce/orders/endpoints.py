@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from livecommerce.bodies import read_body, too_large
 from livecommerce.commerce.catalog import AddStock, Catalog, ListProduct, Product
 from livecommerce.commerce.identity import Register, SessionAuthority
 from livecommerce.commerce.orders import PlaceOrder
@@ -156,9 +157,9 @@ class BadRequest(Exception):
 
 
 async def _body(request: Request, kind: type[T]) -> T:
-    body = await request.body()
-    if len(body) > BODY_BYTES_MAX:
-        raise BadRequest(_error(413, "too_large", f"bodies are at most {BODY_BYTES_MAX} bytes"))
+    body = await read_body(request, BODY_BYTES_MAX)
+    if body is None:
+        raise BadRequest(too_large(BODY_BYTES_MAX))
     try:
         return msgspec.json.decode(body or b"{}", type=kind)
     except (msgspec.ValidationError, msgspec.DecodeError) as error:

@@ -14,6 +14,15 @@ from livecommerce.hub.fanout import text_frame
     ("frame", "code"),
     [
         ("{", "malformed_json"),
+        # Not JSON, though the decoder meets a wrong type before it meets the junk.
+        ("0:", "malformed_json"),
+        ('"text" junk', "malformed_json"),
+        ("[1, 2", "malformed_json"),
+        ('{"type":"like/v1","count":1.5', "malformed_json"),
+        # Nested deeper than the decoder recurses, ahead of the type it dispatches on.
+        ('{"x":' + "[" * 3000 + "]" * 3000 + ',"type":"like/v1"}', "invalid_message"),
+        ('{"x":' + '{"a":' * 3000 + "1" + "}" * 3001 + ',"type":"like/v1"}', "invalid_message"),
+        ("[" * 3000, "invalid_message"),
         ("[]", "invalid_message"),
         ('{"type":"nope/v1"}', "unknown_type"),
         ('{"text":"no type"}', "unknown_type"),
@@ -32,6 +41,13 @@ def test_bad_frames_get_stable_codes(frame: str, code: str) -> None:
         m.decode_client(frame)
     assert caught.value.code == code
     assert caught.value.message
+
+
+def test_host_commands_over_http_nested_too_deeply_are_invalid() -> None:
+    with pytest.raises(m.ProtocolError) as caught:
+        m.decode_host_command(b'{"x":' + b"[" * 3000 + b"]" * 3000 + b',"type":"host.end/v1"}')
+    assert caught.value.code == "invalid_message"
+    assert m.decode_host_command(b'{"type":"host.end/v1"}') == m.HostEnd()
 
 
 def test_good_frames_decode() -> None:

@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -289,3 +290,55 @@ async def test_shutdown_closes_room_sockets_with_1001(tmp_path: Path) -> None:
         room_id, _ = await create_room(server)
         ws, _, _ = await join(server, room_id)
     assert await closed_with(ws) == 1001
+
+
+def masked_frame(opcode: int, payload: bytes, fin: bool) -> bytes:
+    """A client frame of any length (RFC 6455 §5.2), zero mask key."""
+    head = bytes(((0x80 if fin else 0) | opcode,))
+    if len(payload) < 126:
+        head += bytes((0x80 | len(payload),))
+    elif len(payload) < 1 << 16:
+        head += bytes((0x80 | 126,)) + len(payload).to_bytes(2, "big")
+    else:
+        head += bytes((0x80 | 127,)) + len(payload).to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+def send_too_much_then_read(port: int, path: str) -> tuple[bytes, str]:
+    """A message over the limit in fragments, going on sending for a while after the server
+    failed the connection (as a client in the middle of a send does), then reading."""
+    sock = open_raw(port, path)
+    sock.sendall(masked_frame(0x1, b"x" * 8192, fin=False))
+    failure = ""
+    try:
+        for _ in range(60):  # 480 KB after the 16 KiB limit, over about 0.3 s
+            sock.sendall(masked_frame(0x0, b"x" * 8192, fin=False))
+            time.sleep(0.005)
+    except OSError as error:
+        failure = f"sending failed: {error!r}"
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        received = read_until_closed(sock, 5)
+    except OSError as error:
+        received, failure = b"", failure or f"reading failed: {error!r}"
+    sock.close()
+    return received, failure
+
+
+async def test_a_failed_connection_half_closes_so_the_close_code_arrives(tmp_path: Path) -> None:
+    """The server fails a connection (1009) while the client is still sending. It used to
+    close the socket with the client's bytes unread, so the kernel reset the connection:
+    the client's next write failed and it saw 1006, not 1009 (about one in 30 with the
+    websockets client). Now it sends its close frame, then FIN, and reads on."""
+    async with running_server(tmp_path) as server:
+        room_id, _ = await create_room(server)
+        received, failure = await asyncio.to_thread(
+            send_too_much_then_read, server.port, f"/ws/rooms/{room_id}"
+        )
+        assert not failure, failure
+        close = [payload for opcode, payload in server_frames(received) if opcode == 0x8]
+        assert close, "no close frame"
+        assert int.from_bytes(close[0][:2], "big") == 1009
+        async with asyncio.timeout(5):
+            while server.hub.connections:
+                await asyncio.sleep(0.01)

@@ -1,0 +1,613 @@
+"""The HTTP API as an OpenAPI 3.1 document, served at `GET /openapi.json`.
+
+One table, `OPERATIONS`, names every HTTP route the app serves: its answers (status, media
+type, body), its request body and its credential. Request bodies are the msgspec Structs the
+endpoints decode, so their JSON Schemas come from the code (`msgspec.json.schema_components`)
+and cannot drift from it; so do the bodies of answers that are Structs (`snapshot/v1`,
+`order.result/v1`, `pay.result/v1`, the error body). A test walks the app's routes and fails
+on any route missing here, or listed here and gone (tests/livecommerce/test_openapi.py).
+
+The WebSocket route is not an HTTP operation; it is listed under `x-websockets` with the
+JSON Schema of every client message (docs/protocol.md is its prose).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from livecommerce import __version__
+from livecommerce.hub import endpoints as hub_endpoints
+from livecommerce.hub import messages as m
+from livecommerce.orders import endpoints as order_endpoints
+
+OPENAPI_VERSION = "3.1.0"
+# Ids are made by clients or the server from these characters (docs/commerce.md).
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+DECIMAL_PATTERN = r"^[0-9]{1,20}$"
+ANY_TEXT = r"^.+$"
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """Every JSON error: `error` is a stable code for programs, `message` for people."""
+
+    error: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Body:
+    """A body of one media type: a msgspec type's schema, or a plain JSON Schema."""
+
+    media_type: str
+    types: tuple[Any, ...] = ()  # msgspec types; several mean any one of them
+    schema: Mapping[str, Any] | None = None
+
+
+def json_of(*types: Any) -> Body:
+    return Body("application/json", types=types)
+
+
+JSON_OBJECT = Body("application/json", schema={"type": "object"})
+ERROR = json_of(ErrorBody)
+TEXT = Body("text/plain", schema={"type": "string"})
+SDP = Body("application/sdp", schema={"type": "string"})
+OCTETS = Body("application/octet-stream", schema={"type": "string", "format": "binary"})
+METRICS = Body("text/plain", schema={"type": "string"})
+EMPTY = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    description: str
+    body: Body | None = ERROR
+    headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    description: str
+    schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str  # as Starlette writes it: `{name}` or `{name:path}`
+    summary: str
+    answers: Mapping[int, Answer]
+    request: Body | None = None
+    security: str | None = None  # a key of SECURITY_SCHEMES
+    query: tuple[Query, ...] = ()
+    path_patterns: Mapping[str, str] = field(default_factory=dict)
+    tag: str = ""
+
+
+SECURITY_SCHEMES = {
+    "host": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The room's host credential (`host_token` from POST /api/rooms).",
+    },
+    "session": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An identity's session token (`token` from POST /api/sessions).",
+    },
+}
+
+# Answers many routes share.
+BAD = Answer("invalid_request: the body is not JSON of this shape (the message says where)")
+TOO_LARGE = Answer(f"too_large: bodies are at most {order_endpoints.BODY_BYTES_MAX} bytes")
+NO_TOKEN = Answer("unauthorized: no `Authorization: Bearer` token")
+WRONG_HOST = Answer("bad_credential: not this room's host credential")
+NO_ROOM = Answer("room_not_found")
+RETRY = Answer("busy or unavailable: nothing was done, retry later")
+REFUSED = Answer("a business rule said no: the code says which (docs/commerce.md)")
+BAD_TOKEN = Answer("bad_token or token_expired: the session token does not verify")
+
+
+def _host_answers(**more: Answer) -> dict[int, Answer]:
+    return {401: NO_TOKEN, 403: WRONG_HOST, 404: NO_ROOM, 503: RETRY, **_numbered(more)}
+
+
+def _numbered(answers: Mapping[str, Answer]) -> dict[int, Answer]:
+    return {int(key.removeprefix("s")): answer for key, answer in answers.items()}
+
+
+def _signed(created: Answer, **more: Answer) -> dict[int, Answer]:
+    """A command signed by the identity's key (registration, a listing, a restock)."""
+    return {
+        201: created,
+        400: Answer("invalid_request, or a field out of range (bad_field, bad_public_key…)"),
+        401: Answer("bad_signature: the signature does not verify for these bytes"),
+        404: Answer("unknown_identity or unknown_product"),
+        409: REFUSED,
+        413: TOO_LARGE,
+        503: RETRY,
+        **_numbered(more),
+    }
+
+
+ORDER_ANSWER = json_of(m.OrderResult)
+PAY_ANSWER = json_of(m.PayResult)
+SALE = JSON_OBJECT  # the sale's state, docs/protocol.md
+SDP_ERRORS = {
+    400: Answer("the offer is not an SDP offer this server can use", TEXT),
+    413: Answer("the offer is too large", TEXT),
+    415: Answer("the offer is not application/sdp", TEXT),
+    503: Answer("no room for another peer; retry after Retry-After", TEXT, ("Retry-After",)),
+}
+LEDGER_404 = Answer("no such object, a malformed path, or no ledger in this process", TEXT)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("GET", "/healthz", "liveness", {200: Answer("ok", JSON_OBJECT)}, tag="operations"),
+    Operation(
+        "GET",
+        "/metrics",
+        "Prometheus metrics (docs/operations.md)",
+        {200: Answer("the text exposition format", METRICS)},
+        tag="operations",
+    ),
+    Operation(
+        "GET",
+        "/openapi.json",
+        "this document",
+        {200: Answer("OpenAPI 3.1", JSON_OBJECT)},
+        tag="operations",
+    ),
+    # Rooms (livecommerce/hub/endpoints.py)
+    Operation(
+        "POST",
+        "/api/rooms",
+        "create a room; its host credential is shown once",
+        {201: Answer("room_id and host_token", JSON_OBJECT), 400: BAD},
+        request=json_of(hub_endpoints.CreateRoom),
+        tag="rooms",
+    ),
+    Operation(
+        "GET",
+        "/api/rooms/{room_id}",
+        "the room's snapshot/v1",
+        {200: Answer("the snapshot", json_of(m.Snapshot)), 404: NO_ROOM},
+        tag="rooms",
+    ),
+    Operation(
+        "POST",
+        "/api/rooms/{room_id}/host",
+        "a host command (docs/protocol.md)",
+        {
+            200: Answer("done", JSON_OBJECT),
+            400: BAD,
+            401: NO_TOKEN,
+            403: WRONG_HOST,
+            404: NO_ROOM,
+            409: Answer("refused: room_ended, or another rule"),
+            413: TOO_LARGE,
+            503: RETRY,
+        },
+        request=json_of(m.HostCommand),
+        security="host",
+        tag="rooms",
+    ),
+    # Identities and sessions (livecommerce/orders/endpoints.py)
+    Operation(
+        "POST",
+        "/api/identities",
+        "register an Ed25519 key, signed by it",
+        _signed(Answer("identity_id and ledger_index", JSON_OBJECT)),
+        request=json_of(order_endpoints.RegisterBody),
+        tag="identities",
+    ),
+    Operation(
+        "POST",
+        "/api/sessions/challenge",
+        "a single-use challenge to sign (60 s)",
+        {200: Answer("challenge and expires_at_ms", JSON_OBJECT), 503: RETRY},
+        tag="identities",
+    ),
+    Operation(
+        "POST",
+        "/api/sessions",
+        "a session token for a signed challenge",
+        {
+            200: Answer("token, identity_id and expires_at_ms", JSON_OBJECT),
+            400: BAD,
+            401: Answer("unknown_challenge, challenge_expired or bad_signature"),
+            404: Answer("unknown_identity"),
+            409: REFUSED,
+            413: TOO_LARGE,
+            503: RETRY,
+        },
+        request=json_of(order_endpoints.SessionBody),
+        tag="identities",
+    ),
+    # The catalog
+    Operation(
+        "POST",
+        "/api/products",
+        "list a product, signed by the merchant's key",
+        _signed(Answer("product_id and ledger_index", JSON_OBJECT), s403=Answer("not_merchant")),
+        request=json_of(order_endpoints.ListProductBody),
+        tag="catalog",
+    ),
+    Operation(
+        "GET",
+        "/api/products/{product_id}",
+        "a product and its inventory_units",
+        {200: Answer("the product", JSON_OBJECT), 404: Answer("unknown_product")},
+        tag="catalog",
+    ),
+    Operation(
+        "POST",
+        "/api/products/{product_id}/stock",
+        "add stock, signed by the merchant's key",
+        _signed(
+            Answer("inventory_units and ledger_index", JSON_OBJECT), s403=Answer("not_merchant")
+        ),
+        request=json_of(order_endpoints.AddStockBody),
+        tag="catalog",
+    ),
+    Operation(
+        "GET",
+        "/api/merchants/{merchant_id}/products",
+        "a merchant's listings (at most 500)",
+        {200: Answer("products", JSON_OBJECT)},
+        # Any text: an id nobody registered has no products.
+        path_patterns={"merchant_id": ANY_TEXT},
+        tag="catalog",
+    ),
+    # Rooms and sales (the host)
+    Operation(
+        "POST",
+        "/api/rooms/{room_id}/merchant",
+        "link the room to a merchant, once (the merchant's session token in the body)",
+        _host_answers(
+            s201=Answer("room_id, merchant_id and ledger_index", JSON_OBJECT),
+            s400=BAD,
+            s409=REFUSED,
+            s413=TOO_LARGE,
+        ),
+        request=json_of(order_endpoints.LinkMerchantBody),
+        security="host",
+        tag="sales",
+    ),
+    Operation(
+        "POST",
+        "/api/rooms/{room_id}/sales",
+        "schedule a flash sale of the linked merchant's product; it is pinned in the room",
+        _host_answers(
+            s201=Answer("the sale's state", SALE),
+            s400=Answer("invalid_request or bad_field"),
+            s409=Answer("room_not_linked, not_merchant, insufficient_stock…"),
+            s413=TOO_LARGE,
+        ),
+        request=json_of(order_endpoints.ScheduleSaleBody),
+        security="host",
+        tag="sales",
+    ),
+    Operation(
+        "POST",
+        "/api/rooms/{room_id}/sales/{sale_id}/stop",
+        "stop a sale now",
+        _host_answers(s200=Answer("the sale, closed `stopped`", SALE), s409=REFUSED),
+        security="host",
+        tag="sales",
+    ),
+    Operation(
+        "GET",
+        "/api/rooms/{room_id}/stats",
+        "the host's dashboard: the room's sales with their order counts",
+        _host_answers(s200=Answer("room_id, merchant_id, time_ms and sales", JSON_OBJECT)),
+        security="host",
+        tag="sales",
+    ),
+    Operation(
+        "GET",
+        "/api/sales/{sale_id}",
+        "a sale's state",
+        {200: Answer("the sale", SALE), 404: Answer("unknown_sale")},
+        tag="sales",
+    ),
+    # Orders
+    Operation(
+        "POST",
+        "/api/orders",
+        "a signed order (docs/commerce.md); answered once durable",
+        {
+            200: Answer("a repeat of an earlier order", ORDER_ANSWER),
+            201: Answer("accepted", ORDER_ANSWER),
+            400: Answer(
+                "invalid_request, or bad_field, bad_quantity, bad_order_id",
+                json_of(ErrorBody, m.OrderResult),
+            ),
+            401: Answer("bad_signature", ORDER_ANSWER),
+            404: Answer("unknown_identity or unknown_sale", ORDER_ANSWER),
+            409: Answer("rejected: the reason says why", ORDER_ANSWER),
+            413: TOO_LARGE,
+            503: Answer("busy, capacity, stock_unavailable or unavailable: retry", ORDER_ANSWER),
+        },
+        request=json_of(order_endpoints.OrderBody),
+        tag="orders",
+    ),
+    Operation(
+        "POST",
+        "/api/orders/{order_id}/pay",
+        "pay a held order (simulated), with the buyer's session token",
+        {
+            200: Answer("paid", PAY_ANSWER),
+            400: Answer("invalid_request or bad_field", json_of(ErrorBody, m.PayResult)),
+            401: Answer("no token, bad_token or token_expired", json_of(ErrorBody, m.PayResult)),
+            403: Answer("not_your_order", PAY_ANSWER),
+            404: Answer("unknown_order", PAY_ANSWER),
+            409: Answer("refused: order_expired…", PAY_ANSWER),
+            413: TOO_LARGE,
+            503: Answer("unavailable: retry", PAY_ANSWER),
+        },
+        request=json_of(order_endpoints.PayBody),
+        security="session",
+        tag="orders",
+    ),
+    Operation(
+        "GET",
+        "/api/orders/{order_id}/receipt",
+        "the order's tlog-proof (waits up to 5 s for a checkpoint)",
+        {
+            200: Answer("c2sp.org/tlog-proof", TEXT),
+            404: Answer("unknown_order"),
+            409: Answer("not_covered: no checkpoint covers it yet, retry"),
+            503: RETRY,
+        },
+        query=(Query("buyer_id", "the buyer's identity id"),),
+        tag="orders",
+    ),
+    Operation(
+        "GET",
+        "/api/merchant/orders",
+        "the merchant's orders, shipping details sealed to its key",
+        {200: Answer("merchant_id and orders", JSON_OBJECT), 401: BAD_TOKEN, 503: RETRY},
+        security="session",
+        query=(
+            Query("sale_id", "only this sale's orders"),
+            Query("limit", "at most this many (1..1000)"),
+        ),
+        tag="orders",
+    ),
+    # Live video (streaming/service.py): WHIP (RFC 9725) and WHEP.
+    Operation(
+        "POST",
+        "/whip/{room_id}",
+        "the host's WebRTC offer (WHIP)",
+        {
+            201: Answer("the SDP answer; Location names the session", SDP, ("Location",)),
+            401: Answer("no Bearer token", TEXT),
+            403: Answer("not the host of this room", TEXT),
+            404: Answer("no such room", TEXT),
+            **SDP_ERRORS,
+        },
+        request=SDP,
+        security="host",
+        tag="video",
+    ),
+    Operation(
+        "DELETE",
+        "/whip/{room_id}/{session_id}",
+        "end the broadcast",
+        {
+            200: Answer("ended", EMPTY),
+            401: Answer("no Bearer token", TEXT),
+            403: Answer("not the host of this room", TEXT),
+            404: Answer("no such session", TEXT),
+        },
+        security="host",
+        tag="video",
+    ),
+    Operation(
+        "PATCH",
+        "/whip/{room_id}/{session_id}",
+        "trickle ICE: not supported",
+        {405: Answer("the answer has every candidate", TEXT, ("Allow",))},
+        tag="video",
+    ),
+    Operation(
+        "POST",
+        "/whep/{room_id}",
+        "a viewer's WebRTC offer (WHEP)",
+        {
+            201: Answer("the SDP answer; Location names the session", SDP, ("Location",)),
+            404: Answer("no such room", TEXT),
+            **SDP_ERRORS,
+        },
+        request=SDP,
+        tag="video",
+    ),
+    Operation(
+        "DELETE",
+        "/whep/{room_id}/{session_id}",
+        "leave",
+        {200: Answer("closed", EMPTY), 404: Answer("no such session", TEXT)},
+        tag="video",
+    ),
+    Operation(
+        "PATCH",
+        "/whep/{room_id}/{session_id}",
+        "trickle ICE: not supported",
+        {405: Answer("the answer has every candidate", TEXT, ("Allow",))},
+        tag="video",
+    ),
+    # The ledger (ledger/http.py, docs/ledger.md); embedded only.
+    Operation(
+        "GET",
+        "/ledger/checkpoint",
+        "the latest signed checkpoint (c2sp.org/tlog-checkpoint)",
+        {200: Answer("a signed note", TEXT), 404: LEDGER_404},
+        tag="ledger",
+    ),
+    Operation(
+        "GET",
+        "/ledger/vkey",
+        "the log's verifier key",
+        {200: Answer("a note verifier key", TEXT), 404: LEDGER_404},
+        tag="ledger",
+    ),
+    Operation(
+        "GET",
+        "/ledger/tile/{path:path}",
+        "a hash tile or entry bundle (c2sp.org/tlog-tiles)",
+        {200: Answer("the tile", OCTETS), 404: LEDGER_404},
+        path_patterns={
+            "path": r"^(entries|[0-9]{1,2})(/x[0-9]{3}){0,6}/[0-9]{3}(\.p/[0-9]{1,3})?$"
+        },
+        tag="ledger",
+    ),
+    Operation(
+        "GET",
+        "/ledger/proof/{index}",
+        "a tlog-proof receipt for an entry",
+        {200: Answer("c2sp.org/tlog-proof", TEXT), 404: LEDGER_404},
+        path_patterns={"index": DECIMAL_PATTERN},
+        tag="ledger",
+    ),
+    Operation(
+        "GET",
+        "/ledger/blocks/latest",
+        "the latest block height",
+        {200: Answer("a decimal", TEXT), 404: LEDGER_404},
+        tag="ledger",
+    ),
+    Operation(
+        "GET",
+        "/ledger/blocks/{group}",
+        "blocks 256·group onwards",
+        {200: Answer("length-prefixed block and checkpoint notes", OCTETS), 404: LEDGER_404},
+        path_patterns={"group": DECIMAL_PATTERN},
+        tag="ledger",
+    ),
+)
+
+WEBSOCKETS = {
+    "/ws/rooms/{room_id}": {
+        "summary": "a room's viewer socket (docs/protocol.md)",
+        "client_messages": m.ClientMessage,
+    }
+}
+
+_PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
+
+
+def openapi_path(path: str) -> str:
+    """`/ledger/tile/{path:path}` as OpenAPI writes it: `/ledger/tile/{path}`."""
+    return _PARAMETER.sub(lambda match: "{" + match.group(1) + "}", path)
+
+
+def _bodies() -> list[Body]:
+    bodies = []
+    for operation in OPERATIONS:
+        if operation.request is not None:
+            bodies.append(operation.request)
+        bodies.extend(a.body for a in operation.answers.values() if a.body is not None)
+    return bodies
+
+
+def _content(body: Body, schemas: Mapping[Any, Any]) -> dict[str, Any]:
+    if body.schema is not None:
+        schema: Any = dict(body.schema)
+    elif len(body.types) == 1:
+        schema = schemas[body.types[0]]
+    else:
+        schema = {"anyOf": [schemas[kind] for kind in body.types]}
+    return {body.media_type: {"schema": schema}}
+
+
+def _operation(operation: Operation, schemas: Mapping[Any, Any]) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {
+                "type": "string",
+                "pattern": operation.path_patterns.get(name, ID_PATTERN),
+            },
+        }
+        for name in _PARAMETER.findall(operation.path)
+    ]
+    parameters += [
+        {"name": q.name, "in": "query", "description": q.description, "schema": dict(q.schema)}
+        for q in operation.query
+    ]
+    described: dict[str, Any] = {
+        "summary": operation.summary,
+        "operationId": f"{operation.method.lower()} {openapi_path(operation.path)}",
+        "responses": {},
+    }
+    if operation.tag:
+        described["tags"] = [operation.tag]
+    if parameters:
+        described["parameters"] = parameters
+    if operation.request is not None:
+        described["requestBody"] = {
+            "required": operation.request.media_type == "application/sdp",
+            "content": _content(operation.request, schemas),
+        }
+    if operation.security is not None:
+        described["security"] = [{operation.security: []}]
+    for status, answer in sorted(operation.answers.items()):
+        response: dict[str, Any] = {"description": answer.description}
+        if answer.body is not None:
+            response["content"] = _content(answer.body, schemas)
+        if answer.headers:
+            response["headers"] = {name: {"schema": {"type": "string"}} for name in answer.headers}
+        described["responses"][str(status)] = response
+    return described
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The whole document; built once, from the table and the Structs it names."""
+    types: list[Any] = []
+    for body in _bodies():
+        types.extend(kind for kind in body.types if kind not in types)
+    client_messages = [w["client_messages"] for w in WEBSOCKETS.values()]
+    types.extend(client_messages)
+    refs, components = msgspec.json.schema_components(
+        types, ref_template="#/components/schemas/{name}"
+    )
+    schemas = dict(zip(types, refs, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in OPERATIONS:
+        path = paths.setdefault(openapi_path(operation.path), {})
+        assert operation.method.lower() not in path, f"{operation.method} {operation.path} twice"
+        path[operation.method.lower()] = _operation(operation, schemas)
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "livecommerce",
+            "version": __version__,
+            "description": "The HTTP API of the live-stream commerce server. Errors are "
+            '`{"error": code, "message": text}`; docs/protocol.md is the prose.',
+        },
+        "paths": paths,
+        "components": {"schemas": components, "securitySchemes": SECURITY_SCHEMES},
+        "x-websockets": {
+            path: {"summary": w["summary"], "client_messages": schemas[w["client_messages"]]}
+            for path, w in WEBSOCKETS.items()
+        },
+    }
+
+
+@cache
+def _encoded() -> bytes:
+    return msgspec.json.encode(document())
+
+
+async def openapi_json(request: Request) -> Response:
+    return Response(_encoded(), media_type="application/json")
