@@ -166,6 +166,12 @@ class ScaledOrderService:
                 await self._pubsub.aclose()
         await self.store.close()
 
+    @property
+    def failed(self) -> str | None:
+        """Why this process takes no orders, or None. The ledger is the writer's: while it
+        is away orders wait for it (`confirm_timeout_ms`), this process is not at fault."""
+        return "the server is shutting down" if self._closing else None
+
     async def shared_secret(self) -> bytes:
         """The session-token key all web processes share, made once per Redis."""
         await self.client.set(keys.SESSION_SECRET, secrets.token_bytes(32), nx=True)

@@ -92,6 +92,8 @@ class LedgerLike(Protocol):
 
     @property
     def size(self) -> int: ...
+    @property
+    def failure(self) -> str | None: ...
     def append_many_then(
         self, entries: list[bytes], then: Callable[[list[int] | BaseException], None]
     ) -> None: ...
@@ -348,6 +350,10 @@ class OrderService:
 
     @property
     def failed(self) -> str | None:
+        """Why orders are not taken (the ledger failed, or shutdown), or None while they
+        are. The ledger may fail before an order finds out (a checkpoint's write)."""
+        if self._failure is None and self.ledger.failure is not None:
+            return stopped_by_ledger(self.ledger.failure)
         return self._failure
 
     # Submitting work
@@ -358,8 +364,9 @@ class OrderService:
         self._enqueue(_CommandJob(command, done, failed))
 
     def _enqueue(self, job: _Job) -> None:
-        if self._failure is not None:
-            job.failed(UNAVAILABLE, self._failure)
+        failure = self.failed
+        if failure is not None:
+            job.failed(UNAVAILABLE, failure)
             return
         queued = len(self._jobs) + len(self._unchecked)
         if job.command is not None and queued >= self.limits.order_queue_max:
@@ -612,7 +619,9 @@ class OrderService:
         if not self._batches_in_flight:
             self._no_batches_in_flight.set()
         if isinstance(indexes, BaseException):
-            self._fail(f"ledger append failed: {indexes!r}")
+            self._fail(
+                stopped_by_ledger(self.ledger.failure or f"ledger append failed: {indexes!r}")
+            )
             for job, _ in batch:
                 job.failed(UNAVAILABLE, self._failure or "")
             return
@@ -744,6 +753,12 @@ class OrderService:
                     except Exception:
                         log.exception("sending a receipt failed")
                 await asyncio.sleep(RECEIPT_TURN_PAUSE_S)
+
+
+def stopped_by_ledger(failure: str) -> str:
+    """What buyers and health checks hear once the ledger failed: the core may hold what
+    the ledger lost, so nothing more is taken until a restart rebuilds it from the ledger."""
+    return f"{failure}: orders are stopped until the server restarts; retry later"
 
 
 def checkpoint_size(note: bytes) -> int:
