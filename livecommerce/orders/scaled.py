@@ -104,11 +104,13 @@ class ScaledOrderService:
         order_freshness_ms: int = 30_000,
         confirm_timeout_ms: int = 20_000,
         connections_max: int = 32,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
     ) -> None:
         self.core = CommerceCore(order_freshness_ms=order_freshness_ms, external_stock=True)
         self.clock_ms = clock_ms
         self.limits = limits = limits or OrderLimits()
         self.confirm_timeout_ms = confirm_timeout_ms
+        self.command_timeout_s = command_timeout_s
         self.process_id = secrets.token_hex(6)
         self.store = RedisStockStore.from_url(redis_url, connections_max=connections_max)
         # Typed loosely: redis-py's reply types are unions of everything.
@@ -612,16 +614,17 @@ class ScaledOrderService:
             fields["sealed"] = b64url_encode(sealed)
         try:
             await self.client.xadd(keys.COMMANDS, fields, maxlen=100_000, approximate=True)
-            reply = await asyncio.wait_for(future, COMMAND_TIMEOUT_S)
-        except (RedisError, OSError) as error:
-            raise ServiceUnavailable(UNAVAILABLE, f"redis: {error}") from None
+            reply = await asyncio.wait_for(future, self.command_timeout_s)
         except TimeoutError:
+            # First: TimeoutError is an OSError, which the next clause would take for Redis.
             raise ServiceUnavailable(UNAVAILABLE, "the ledger writer did not answer") from None
+        except (RedisError, OSError) as error:
+            raise ServiceUnavailable(UNAVAILABLE, f"redis: {error!r}") from None
         finally:
             self._requests.pop(request, None)
         if reply["feed_index"] >= 0:
             try:
-                await self._wait_applied(reply["feed_index"], COMMAND_TIMEOUT_S)
+                await self._wait_applied(reply["feed_index"], self.command_timeout_s)
             except TimeoutError:
                 raise ServiceUnavailable(UNAVAILABLE, "the feed is behind; retry") from None
         rejection = (reply["rejection"][0], reply["rejection"][1]) if reply["rejection"] else None
