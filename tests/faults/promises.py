@@ -1,17 +1,24 @@
-"""The checks every disk fault ends with: the ledger on disk, and every answer held to it."""
+"""What every disk fault test checks: the ledger on disk and every answer held to it, the
+read paths, and the process's CPU."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil  # type: ignore[import-untyped]
+import websockets
 
 from ledger import Ledger, LedgerSettings, decode_entry
-from ledger.note import Signer
+from ledger.checkpoint import Checkpoint
+from ledger.note import Signer, Verifier, open_note
 from ledger.storage import KEY_FILE
 from ledger.verify import Report, verify_directory
 from tests.faults.traffic import Answer
@@ -43,6 +50,35 @@ async def ledger_on_disk(ledger_dir: Path) -> LedgerOnDisk:
     finally:
         await ledger.close()
     return LedgerOnDisk(report, entries)
+
+
+async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await condition():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        await asyncio.sleep(0.05)
+
+
+async def comment_reaches_viewer(poster_ws: str, viewer_ws: str, room_id: str, text: str) -> None:
+    """A comment posted on one room socket reaches a viewer on another."""
+    async with (
+        websockets.connect(f"{poster_ws}/ws/rooms/{room_id}") as poster,
+        websockets.connect(f"{viewer_ws}/ws/rooms/{room_id}") as viewer,
+    ):
+        await poster.send(json.dumps({"type": "comment/v1", "text": text, "name": "Ann"}))
+        async with asyncio.timeout(5):
+            while True:
+                message = json.loads(await viewer.recv())
+                if message.get("type") == "comment/v1" and message.get("text") == text:
+                    return
+
+
+async def checkpoint(client: httpx.AsyncClient, ledger_url: str) -> Checkpoint:
+    """The log's latest checkpoint, its signature checked against the log's key."""
+    vkey = (await client.get(f"{ledger_url}/vkey")).text.strip()
+    response = await client.get(f"{ledger_url}/checkpoint")
+    assert response.status_code == 200, response.text
+    return Checkpoint.parse(open_note(response.content, (Verifier.parse(vkey),)).text)
 
 
 def check_accepted_are_recorded(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,18 +29,19 @@ from typing import Any
 
 import httpx
 import pytest
-import websockets
 
-from ledger.checkpoint import Checkpoint
-from ledger.note import Verifier, open_note
+from ledger.note import Verifier
 from ledger.receipt import verify_receipt
 from livecommerce.orders.signing import KeyPair
 from tests.faults.disk import FaultShim, SmallDisk, build_shim, small_disk
 from tests.faults.promises import (
     check_accepted_are_recorded,
+    checkpoint,
+    comment_reaches_viewer,
     cpu_seconds,
     ledger_on_disk,
     reasons,
+    until,
 )
 from tests.faults.traffic import Answer, Traffic, post_order
 from tests.livecommerce.orders.flows import register, room_with_sale
@@ -124,33 +124,6 @@ async def fault_for(case: Case, directory: Path) -> AsyncIterator[Fault]:
         yield Fault(case, directory, disk)
 
 
-async def until(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
-        await asyncio.sleep(0.05)
-
-
-async def comment_reaches_viewer(server: ServerProcess, room_id: str, text: str) -> None:
-    async with (
-        websockets.connect(f"{server.ws}/ws/rooms/{room_id}") as poster,
-        websockets.connect(f"{server.ws}/ws/rooms/{room_id}") as viewer,
-    ):
-        await poster.send(json.dumps({"type": "comment/v1", "text": text, "name": "Ann"}))
-        async with asyncio.timeout(5):
-            while True:
-                message = json.loads(await viewer.recv())
-                if message.get("type") == "comment/v1" and message.get("text") == text:
-                    return
-
-
-async def checkpoint(client: httpx.AsyncClient, server: ServerProcess) -> Checkpoint:
-    vkey = (await client.get(f"{server.http}/ledger/vkey")).text.strip()
-    response = await client.get(f"{server.http}/ledger/checkpoint")
-    assert response.status_code == 200, response.text
-    return Checkpoint.parse(open_note(response.content, (Verifier.parse(vkey),)).text)
-
-
 def check_refusals_during_fault(answers: list[Answer], case: Case) -> None:
     """(b): every order sent while the fault held was refused at once, naming it."""
     assert answers, "no orders were sent during the fault"
@@ -225,8 +198,10 @@ async def run_case(case: Case, fault: Fault, directory: Path) -> None:
             sale = await client.get(f"{server.http}/api/sales/{setup.sale_id}")
             assert sale.status_code == 200, sale.text
             assert sale.json()["state"] == "open"
-            during = await checkpoint(client, server)
-            await comment_reaches_viewer(server, setup.room_id, f"still live ({case.name})")
+            during = await checkpoint(client, f"{server.http}/ledger")
+            await comment_reaches_viewer(
+                server.ws, server.ws, setup.room_id, f"still live ({case.name})"
+            )
             await asyncio.sleep(max(0.0, FAULT_HOLD_S - (time.monotonic() - met_s)))
             cpu_used = cpu_seconds(server.process.pid) - cpu_before
             log_grown = server.log_path.stat().st_size - log_before
@@ -285,7 +260,7 @@ async def run_case(case: Case, fault: Fault, directory: Path) -> None:
             everything = [*traffic.answers, *retries, *after.answers]
             sale = (await client.get(f"{restarted.http}/api/sales/{setup.sale_id}")).json()
             await check_receipts(client, restarted, everything)
-            assert (await checkpoint(client, restarted)).size >= during.size
+            assert (await checkpoint(client, f"{restarted.http}/ledger")).size >= during.size
         await asyncio.to_thread(restarted.stop)
 
         on_disk = await ledger_on_disk(fault.data_dir / "ledger")
