@@ -13,7 +13,10 @@ identities) are local; a command's answer waits until the replica has its entrie
 
 If the writer does not confirm within `confirm_timeout_ms`, the buyer hears
 `unavailable` ("retry with the same order id"): the order holds stock in Redis and is on
-the stream, so it will be recorded when the writer is back, and the retry gets it.
+the stream, so it will be recorded when the writer is back, and the retry gets it. A
+writer whose disk failed says so in `lc:writer:stopped` (read every `SWEEP_INTERVAL_S`):
+meanwhile orders and commands are refused at once with its reason, taking no stock, and
+those waiting for it are answered so too.
 """
 
 from __future__ import annotations
@@ -111,6 +114,8 @@ class ScaledOrderService:
         self.limits = limits = limits or OrderLimits()
         self.confirm_timeout_ms = confirm_timeout_ms
         self.command_timeout_s = command_timeout_s
+        # Why the ledger writer stopped (its disk failed), as it said in Redis; or None.
+        self.writer_stopped: str | None = None
         self.process_id = secrets.token_hex(6)
         self.store = RedisStockStore.from_url(redis_url, connections_max=connections_max)
         # Typed loosely: redis-py's reply types are unions of everything.
@@ -354,6 +359,11 @@ class ScaledOrderService:
         if self._closing:
             reply(refused_order(command.order_id, command.sale_id, UNAVAILABLE, "shutting down"))
             return
+        if self.writer_stopped is not None:
+            reply(
+                refused_order(command.order_id, command.sale_id, UNAVAILABLE, self.writer_stopped)
+            )
+            return
         if len(self._jobs) + len(self._waiters) >= self.limits.order_queue_max:
             reply(refused_order(command.order_id, command.sale_id, BUSY, "busy; retry"))
             return
@@ -394,6 +404,13 @@ class ScaledOrderService:
             now_ms = self.clock_ms()
             prepared: list[tuple[PreparedOrder, Reply, SendReceipt | None, bytes]] = []
             for command, reply, receipt in batch:
+                if self.writer_stopped is not None:  # queued before the sweep saw it
+                    reply(
+                        refused_order(
+                            command.order_id, command.sale_id, UNAVAILABLE, self.writer_stopped
+                        )
+                    )
+                    continue
                 if (
                     isinstance(command.sale_id, str)
                     and self.core.sales.get(command.sale_id) is None
@@ -517,6 +534,7 @@ class ScaledOrderService:
                 log.exception("sweep failed")
 
     async def _sweep(self) -> None:
+        await self._check_writer()
         now_ms = self.clock_ms()
         for key, waiter in list(self._waiters.items()):
             if now_ms - waiter.since_ms > self.confirm_timeout_ms:
@@ -565,6 +583,26 @@ class ScaledOrderService:
             if now_ms - since_ms > 10 * self.confirm_timeout_ms:
                 del self._receipt_waiters[key]
 
+    async def _check_writer(self) -> None:
+        """Whether the writer stopped: if so, everyone waiting for it hears why now."""
+        stopped = await self.client.get(keys.WRITER_STOPPED)
+        self.writer_stopped = stopped.decode() if isinstance(stopped, bytes) else None
+        if self.writer_stopped is None:
+            return
+        # Their orders are on the streams: the restarted writer records them, and a retry
+        # with the same order id gets that answer.
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            refused = refused_order(
+                waiter.order_id, waiter.sale_id, UNAVAILABLE, self.writer_stopped
+            )
+            for reply in waiter.replies:
+                reply(refused)
+        requests, self._requests = self._requests, {}
+        for future in requests.values():
+            if not future.done():
+                future.set_exception(ServiceUnavailable(UNAVAILABLE, self.writer_stopped))
+
     # Sessions: challenges live in Redis, so any process can take the answer, once
 
     async def issue_challenge(self, now_ms: int) -> Challenge | Rejected:
@@ -601,6 +639,8 @@ class ScaledOrderService:
     # Commands, through the writer
 
     async def run(self, command: Command, sealed: bytes | None = None) -> CommandOutcome:
+        if self.writer_stopped is not None:
+            raise ServiceUnavailable(UNAVAILABLE, self.writer_stopped)
         self._request_number += 1
         request = f"{self.process_id}:{self._request_number}"
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
