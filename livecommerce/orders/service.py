@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ledger.log import describe_failure
 from livecommerce.commerce.core import Command, CommandRejected, CommerceCore
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import Challenge, SessionAuthority, SessionGranted
@@ -297,6 +298,7 @@ class OrderService:
         self._closed = ClosedSales(limits.closed_sale_forget_ms)
         self.orders_accepted = 0
         self.orders_rejected = 0
+        self._shipping_failed = False  # the last shipping write failed (logged once)
 
     # Life cycle
 
@@ -427,7 +429,12 @@ class OrderService:
         self, buyer_id: str, order_id: str, shipping: dict[str, str] | None
     ) -> m.PayResult:
         """Simulated payment: the sealed shipping details stored durably off-ledger first,
-        then the payment (with the commitment) on the ledger."""
+        then the payment (with the commitment) on the ledger. Refused at once while the
+        service is stopped, and when the disk cannot take the details (nothing changed
+        then: the payment is not in the core yet)."""
+        failure = self.failed
+        if failure is not None:
+            return refused_payment(order_id, UNAVAILABLE, failure)
         accepted = self.core.orders.accepted(buyer_id, order_id)
         if accepted is None:
             return refused_payment(order_id, Reason.UNKNOWN_ORDER, "no such accepted order")
@@ -442,6 +449,17 @@ class OrderService:
                 await self.shipping.put(buyer_id, order_id, sealed.sealed)
             except ShippingFull as error:
                 return refused_payment(order_id, Reason.CAPACITY, str(error))
+            except OSError as error:
+                why = describe_failure(error)
+                if not self._shipping_failed:  # once: a full disk fails every payment
+                    log.error("storing shipping details failed: %r", error)
+                self._shipping_failed = True
+                return refused_payment(
+                    order_id,
+                    UNAVAILABLE,
+                    f"the shipping store cannot write to its disk ({why}); retry later",
+                )
+            self._shipping_failed = False
             commitment = sealed.commitment_hex
         return await self._pay(PayOrder(buyer_id, order_id, commitment))
 

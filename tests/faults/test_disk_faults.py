@@ -44,7 +44,7 @@ from tests.faults.promises import (
     until,
 )
 from tests.faults.traffic import Answer, Traffic, post_order
-from tests.livecommerce.orders.flows import register, room_with_sale
+from tests.livecommerce.orders.flows import now_ms, register, room_with_sale, session
 from tests.livecommerce.processes import ServerProcess
 
 FAULT_HOLD_S = 3.0
@@ -163,6 +163,14 @@ async def run_case(case: Case, fault: Fault, directory: Path) -> None:
             buyers = [KeyPair() for _ in range(SOCKET_BUYERS + HTTP_BUYERS)]
             for buyer in buyers:
                 await register(client, server.http, buyer, "buyer")
+            # A buyer with an order accepted before the fault pays during it, with
+            # shipping details (stored in the data directory before the payment's entry).
+            payer = KeyPair()
+            await register(client, server.http, payer, "payer")
+            payer_token = await session(client, server.http, payer)
+            to_pay = payer.order("pay-1", setup.sale_id, 1, setup.price_cents, now_ms())
+            paid_before = await post_order(client, server.http, to_pay)
+            assert paid_before.status == "accepted", paid_before
             traffic = Traffic(
                 server.http,
                 server.ws,
@@ -199,6 +207,10 @@ async def run_case(case: Case, fault: Fault, directory: Path) -> None:
             assert sale.status_code == 200, sale.text
             assert sale.json()["state"] == "open"
             during = await checkpoint(client, f"{server.http}/ledger")
+            payment = await pay(client, server.http, payer_token, "pay-1")
+            assert payment.status_code == 503, payment.text
+            assert payment.json()["reason"] == "unavailable", payment.text
+            assert case.error_text in payment.json()["detail"], payment.text
             await comment_reaches_viewer(
                 server.ws, server.ws, setup.room_id, f"still live ({case.name})"
             )
@@ -241,6 +253,9 @@ async def run_case(case: Case, fault: Fault, directory: Path) -> None:
                 if answer.status != "accepted"
             ]
             assert all(r.status == "accepted" for r in retries), reasons(retries)
+            payer_token = await session(client, restarted.http, payer)
+            payment = await pay(client, restarted.http, payer_token, "pay-1")
+            assert payment.status_code == 200, payment.text
             # Over HTTP: rooms live in memory, so the sale's room went with the restart.
             after = Traffic(
                 restarted.http,
@@ -269,11 +284,25 @@ async def run_case(case: Case, fault: Fault, directory: Path) -> None:
         units = sum(fields["quantity"] for _, fields in recorded.values())
         assert units <= UNITS_OFFERED
         assert sale["units_remaining"] == UNITS_OFFERED - units
-        assert set(told) == set(recorded), "every recorded order was told at last"
+        assert set(told) | {"pay-1"} == set(recorded), "every recorded order was told at last"
+        paid = [
+            index
+            for index, (entry_type, fields) in enumerate(on_disk.entries)
+            if entry_type == "order/v1" and fields.get("action") == "paid"
+        ]
+        assert paid == [payment.json()["ledger_index"]], "paid once, after the restart"
     finally:
         for process in (server, restarted):
             if process is not None:
                 await asyncio.to_thread(process.stop)
+
+
+async def pay(client: httpx.AsyncClient, base: str, token: str, order_id: str) -> httpx.Response:
+    return await client.post(
+        f"{base}/api/orders/{order_id}/pay",
+        json={"shipping": {"name": "Ann Example", "city": "Cork"}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
 
 
 async def check_receipts(
@@ -289,3 +318,56 @@ async def check_receipts(
         )
         assert response.status_code == 200, (order_id, response.text)
         assert verify_receipt(response.content, verifier).index == answer.ledger_index
+
+
+async def test_shipping_details_the_disk_refuses_refuse_the_payment_and_change_nothing(
+    tmp_path: Path,
+) -> None:
+    # Only the shipping store's file fails (ENOSPC): the ledger still works, so orders go
+    # on; the payment is refused at once, changes nothing, and goes through once the
+    # disk takes writes again.
+    data_dir = tmp_path / "data"
+    shim = FaultShim(build_shim(tmp_path), data_dir / "shipping.jsonl", tmp_path / "control")
+    server = await asyncio.to_thread(
+        ServerProcess, data_dir, "", tmp_path / "server.log", shim.environment()
+    )
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            setup = await room_with_sale(client, server.http, units_offered=10)
+            payer = KeyPair()
+            await register(client, server.http, payer, "payer")
+            token = await session(client, server.http, payer)
+            order = payer.order("pay-1", setup.sale_id, 1, setup.price_cents, now_ms())
+            assert (await post_order(client, server.http, order)).status == "accepted"
+            shim.inject("write ENOSPC")
+            refused = await pay(client, server.http, token, "pay-1")
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["reason"] == "unavailable"
+            assert "No space left on device" in refused.json()["detail"]
+            assert "shipping.jsonl" not in refused.text
+            assert shim.hits() == ["write failed"]
+            health = await client.get(f"{server.http}/healthz")
+            assert health.status_code == 200, "the ledger is fine: orders go on"
+            later = payer.order("pay-2", setup.sale_id, 1, setup.price_cents, now_ms())
+            assert (await post_order(client, server.http, later)).status == "accepted"
+            shim.remove()
+            paid = await pay(client, server.http, token, "pay-1")
+            assert paid.status_code == 200, paid.text
+            listed = await client.get(
+                f"{server.http}/api/merchant/orders",
+                headers={"Authorization": f"Bearer {setup.merchant_token}"},
+            )
+            orders = {o["order_id"]: o for o in listed.json()["orders"]}
+            assert orders["pay-1"]["status"] == "paid"
+            assert orders["pay-1"]["shipping_sealed"]
+        await asyncio.to_thread(server.stop)
+        on_disk = await ledger_on_disk(data_dir / "ledger")
+        paid_entries = [
+            fields["order_id"]
+            for entry_type, fields in on_disk.entries
+            if entry_type == "order/v1" and fields.get("action") == "paid"
+        ]
+        assert paid_entries == ["pay-1"], "the refused payment left nothing on the ledger"
+        assert (data_dir / "shipping.jsonl").read_bytes().count(b"\n") == 1
+    finally:
+        await asyncio.to_thread(server.stop)
