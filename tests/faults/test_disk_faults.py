@@ -54,11 +54,11 @@ SOCKET_BUYERS = 10
 HTTP_BUYERS = 4
 # CPU (user + system, the server and its signature child) from the fault's injection to
 # the end of the hold, while it refuses ~65 orders a second and answers the read checks.
-# Measured on this 2-core VM: 0.05-0.06 s over the ~3.1 s window. A loop retrying the
+# Measured on this 2-core VM: 0.06-0.10 s over the ~3.1 s window. A loop retrying the
 # disk, or spinning, would take a core: about 3 s. The bound is a quarter of a core.
 CPU_SECONDS_MAX = 0.75
 # The log over the same window. Measured: three lines (the ledger names the file, the
-# order service and the receipts say they stopped), 400-450 bytes; a line per refused
+# order service and the receipts say they stopped), 380-430 bytes; a line per refused
 # order would be ~200 lines, over 10 KiB.
 LOG_BYTES_MAX = 2_048
 ANSWER_DURING_FAULT_S_MAX = 2.0
