@@ -72,6 +72,7 @@ from livecommerce.orders.service import (
 )
 from livecommerce.stock.base import StockStoreError, StockStoreUnavailable
 from livecommerce.stock.redis_lua import RedisStockStore
+from livecommerce.stopping import cancel_and_wait
 
 log = logging.getLogger("livecommerce.orders.scaled")
 
@@ -163,11 +164,8 @@ class ScaledOrderService:
         self._wake.set()
         if self._batches:
             await asyncio.wait(self._batches, timeout=5)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Not one cancel and an await: a Redis call can swallow a cancel (stopping.py).
+        await cancel_and_wait(self._tasks)
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()

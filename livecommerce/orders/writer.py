@@ -84,6 +84,7 @@ from livecommerce.orders.wiring import ledger_dir, ledger_settings
 from livecommerce.settings import Settings
 from livecommerce.stock.base import StockStoreError
 from livecommerce.stock.redis_lua import RedisStockStore, accepted_stream_key
+from livecommerce.stopping import cancel_and_wait
 
 log = logging.getLogger("livecommerce.writer")
 
@@ -330,11 +331,8 @@ class LedgerWriter:
 
     async def close(self) -> None:
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Not one cancel and an await: a Redis call can swallow a cancel (stopping.py).
+        await cancel_and_wait(self._tasks)
         if self.ledger is not None:
             await self.ledger.close()
         with contextlib.suppress(RedisError, OSError):

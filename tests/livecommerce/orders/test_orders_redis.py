@@ -428,3 +428,24 @@ async def test_a_command_the_writer_never_answers_says_so(redis_server: RedisSer
         await service.close()
     assert refused.value.reason == "unavailable"
     assert refused.value.detail == "the ledger writer did not answer"
+
+
+async def test_close_ends_the_background_tasks_even_when_a_cancel_is_lost(
+    redis_server: RedisServer,
+) -> None:
+    # Its feed task loops over Redis calls, which redis-py wraps in asyncio.wait_for: on
+    # Python 3.11 a cancel that comes as a call finishes is lost (CPython gh-86296). Here,
+    # right after a command's 0.2 s timeout, the feed task is in such a call (its own
+    # poll is every 0.2 s too), and a close that cancelled once waited forever.
+    service = ScaledOrderService(redis_server.url, now_ms, command_timeout_s=0.2)
+    await service.start()
+    with pytest.raises(ServiceUnavailable):
+        await service.run(PayOrder("buyer", "order-1", ""))
+    closing = asyncio.create_task(service.close())
+    done, _ = await asyncio.wait({closing}, timeout=3)
+    ended = closing in done
+    while not closing.done():  # end what a failed close left running
+        for task in service._tasks:
+            task.cancel()
+        await asyncio.wait({closing}, timeout=0.1)
+    assert ended, "close() waited on a task whose cancel was lost"
