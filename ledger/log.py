@@ -47,6 +47,14 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def describe_failure(error: BaseException) -> str:
+    """A failed write's reason as the system gives it ("No space left on device"),
+    without the file's path."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return type(error).__name__
+
+
 class Then:
     """A `Waiter` that calls a function with the result (or the failure) at once, inside
     the ledger's own callback; what the function raises is logged, so that the appenders
@@ -219,9 +227,17 @@ class Ledger:
 
     def _check_open(self) -> None:
         if self._failure is not None:
-            raise LedgerClosed(f"ledger stopped after a write failed: {self._failure!r}")
+            raise LedgerClosed(self.failure or "")
         if self._closing:
             raise LedgerClosed("ledger is closed")
+
+    @property
+    def failure(self) -> str | None:
+        """Why the ledger stopped taking entries, if a write or fsync failed: the system's
+        reason (no path: clients and health checks read it), or None while it works."""
+        if self._failure is None:
+            return None
+        return f"the ledger cannot write to its disk ({describe_failure(self._failure)})"
 
     @staticmethod
     def _check_entry(entry: bytes) -> None:
@@ -284,12 +300,17 @@ class Ledger:
                 waiting.future.set_result(waiting.result())  # a `Then` runs its function now
 
     def _write_failed(self, error: BaseException, never_durable: list[Append]) -> None:
-        self._fail(error, [waiting.future for waiting in never_durable])
+        self._fail(error, [waiting.future for waiting in never_durable], self._entries.path)
 
-    def _fail(self, error: BaseException, waiting: list[Waiter]) -> None:
-        """A failed write or fsync leaves the file's state unknown: stop, fail everyone."""
+    def _fail(self, error: BaseException, waiting: list[Waiter], path: Path) -> None:
+        """A failed write or fsync leaves the file's state unknown: stop, fail everyone.
+        Never retried: after a failed fsync Linux may have dropped the dirty pages and a
+        second fsync would succeed with the bytes lost; a restart recovers from what is
+        on disk instead."""
+        if self._failure is None:
+            log.error("ledger stopped: writing %s failed: %r", path, error)
         self._failure = error
-        failure = LedgerClosed(f"ledger write failed: {error!r}")
+        failure = LedgerClosed(self.failure or "")
         if self._committer is not None:
             waiting = waiting + [queued.future for queued in self._committer.stop()]
         for future in waiting:
@@ -313,7 +334,7 @@ class Ledger:
                 try:
                     await self._seal()
                 except Exception as error:
-                    self._fail(error, [])
+                    self._fail(error, [], self._blocks.path)
                     return
 
     async def _seal(self) -> None:

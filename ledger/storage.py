@@ -1,8 +1,10 @@
 """Files on disk: the two write-ahead files and the signing key (blocking I/O).
 
 Durability contract: `AppendFile.append` returns only after the frame is written and
-fsync'd; the caller acknowledges nothing before. The signing key is written to a
-temporary file with mode 0600, fsync'd, renamed into place and the directory fsync'd.
+fsync'd; the caller acknowledges nothing before. `AppendFile.recover` fsyncs what it
+found before the ledger serves it, since a frame found on start may never have been.
+The signing key is written to a temporary file with mode 0600, fsync'd, renamed into
+place and the directory fsync'd.
 All system calls that change state go through a `FileLayer`, so tests can fail any one.
 """
 
@@ -106,10 +108,14 @@ class AppendFile:
         if end_state.status == "corrupt":
             raise LedgerCorruption(f"{self.path}: {end_state.reason}")
         if end_state.status == "torn":
-            # A crash tore the last, never acknowledged, frame: cut it off durably.
+            # A crash tore the last, never acknowledged, frame: cut it off.
             self._layer.truncate(self._fd, end_state.offset)
-            self._layer.fsync(self._fd)
             self.size_bytes = end_state.offset
+        # What the scan read may be only in the page cache: the last frame of a process
+        # that died between its write and its fsync, or whose fsync failed. Make it (and
+        # the cut) durable before anything vouches for it: a checkpoint over it, or the
+        # answer "accepted" to a repeated order. If this fsync fails, the start fails.
+        self._layer.fsync(self._fd)
         return end_state
 
     @property

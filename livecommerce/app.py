@@ -37,6 +37,16 @@ def wall_clock_ms() -> int:
 
 
 async def healthz(request: Request) -> Response:
+    """200 while this process takes orders; 503 with the reason once it cannot (its ledger
+    failed to write, or it is shutting down), so a load balancer's health check sends
+    buyers elsewhere. Rooms, video and reads still answer meanwhile (docs/operations.md)."""
+    orders = getattr(request.app.state, "orders", None)
+    stopped = orders.failed if orders is not None else None
+    if stopped is not None:
+        return JSONResponse(
+            {"status": "unavailable", "reason": stopped, "version": __version__},
+            status_code=503,
+        )
     return JSONResponse({"status": "ok", "version": __version__})
 
 

@@ -21,6 +21,10 @@ class Orders(Protocol):
 
     def clock_ms(self) -> int: ...
 
+    # Why this process takes no orders now (its ledger failed, shutting down), or None.
+    @property
+    def failed(self) -> str | None: ...
+
     async def issue_challenge(self, now_ms: int) -> Challenge | Rejected: ...
 
     async def open_session(

@@ -9,6 +9,9 @@ command travels between them. docs/operations.md has the same table in prose.
   after the ledger append is durable.
 - `lc:alive` (string, writer): set once; gone means Redis lost its data, so the writer
   rebuilds stock and order records from the ledger.
+- `lc:writer:stopped` (string, writer): why the writer stopped taking anything (its disk
+  failed); while it is set, web processes refuse orders and commands at once with it.
+  The writer deletes it when it starts.
 - `lc:feed:epoch` and `lc:feed:<epoch>` (string and stream, writer): every non-order
   ledger entry (identities, products, inventory, rooms, sales) with its index; web
   processes replay it into their core.
@@ -45,6 +48,7 @@ from livecommerce.commerce.sales import ScheduleSale, StopSale
 COMMANDS: Final = "lc:commands"
 POSITIONS: Final = "lc:writer:positions"
 ALIVE: Final = "lc:alive"
+WRITER_STOPPED: Final = "lc:writer:stopped"
 FEED_EPOCH: Final = "lc:feed:epoch"
 CONFIRM_CHANNEL: Final = "lc:confirm"
 RECEIPTS_CHANNEL: Final = "lc:receipts"

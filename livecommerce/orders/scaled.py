@@ -13,7 +13,10 @@ identities) are local; a command's answer waits until the replica has its entrie
 
 If the writer does not confirm within `confirm_timeout_ms`, the buyer hears
 `unavailable` ("retry with the same order id"): the order holds stock in Redis and is on
-the stream, so it will be recorded when the writer is back, and the retry gets it.
+the stream, so it will be recorded when the writer is back, and the retry gets it. A
+writer whose disk failed says so in `lc:writer:stopped` (read every `SWEEP_INTERVAL_S`):
+meanwhile orders and commands are refused at once with its reason, taking no stock, and
+those waiting for it are answered so too.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ from livecommerce.orders.service import (
 )
 from livecommerce.stock.base import StockStoreError, StockStoreUnavailable
 from livecommerce.stock.redis_lua import RedisStockStore
+from livecommerce.stopping import cancel_and_wait
 
 log = logging.getLogger("livecommerce.orders.scaled")
 
@@ -108,11 +112,15 @@ class ScaledOrderService:
         order_freshness_ms: int = 30_000,
         confirm_timeout_ms: int = 20_000,
         connections_max: int = 32,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
     ) -> None:
         self.core = CommerceCore(order_freshness_ms=order_freshness_ms, external_stock=True)
         self.clock_ms = clock_ms
         self.limits = limits = limits or OrderLimits()
         self.confirm_timeout_ms = confirm_timeout_ms
+        self.command_timeout_s = command_timeout_s
+        # Why the ledger writer stopped (its disk failed), as it said in Redis; or None.
+        self.writer_stopped: str | None = None
         self.process_id = secrets.token_hex(6)
         self.store = RedisStockStore.from_url(redis_url, connections_max=connections_max)
         # Typed loosely: redis-py's reply types are unions of everything.
@@ -160,15 +168,18 @@ class ScaledOrderService:
         self._wake.set()
         if self._batches:
             await asyncio.wait(self._batches, timeout=5)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Not one cancel and an await: a Redis call can swallow a cancel (stopping.py).
+        await cancel_and_wait(self._tasks)
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()
         await self.store.close()
+
+    @property
+    def failed(self) -> str | None:
+        """Why this process takes no orders, or None. The ledger is the writer's: while it
+        is away orders wait for it (`confirm_timeout_ms`), this process is not at fault."""
+        return "the server is shutting down" if self._closing else None
 
     async def shared_secret(self) -> bytes:
         """The session-token key all web processes share, made once per Redis."""
@@ -350,6 +361,11 @@ class ScaledOrderService:
         if self._closing:
             reply(refused_order(command.order_id, command.sale_id, UNAVAILABLE, "shutting down"))
             return
+        if self.writer_stopped is not None:
+            reply(
+                refused_order(command.order_id, command.sale_id, UNAVAILABLE, self.writer_stopped)
+            )
+            return
         if len(self._jobs) + len(self._waiters) >= self.limits.order_queue_max:
             reply(refused_order(command.order_id, command.sale_id, BUSY, "busy; retry"))
             return
@@ -390,6 +406,13 @@ class ScaledOrderService:
             now_ms = self.clock_ms()
             prepared: list[tuple[PreparedOrder, Reply, SendReceipt | None, bytes]] = []
             for command, reply, receipt in batch:
+                if self.writer_stopped is not None:  # queued before the sweep saw it
+                    reply(
+                        refused_order(
+                            command.order_id, command.sale_id, UNAVAILABLE, self.writer_stopped
+                        )
+                    )
+                    continue
                 if (
                     isinstance(command.sale_id, str)
                     and self.core.sales.get(command.sale_id) is None
@@ -506,6 +529,7 @@ class ScaledOrderService:
                 log.exception("sweep failed")
 
     async def _sweep(self) -> None:
+        await self._check_writer()
         now_ms = self.clock_ms()
         for key, waiter in list(self._waiters.items()):
             if now_ms - waiter.since_ms > self.confirm_timeout_ms:
@@ -554,6 +578,26 @@ class ScaledOrderService:
             if now_ms - since_ms > 10 * self.confirm_timeout_ms:
                 del self._receipt_waiters[key]
 
+    async def _check_writer(self) -> None:
+        """Whether the writer stopped: if so, everyone waiting for it hears why now."""
+        stopped = await self.client.get(keys.WRITER_STOPPED)
+        self.writer_stopped = stopped.decode() if isinstance(stopped, bytes) else None
+        if self.writer_stopped is None:
+            return
+        # Their orders are on the streams: the restarted writer records them, and a retry
+        # with the same order id gets that answer.
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            refused = refused_order(
+                waiter.order_id, waiter.sale_id, UNAVAILABLE, self.writer_stopped
+            )
+            for reply, _ in waiter.replies:
+                reply(refused)
+        requests, self._requests = self._requests, {}
+        for future in requests.values():
+            if not future.done():
+                future.set_exception(ServiceUnavailable(UNAVAILABLE, self.writer_stopped))
+
     # Sessions: challenges live in Redis, so any process can take the answer, once
 
     async def issue_challenge(self, now_ms: int) -> Challenge | Rejected:
@@ -590,6 +634,8 @@ class ScaledOrderService:
     # Commands, through the writer
 
     async def run(self, command: Command, sealed: bytes | None = None) -> CommandOutcome:
+        if self.writer_stopped is not None:
+            raise ServiceUnavailable(UNAVAILABLE, self.writer_stopped)
         self._request_number += 1
         request = f"{self.process_id}:{self._request_number}"
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -603,16 +649,17 @@ class ScaledOrderService:
             fields["sealed"] = b64url_encode(sealed)
         try:
             await self.client.xadd(keys.COMMANDS, fields, maxlen=100_000, approximate=True)
-            reply = await asyncio.wait_for(future, COMMAND_TIMEOUT_S)
-        except (RedisError, OSError) as error:
-            raise ServiceUnavailable(UNAVAILABLE, f"redis: {error}") from None
+            reply = await asyncio.wait_for(future, self.command_timeout_s)
         except TimeoutError:
+            # First: TimeoutError is an OSError, which the next clause would take for Redis.
             raise ServiceUnavailable(UNAVAILABLE, "the ledger writer did not answer") from None
+        except (RedisError, OSError) as error:
+            raise ServiceUnavailable(UNAVAILABLE, f"redis: {error!r}") from None
         finally:
             self._requests.pop(request, None)
         if reply["feed_index"] >= 0:
             try:
-                await self._wait_applied(reply["feed_index"], COMMAND_TIMEOUT_S)
+                await self._wait_applied(reply["feed_index"], self.command_timeout_s)
             except TimeoutError:
                 raise ServiceUnavailable(UNAVAILABLE, "the feed is behind; retry") from None
         rejection = (reply["rejection"][0], reply["rejection"][1]) if reply["rejection"] else None

@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ledger.log import describe_failure
 from livecommerce.commerce.core import Command, CommandRejected, CommerceCore
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import Challenge, SessionAuthority, SessionGranted
@@ -95,6 +96,8 @@ class LedgerLike(Protocol):
 
     @property
     def size(self) -> int: ...
+    @property
+    def failure(self) -> str | None: ...
     def append_many_then(
         self, entries: list[bytes], then: Callable[[list[int] | BaseException], None]
     ) -> None: ...
@@ -328,6 +331,7 @@ class OrderService:
         self._closed = ClosedSales(limits.closed_sale_forget_ms)
         self.orders_accepted = 0
         self.orders_rejected = 0
+        self._shipping_failed = False  # the last shipping write failed (logged once)
 
     # Life cycle
 
@@ -382,6 +386,10 @@ class OrderService:
 
     @property
     def failed(self) -> str | None:
+        """Why orders are not taken (the ledger failed, or shutdown), or None while they
+        are. The ledger may fail before an order finds out (a checkpoint's write)."""
+        if self._failure is None and self.ledger.failure is not None:
+            return stopped_by_ledger(self.ledger.failure)
         return self._failure
 
     # Submitting work
@@ -392,8 +400,9 @@ class OrderService:
         self._enqueue(_CommandJob(command, done, failed))
 
     def _enqueue(self, job: _Job) -> None:
-        if self._failure is not None:
-            job.failed(UNAVAILABLE, self._failure)
+        failure = self.failed
+        if failure is not None:
+            job.failed(UNAVAILABLE, failure)
             return
         queued = len(self._jobs) + len(self._unchecked)
         if job.command is not None and queued >= self.limits.order_queue_max:
@@ -454,7 +463,12 @@ class OrderService:
         self, buyer_id: str, order_id: str, shipping: dict[str, str] | None
     ) -> m.PayResult:
         """Simulated payment: the sealed shipping details stored durably off-ledger first,
-        then the payment (with the commitment) on the ledger."""
+        then the payment (with the commitment) on the ledger. Refused at once while the
+        service is stopped, and when the disk cannot take the details (nothing changed
+        then: the payment is not in the core yet)."""
+        failure = self.failed
+        if failure is not None:
+            return refused_payment(order_id, UNAVAILABLE, failure)
         accepted = self.core.orders.accepted(buyer_id, order_id)
         if accepted is None:
             return refused_payment(order_id, Reason.UNKNOWN_ORDER, "no such accepted order")
@@ -469,6 +483,17 @@ class OrderService:
                 await self.shipping.put(buyer_id, order_id, sealed.sealed)
             except ShippingFull as error:
                 return refused_payment(order_id, Reason.CAPACITY, str(error))
+            except OSError as error:
+                why = describe_failure(error)
+                if not self._shipping_failed:  # once: a full disk fails every payment
+                    log.error("storing shipping details failed: %r", error)
+                self._shipping_failed = True
+                return refused_payment(
+                    order_id,
+                    UNAVAILABLE,
+                    f"the shipping store cannot write to its disk ({why}); retry later",
+                )
+            self._shipping_failed = False
             commitment = sealed.commitment_hex
         return await self._pay(PayOrder(buyer_id, order_id, commitment))
 
@@ -644,7 +669,10 @@ class OrderService:
         if not self._batches_in_flight:
             self._no_batches_in_flight.set()
         if isinstance(indexes, BaseException):
-            self._fail(f"ledger append failed: {indexes!r}")
+            # Every batch not answered yet, this one included, is refused.
+            self._fail(
+                stopped_by_ledger(self.ledger.failure or f"ledger append failed: {indexes!r}")
+            )
             return
         pending.indexes = indexes
         while self._unanswered and self._unanswered[0].indexes is not None:
@@ -785,6 +813,12 @@ class OrderService:
                     except Exception:
                         log.exception("sending a receipt failed")
                 await asyncio.sleep(RECEIPT_TURN_PAUSE_S)
+
+
+def stopped_by_ledger(failure: str) -> str:
+    """What buyers and health checks hear once the ledger failed: the core may hold what
+    the ledger lost, so nothing more is taken until a restart rebuilds it from the ledger."""
+    return f"{failure}: orders are stopped until the server restarts; retry later"
 
 
 def checkpoint_size(note: bytes) -> int:

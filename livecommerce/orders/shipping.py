@@ -4,16 +4,22 @@ An append-only file of JSON lines `{"buyer_id","order_id","sealed"}` (sealed byt
 base64url), written and fsync'd before the payment that commits to it is recorded, so a
 commitment on the ledger always has its sealed box on disk. Only the merchant's key opens
 a box; the server never sees the details again after sealing them.
+
+A write that fails (a full or failing disk) is cut off again before the error is raised:
+half a line left behind would run into the next record and take it along on reading.
+Writes go through the ledger's `FileLayer`, so tests can fail them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
 import orjson
 
+from ledger.storage import FileLayer
 from livecommerce.commerce.identity import b64url_decode, b64url_encode
 
 SHIPPING_FILE = "shipping.jsonl"
@@ -24,16 +30,21 @@ class ShippingFull(RuntimeError):
 
 
 class ShippingStore:
-    def __init__(self, path: Path, records_max: int = 2_000_000) -> None:
+    def __init__(
+        self, path: Path, records_max: int = 2_000_000, file_layer: FileLayer | None = None
+    ) -> None:
         assert records_max > 0
         self.path = path
         self.records_max = records_max
+        self._layer = file_layer or FileLayer()
         self._sealed: dict[tuple[str, str], bytes] = {}
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, data_dir: Path, records_max: int = 2_000_000) -> ShippingStore:
-        store = cls(data_dir / SHIPPING_FILE, records_max)
+    async def open(
+        cls, data_dir: Path, records_max: int = 2_000_000, file_layer: FileLayer | None = None
+    ) -> ShippingStore:
+        store = cls(data_dir / SHIPPING_FILE, records_max, file_layer)
         await asyncio.to_thread(store._load)
         return store
 
@@ -68,7 +79,16 @@ class ShippingStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            os.write(descriptor, line)
-            os.fsync(descriptor)
+            size_bytes = os.fstat(descriptor).st_size
+            try:
+                written = 0
+                while written < len(line):  # a filling disk takes part of a write
+                    written += self._layer.write(descriptor, line[written:])
+                self._layer.fsync(descriptor)
+            except OSError:
+                # Cut what got written, so the next record starts on a line of its own.
+                with contextlib.suppress(OSError):
+                    self._layer.truncate(descriptor, size_bytes)
+                raise
         finally:
             os.close(descriptor)

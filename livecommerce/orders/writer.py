@@ -22,6 +22,13 @@ Crash ordering, and why nothing acknowledged is lost:
   buyer heard of them.
 - The feed (state entries for web processes) is republished from the ledger at every
   start under a new epoch; web processes skip entries they already applied by index.
+- A failed write to its disk (the ledger's, or the shipping store's before it) stops the
+  writer for good, as it stops the embedded server: its core has applied what the disk
+  may not hold, so it reads nothing more, says why in `lc:writer:stopped` (web processes
+  then refuse orders at once instead of taking stock nobody records) and waits to be
+  restarted. Never retried as Redis trouble: the same commands read again would meet a
+  core that already applied them, and a payment would be answered "paid" with nothing
+  on the ledger. The streams keep every order it did not append; the restart records them.
 
 One task does the reading, applying and appending, so the ledger's order is the order
 the core saw things. Receipts, stock pushes and sale events run beside it.
@@ -43,7 +50,8 @@ import orjson
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from ledger import Ledger, decode_entry, encode_entry
+from ledger import Ledger, LedgerClosed, decode_entry, encode_entry
+from ledger.log import describe_failure
 from livecommerce.commerce.core import CommandRejected, CommerceCore
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import b64url_decode
@@ -71,11 +79,12 @@ from livecommerce.orders import redis_keys as keys
 from livecommerce.orders.answers import sale_view
 from livecommerce.orders.forgetting import ClosedSales
 from livecommerce.orders.service import checkpoint_size
-from livecommerce.orders.shipping import ShippingStore
+from livecommerce.orders.shipping import ShippingFull, ShippingStore
 from livecommerce.orders.wiring import ledger_dir, ledger_settings
 from livecommerce.settings import Settings
 from livecommerce.stock.base import StockStoreError
 from livecommerce.stock.redis_lua import RedisStockStore, accepted_stream_key
+from livecommerce.stopping import cancel_and_wait
 
 log = logging.getLogger("livecommerce.writer")
 
@@ -116,6 +125,10 @@ class _Pending:
     reconfirm: list[OrderAccepted] = field(default_factory=list)
 
 
+class WriterStopped(Exception):
+    """The writer's disk failed: nothing more is read until a restart (see above)."""
+
+
 class LedgerWriter:
     def __init__(self, settings: Settings, clock_ms: Any = wall_clock_ms) -> None:
         assert settings.redis_url, "the ledger writer needs --redis"
@@ -149,6 +162,9 @@ class LedgerWriter:
         self._stock_dirty: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._stop_requested = asyncio.Event()
+        # Why the writer stopped taking anything (its disk failed), or None.
+        self.failure: str | None = None
         self.ready = asyncio.Event()
 
     # Start: the ledger, the core rebuilt from it, Redis brought in line
@@ -207,6 +223,8 @@ class LedgerWriter:
                 self._released_again = True
         await self._load_sales()
         await self._publish_feed()
+        # This writer reads again: web processes take orders again.
+        await self.client.delete(keys.WRITER_STOPPED)
 
     async def _rebuild_from_ledger(self) -> None:
         for sale in self._all_sales():
@@ -281,6 +299,9 @@ class LedgerWriter:
                     log.info("ledger writer ready")
                 await self._iterate()
                 delay_s = 0.1
+            except WriterStopped as error:
+                await self._stopped_by_disk(str(error))
+                return
             except (RedisError, OSError, StockStoreError) as error:
                 log.warning("redis trouble (%r); retrying in %.1f s", error, delay_s)
                 await asyncio.sleep(delay_s)
@@ -289,14 +310,29 @@ class LedgerWriter:
 
     def stop(self) -> None:
         self._stopping = True
+        self._stop_requested.set()
+
+    async def _stopped_by_disk(self, reason: str) -> None:
+        """Read nothing more; tell the web processes why (retrying while Redis is away, at
+        most every 5 s); wait for `stop`. Reads of the ledger are still served."""
+        self.failure = f"{reason}: orders are stopped until the ledger writer restarts; retry later"
+        log.error("ledger writer stopped: %s; restart it once its disk is fixed", reason)
+        delay_s = 0.1
+        while not self._stopping:
+            try:
+                await self.client.set(keys.WRITER_STOPPED, self.failure)
+                break
+            except (RedisError, OSError) as error:
+                log.warning("cannot tell redis the writer stopped (%r); retrying", error)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_requested.wait(), delay_s)
+                delay_s = min(RETRY_DELAY_S_MAX, delay_s * 2)
+        await self._stop_requested.wait()
 
     async def close(self) -> None:
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Not one cancel and an await: a Redis call can swallow a cancel (stopping.py).
+        await cancel_and_wait(self._tasks)
         if self.ledger is not None:
             await self.ledger.close()
         with contextlib.suppress(RedisError, OSError):
@@ -407,8 +443,12 @@ class LedgerWriter:
         assert self.shipping is not None
         # Sealed shipping boxes go to disk before the payment that commits to them.
         sealed, self._sealed = self._sealed, []
-        for buyer_id, order_id, box in sealed:
-            await self.shipping.put(buyer_id, order_id, box)
+        try:
+            for buyer_id, order_id, box in sealed:
+                await self.shipping.put(buyer_id, order_id, box)
+        except (OSError, ShippingFull) as error:
+            why = describe_failure(error) if isinstance(error, OSError) else str(error)
+            raise WriterStopped(f"the shipping store cannot write to its disk ({why})") from error
         entries: list[bytes] = []
         entry_types: list[str] = []
         positions: list[int | None] = []
@@ -424,10 +464,13 @@ class LedgerWriter:
                 entry_types.append(entry[0])
         indexes: list[int] = []
         for start in range(0, len(entries), ENTRIES_PER_APPEND_MAX):
-            # A failure here is fatal (raised out of `run`): the ledger's state is unknown.
-            indexes += await self.ledger.append_many(
-                entries[start : start + ENTRIES_PER_APPEND_MAX]
-            )
+            # A failure here stops the writer: the ledger's state is unknown.
+            try:
+                indexes += await self.ledger.append_many(
+                    entries[start : start + ENTRIES_PER_APPEND_MAX]
+                )
+            except LedgerClosed as error:
+                raise WriterStopped(self.ledger.failure or str(error)) from error
         event_index = [None if at is None else indexes[at] for at in positions]
         for at, index in enumerate(indexes):
             if entry_types[at] in keys.FEED_ENTRY_TYPES:
@@ -606,7 +649,11 @@ class LedgerWriter:
                 self._receipt_wake.clear()
                 await self._receipt_wake.wait()
                 continue
-            note = await self.ledger.wait_covered(self._receipts[0][0])
+            try:
+                note = await self.ledger.wait_covered(self._receipts[0][0])
+            except LedgerClosed as error:
+                log.warning("receipts stopped: %s", error)
+                return
             covered = checkpoint_size(note)
             ready: list[tuple[int, str, str, str]] = []
             while self._receipts and self._receipts[0][0] < covered:
@@ -687,16 +734,32 @@ def main(settings: Settings, serve_http: bool = False) -> int:
 async def serve_ledger(writer: LedgerWriter, settings: Settings) -> tuple[Any, asyncio.Task[None]]:
     import uvicorn
     from starlette.applications import Starlette
-    from starlette.routing import Mount
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Mount, Route
 
-    assert writer.ledger is not None
+    from livecommerce import __version__
+
+    ledger = writer.ledger
+    assert ledger is not None
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             yield  # the writer handles SIGTERM and SIGINT itself
 
-    app = Starlette(routes=[Mount("/ledger", app=writer.ledger.asgi_app())])
+    async def healthz(request: Request) -> JSONResponse:
+        """As the web processes': 503 with the reason once the writer stopped (its disk
+        failed, or its ledger did on a checkpoint's write before any order came)."""
+        failure = writer.failure or ledger.failure
+        if failure is not None:
+            return JSONResponse(
+                {"status": "unavailable", "reason": failure, "version": __version__},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    app = Starlette(routes=[Route("/healthz", healthz), Mount("/ledger", app=ledger.asgi_app())])
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, lifespan="off", log_level="warning"
     )

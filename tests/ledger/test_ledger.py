@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import os
 import stat
@@ -285,3 +286,43 @@ async def test_batch_age_groups_appends(tmp_path: Path) -> None:
 def test_settings_are_validated(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field.split("_")[0]):
         LedgerSettings(**{field: value})  # type: ignore[arg-type]
+
+
+class FullDisk(FileLayer):
+    """Writes fail with ENOSPC once `full` is set, as a filesystem that filled up."""
+
+    def __init__(self) -> None:
+        self.full = False
+
+    def write(self, fd: int, data: bytes) -> int:
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(fd, data)
+
+
+async def test_a_failed_write_says_why_without_a_path_and_the_log_names_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    layer = FullDisk()
+    ledger = await Ledger.open(tmp_path, FAST, file_layer=layer)
+    try:
+        assert await ledger.append(_entry(0)) == 0
+        assert ledger.failure is None
+        layer.full = True
+        with pytest.raises(LedgerClosed) as failed:
+            await ledger.append(_entry(1))
+        reason = "the ledger cannot write to its disk (No space left on device)"
+        assert str(failed.value) == reason
+        assert ledger.failure == reason
+        with pytest.raises(LedgerClosed, match="No space left on device"):
+            await ledger.append(_entry(2))  # stopped for good: never a retry
+        assert str(tmp_path) not in reason
+        assert f"writing {tmp_path / 'entries.wal'} failed" in caplog.text
+        assert caplog.text.count("ledger stopped") == 1
+    finally:
+        await ledger.close()
+    reopened = await Ledger.open(tmp_path, FAST)
+    try:
+        assert reopened.size == 1
+    finally:
+        await reopened.close()

@@ -8,6 +8,7 @@ while appending.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import struct
@@ -22,7 +23,7 @@ from ledger import Ledger, LedgerClosed, LedgerCorruption, LedgerSettings, encod
 from ledger.note import Verifier
 from ledger.storage import FileLayer
 from ledger.verify import verify_directory
-from ledger.wal import HEADER_BYTES, ITEM_HEADER_BYTES
+from ledger.wal import HEADER_BYTES, ITEM_HEADER_BYTES, encode_frame
 from tests.ledger.conftest import FAST
 from tests.support import ROOT
 
@@ -91,6 +92,38 @@ async def test_rewritten_entry_with_fixed_checksum_refuses_to_start(tmp_path: Pa
     wal.write_bytes(bytes(data))
     with pytest.raises(LedgerCorruption, match="do not match the root signed in block"):
         await Ledger.open(tmp_path, FAST)
+
+
+class FailingEntriesFsync(FileLayer):
+    """Every fsync of entries.wal fails; every other call works."""
+
+    def fsync(self, fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("entries.wal"):
+            raise OSError(errno.EIO, "injected fsync failure")
+        super().fsync(fd)
+
+
+async def test_a_start_makes_the_entries_it_found_durable_before_vouching_for_them(
+    tmp_path: Path,
+) -> None:
+    # A frame written but never fsync'd: its process died between the write and the
+    # fsync, or its fsync failed. The next start reads it back from the page cache, but
+    # it may not be on the disk: before a checkpoint covers it (or a repeated order is
+    # answered "accepted" from it), the start must make it durable, or refuse to start.
+    await _log(tmp_path, 2, 3)
+    wal = tmp_path / "entries.wal"
+    with wal.open("ab") as handle:
+        handle.write(encode_frame(6, [_entry(6), _entry(7)]))  # no fsync
+    blocks_before = (tmp_path / "blocks.wal").read_bytes()
+    with pytest.raises(OSError, match="injected fsync failure"):
+        await Ledger.open(tmp_path, FAST, file_layer=FailingEntriesFsync())
+    assert (tmp_path / "blocks.wal").read_bytes() == blocks_before, "signed over unsynced"
+    ledger = await Ledger.open(tmp_path, FAST)
+    try:
+        assert ledger.size == 8
+        assert ledger.checkpoint.size == 8
+    finally:
+        await ledger.close()
 
 
 class CrashingLayer(FileLayer):

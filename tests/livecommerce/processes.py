@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,8 +44,17 @@ class _ManagedProcess:
 
 
 class ServerProcess(_ManagedProcess):
-    def __init__(self, data_dir: Path, redis_url: str = "", log_path: Path | None = None) -> None:
+    """`python -m livecommerce serve`; `environment` adds variables (settings, LD_PRELOAD)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        redis_url: str = "",
+        log_path: Path | None = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
         self.port = free_port()
         self.http = f"http://127.0.0.1:{self.port}"
         self.ws = f"ws://127.0.0.1:{self.port}"
@@ -54,9 +64,9 @@ class ServerProcess(_ManagedProcess):
         if redis_url:
             command += ["--redis", redis_url]
         self._log = self.log_path.open("wb")
-        environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+        variables = {**os.environ, "PYTHONPATH": str(ROOT), **(environment or {})}
         self.process = subprocess.Popen(
-            command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=environment
+            command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=variables
         )
         try:
             wait_for_port("127.0.0.1", self.port, timeout_s=30)
@@ -74,6 +84,7 @@ class WriterProcess(_ManagedProcess):
         redis_url: str,
         log_path: Path | None = None,
         serve_ledger: bool = False,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
@@ -88,9 +99,9 @@ class WriterProcess(_ManagedProcess):
             command += ["--port", str(port)]
             self.ledger_url = f"http://127.0.0.1:{port}/ledger"
         self._log = self.log_path.open("ab")
-        environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+        variables = {**os.environ, "PYTHONPATH": str(ROOT), **(environment or {})}
         self.process = subprocess.Popen(
-            command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=environment
+            command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=variables
         )
         deadline = time.monotonic() + 30
         while "ledger writer ready" not in self.log()[self._log_offset :]:

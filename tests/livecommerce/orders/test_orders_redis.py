@@ -23,9 +23,12 @@ from ledger.storage import KEY_FILE
 from ledger.verify import verify_directory, verify_url
 from livecommerce.commerce.core import CommerceCore
 from livecommerce.commerce.identity import b64url_decode
+from livecommerce.commerce.orders import PayOrder
 from livecommerce.commerce.privacy import open_shipping
 from livecommerce.commerce.replay import apply_entry
 from livecommerce.commerce.results import Rejected
+from livecommerce.orders.scaled import ScaledOrderService
+from livecommerce.orders.service import ServiceUnavailable
 from livecommerce.orders.signing import KeyPair
 from livecommerce.stock.redis_lua import RedisStockStore
 from tests.conftest import RedisServer
@@ -409,3 +412,40 @@ async def test_scaled_out_expiry_returns_units_and_payment_seals_shipping(
     sale = replay(entries).sales.get(setup.sale_id)
     assert sale is not None
     assert (sale.units_sold, sale.units_held, sale.units_remaining) == (2, 0, 3)
+
+
+async def test_a_command_the_writer_never_answers_says_so(redis_server: RedisServer) -> None:
+    # No writer runs: the command waits its timeout, then says who did not answer (the
+    # timeout is an OSError too, and was once taken for Redis trouble: "redis: ").
+    admin = redis.Redis.from_url(redis_server.url)
+    await admin.flushdb()
+    await admin.aclose()
+    service = ScaledOrderService(redis_server.url, now_ms, command_timeout_s=0.2)
+    try:  # not started: it sends commands and hears no reply, as with no writer
+        with pytest.raises(ServiceUnavailable) as refused:
+            await service.run(PayOrder("buyer", "order-1", ""))
+    finally:
+        await service.close()
+    assert refused.value.reason == "unavailable"
+    assert refused.value.detail == "the ledger writer did not answer"
+
+
+async def test_close_ends_the_background_tasks_even_when_a_cancel_is_lost(
+    redis_server: RedisServer,
+) -> None:
+    # Its feed task loops over Redis calls, which redis-py wraps in asyncio.wait_for: on
+    # Python 3.11 a cancel that comes as a call finishes is lost (CPython gh-86296). Here,
+    # right after a command's 0.2 s timeout, the feed task is in such a call (its own
+    # poll is every 0.2 s too), and a close that cancelled once waited forever.
+    service = ScaledOrderService(redis_server.url, now_ms, command_timeout_s=0.2)
+    await service.start()
+    with pytest.raises(ServiceUnavailable):
+        await service.run(PayOrder("buyer", "order-1", ""))
+    closing = asyncio.create_task(service.close())
+    done, _ = await asyncio.wait({closing}, timeout=3)
+    ended = closing in done
+    while not closing.done():  # end what a failed close left running
+        for task in service._tasks:
+            task.cancel()
+        await asyncio.wait({closing}, timeout=0.1)
+    assert ended, "close() waited on a task whose cancel was lost"
