@@ -114,10 +114,28 @@ def open_shipping(sealed: bytes, merchant_key: SigningKey) -> OpenedShipping | R
         plaintext = SealedBox(merchant_key.to_curve25519_private_key()).decrypt(sealed)
     except CryptoError:
         return Rejected(Reason.BAD_FIELD, "cannot open: not sealed to this merchant")
-    # Our own canonical JSON: well-formed unless a bug; still checked, as stored bytes.
-    value = json.loads(plaintext)
-    salt = b64url_decode(value.get("salt", ""), SALT_BYTES) if isinstance(value, dict) else None
-    details = value.get("details") if isinstance(value, dict) else None
+    return _parse_opened(plaintext)
+
+
+def _parse_opened(plaintext: bytes) -> OpenedShipping | Rejected:
+    """The opened bytes must be exactly what `seal_shipping` writes: anyone holding the
+    merchant's public key can seal (the sender is anonymous), so what opens is checked
+    like any input, and only the canonical form is taken."""
+    malformed = Rejected(Reason.BAD_FIELD, "sealed details are malformed")
+    try:
+        value = json.loads(plaintext.decode("utf-8"))
+    except (ValueError, RecursionError):  # ValueError covers bad UTF-8 and bad JSON
+        return malformed
+    if not isinstance(value, dict):
+        return malformed
+    salt_text, details = value.get("salt"), value.get("details")
+    salt = b64url_decode(salt_text, SALT_BYTES) if isinstance(salt_text, str) else None
     if salt is None or not isinstance(details, dict) or check_details(details) is not None:
-        return Rejected(Reason.BAD_FIELD, "sealed details are malformed")
+        return malformed
+    try:
+        canonical = canonical_json({"details": details, "salt": salt_text})
+    except CanonicalError:
+        return malformed
+    if canonical != plaintext:
+        return malformed
     return OpenedShipping(details, salt)

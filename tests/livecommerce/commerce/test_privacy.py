@@ -1,7 +1,12 @@
 from __future__ import annotations
 
 import itertools
+import json
 
+from nacl.public import SealedBox
+
+from livecommerce.commerce.canonical import canonical_json
+from livecommerce.commerce.identity import b64url_encode
 from livecommerce.commerce.privacy import (
     OpenedShipping,
     SealedShipping,
@@ -58,3 +63,32 @@ def test_bad_details_and_keys() -> None:
     bad_key = seal_shipping(DETAILS, "not-a-key")
     assert isinstance(bad_key, Rejected)
     assert bad_key.reason is Reason.BAD_PUBLIC_KEY
+
+
+def test_whatever_opens_is_checked_like_input() -> None:
+    # Anyone holding the merchant's public key can seal any bytes at all.
+    merchant = Signer("merchant")
+    public_key = merchant.signing_key.verify_key.to_curve25519_public_key()
+    salt = b64url_encode(bytes(32))
+    details = {"name": "Ann"}
+    good = {"details": details, "salt": salt}
+    cases = [
+        b"\xff\xfe not utf-8",
+        b"not json",
+        b"[" * 5000,  # deeper than the JSON parser recurses
+        b"[]",
+        json.dumps(good).encode(),  # JSON, but not the canonical form
+        canonical_json({**good, "extra": "x"}),
+        canonical_json({"details": details, "salt": "short"}),
+        canonical_json({"details": {"name": 7}, "salt": salt}),
+        canonical_json({"details": {}, "salt": salt}),
+        canonical_json({"details": "Ann", "salt": salt}),
+    ]
+    for plaintext in cases:
+        refused = open_shipping(SealedBox(public_key).encrypt(plaintext), merchant.signing_key)
+        assert isinstance(refused, Rejected), plaintext[:40]
+        assert refused.detail == "sealed details are malformed"
+    opened = open_shipping(
+        SealedBox(public_key).encrypt(canonical_json(good)), merchant.signing_key
+    )
+    assert opened == OpenedShipping(details, bytes(32))
