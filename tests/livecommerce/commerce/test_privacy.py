@@ -189,26 +189,36 @@ def seal_raw(merchant: Signer, plaintext: bytes) -> bytes:
     return b"\x01" + enc + ciphertext
 
 
+_SALT = b64url_encode(bytes(32))
+GOOD_PLAINTEXT = canonical_json({"details": {"name": "Ann"}, "salt": _SALT})
+# Plaintexts an anonymous sender could seal that are not what seal_shipping writes; Python
+# and the browser (tests/livecommerce/test_sealed_page.py) must refuse every one.
+MALFORMED_PLAINTEXTS = (
+    b"\xff\xfe not utf-8",
+    b"not json",
+    b"[" * 5000,  # deeper than the JSON parser recurses
+    b"[]",
+    b"\xef\xbb\xbf" + GOOD_PLAINTEXT,  # a UTF-8 byte order mark first
+    json.dumps({"details": {"name": "Ann"}, "salt": _SALT}).encode(),  # not canonical
+    GOOD_PLAINTEXT[:-1] + b',"zz":"x"}',  # canonical, but with a key too many
+    GOOD_PLAINTEXT.replace(b'"Ann"', b'"\\ud800"'),  # a lone surrogate, escaped
+    GOOD_PLAINTEXT.replace(b'"Ann"', b"7"),
+    GOOD_PLAINTEXT.replace(b'"Ann"', b'"' + "é".encode() * 201 + b'"'),
+    GOOD_PLAINTEXT.replace(b'"name"', b'"Name"'),
+    canonical_json({"details": {f"f{i:02}": "x" for i in range(13)}, "salt": _SALT}),
+    canonical_json({"details": {}, "salt": _SALT}),
+    canonical_json({"details": "Ann", "salt": _SALT}),
+    canonical_json({"details": {"name": "Ann"}, "salt": "short"}),
+    canonical_json({"details": {"name": "Ann"}, "salt": _SALT + "="}),
+    canonical_json({"details": {"name": "Ann"}, "salt": 7}),
+)
+
+
 def test_whatever_opens_is_checked_like_input() -> None:
     merchant = Signer("merchant")
-    salt = b64url_encode(bytes(32))
-    details = {"name": "Ann"}
-    good = {"details": details, "salt": salt}
-    cases = [
-        b"\xff\xfe not utf-8",
-        b"not json",
-        b"[" * 5000,  # deeper than the JSON parser recurses
-        b"[]",
-        json.dumps(good).encode(),  # JSON, but not the canonical form
-        canonical_json({**good, "extra": "x"}),
-        canonical_json({"details": details, "salt": "short"}),
-        canonical_json({"details": {"name": 7}, "salt": salt}),
-        canonical_json({"details": {}, "salt": salt}),
-        canonical_json({"details": "Ann", "salt": salt}),
-    ]
-    for plaintext in cases:
+    for plaintext in MALFORMED_PLAINTEXTS:
         refused = open_shipping(seal_raw(merchant, plaintext), merchant.signing_key)
         assert isinstance(refused, Rejected), plaintext[:40]
         assert refused.detail == "sealed details are malformed"
-    opened = open_shipping(seal_raw(merchant, canonical_json(good)), merchant.signing_key)
-    assert opened == OpenedShipping(details, bytes(32))
+    opened = open_shipping(seal_raw(merchant, GOOD_PLAINTEXT), merchant.signing_key)
+    assert opened == OpenedShipping({"name": "Ann"}, bytes(32))
