@@ -2,10 +2,12 @@
 the real app: Python seals shipping details with `seal_shipping`; the page opens them with
 WebCrypto alone from the merchant's seed, checks the commitments, and refuses altered
 boxes, another merchant's key and a low-order enc. The page also opens RFC 9180's own
-vector A.1.1."""
+vector A.1.1, and the merchant identity (identity.js) keeps a working X25519 key in
+IndexedDB, imported or created, never extractable."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,7 +16,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, async_playwright
 
-from livecommerce.commerce.identity import b64url_encode
+from livecommerce.commerce.canonical import DOMAIN_SESSION, signing_bytes
+from livecommerce.commerce.identity import b64url_encode, verify_signature
 from livecommerce.commerce.privacy import (
     OpenedShipping,
     SealedShipping,
@@ -105,6 +108,34 @@ OPEN_JS = """async ({ boxes, seed, otherSeed, legacy, vector, malformed, good })
   };
 }"""
 
+STORED_JS = """async () => (await import('/js/identity.js')).loadIdentity('merchant')
+  .then((stored) => stored !== null)"""
+
+IDENTITY_JS = """async (box) => {
+  const id = await import('/js/identity.js');
+  const s = await import('/js/sealed.js');
+  const b = await import('/js/b64.js');
+  const stored = await id.loadIdentity('merchant');  // what host.js imported, from IndexedDB
+  const { details } = await s.openShipping(b.b64urlToBytes(box), stored.shippingKey);
+  const made = await id.createIdentity('merchant-new', 'Max', { shippingKey: true });
+  const viewer = await id.createIdentity('viewer', 'Ann');
+  return {
+    id: stored.id, details, extractable: stored.shippingKey.privateKey.extractable,
+    madeId: made.id,
+    madeSignature: await made.sign(
+      'livecommerce/session/v1', { challenge: 'c', public_key: made.id }),
+    viewerShippingKey: viewer.shippingKey,
+  };
+}"""
+
+MADE_JS = """async (box) => {
+  const id = await import('/js/identity.js');
+  const s = await import('/js/sealed.js');
+  const b = await import('/js/b64.js');
+  const made = await id.loadIdentity('merchant-new');
+  return (await s.openShipping(b.b64urlToBytes(box), made.shippingKey)).details;
+}"""
+
 
 @asynccontextmanager
 async def page_on(tmp_path: Path) -> AsyncIterator[Page]:
@@ -183,3 +214,27 @@ async def test_the_browser_opens_what_python_seals_and_refuses_the_rest(tmp_path
     assert result["rfcPublicKey"] == A_1_1["pkRm"]
     assert result["rfcPlaintext"] == A_1_1["pt"]
     assert result["rfcOtherAad"] == "cannot_open"
+
+
+async def test_the_merchant_identity_keeps_its_shipping_key(tmp_path: Path) -> None:
+    merchant = Signer("merchant")
+    box = sealed_to(DETAILS[2], merchant.identity_id)
+    seed = b64url_encode(bytes(merchant.signing_key))
+    async with page_on(tmp_path) as page:
+        # The demo's link: the host panel imports the merchant's seed from the fragment.
+        await page.goto(page.url.replace("/healthz", f"/host.html#merchant_key={seed}"))
+        for _ in range(200):
+            if await page.evaluate(STORED_JS):
+                break
+            await asyncio.sleep(0.025)
+        result: dict[str, Any] = await page.evaluate(IDENTITY_JS, b64url_encode(box.sealed))
+        assert result["id"] == merchant.identity_id
+        assert result["details"] == DETAILS[2]
+        assert result["extractable"] is False
+        assert result["viewerShippingKey"] is None  # a viewer's key is made as before
+        # A merchant key made in the page: its Ed25519 half signs, its X25519 half opens.
+        made_id = result["madeId"]
+        message = signing_bytes(DOMAIN_SESSION, {"challenge": "c", "public_key": made_id})
+        assert verify_signature(made_id, message, result["madeSignature"]) is None
+        made_box = sealed_to(DETAILS[1], made_id)
+        assert await page.evaluate(MADE_JS, b64url_encode(made_box.sealed)) == DETAILS[1]
