@@ -117,7 +117,7 @@ $("create-form").addEventListener("submit", async (event) => {
   try {
     const hostName = $("create-host").value.trim();
     const made = await api("POST", "/api/rooms", { title: $("create-title").value.trim(), host_name: hostName }, { bearer: null });
-    const merchant = await createIdentity("merchant", hostName);
+    const merchant = await createIdentity("merchant", hostName, { shippingKey: true });
     await merchant.register();
     const merchantToken = await merchant.session();
     await api("POST", `/api/rooms/${encodeURIComponent(made.room_id)}/merchant`, { merchant_token: merchantToken }, { bearer: made.host_token });

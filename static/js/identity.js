@@ -1,10 +1,15 @@
 // The user's identity: an Ed25519 key made on this device with WebCrypto. The private
 // key is non-extractable and lives in IndexedDB (a CryptoKey is stored as is; its bytes
 // never reach JavaScript). The identity id is the public key in base64url (43 chars).
+// A merchant's identity also holds `shippingKey`, the same key converted to X25519
+// (sealed.js), which opens the shipping details sealed to the merchant. WebCrypto cannot
+// derive it from an Ed25519 CryptoKey, only from the seed, so it is made when the seed is
+// at hand: on import, or when the merchant key is created from a fresh seed.
 import { b64urlToBytes, bytesToB64url, concatBytes } from "./b64.js";
 import {
   DOMAIN_REGISTRATION, DOMAIN_SESSION, signingBytes,
 } from "./canonical.js";
+import { shippingKeyFromSeed } from "./sealed.js";
 
 const DB_NAME = "livecommerce";
 const STORE = "identities";
@@ -51,7 +56,17 @@ export async function loadIdentity(slot) {
   return record ? new Identity(slot, record) : null;
 }
 
-export async function createIdentity(slot, displayName) {
+// `shippingKey: true` (a merchant) makes the key from a random seed, so that its X25519
+// half can be derived too; the seed is dropped once both keys are imported.
+export async function createIdentity(slot, displayName, { shippingKey = false } = {}) {
+  if (shippingKey) {
+    const seed = crypto.getRandomValues(new Uint8Array(32));
+    try {
+      return await storeSeed(slot, seed, displayName, false);
+    } finally {
+      seed.fill(0);
+    }
+  }
   const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
   const raw = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
   const record = {
@@ -65,18 +80,29 @@ export async function createIdentity(slot, displayName) {
 }
 
 // Takes a key made elsewhere (the demo hands the merchant's seed to the host panel in the
-// URL fragment). Imported extractable once to learn the public key, then kept
-// non-extractable.
+// URL fragment), with its shipping key.
 export async function importIdentity(slot, seedB64url, displayName) {
   const seed = b64urlToBytes(seedB64url);
   if (seed.length !== 32) throw new Error("an Ed25519 seed is 32 bytes");
+  try {
+    return await storeSeed(slot, seed, displayName, true);
+  } finally {
+    seed.fill(0);
+  }
+}
+
+// The Ed25519 key is imported extractable once to learn the public key, then kept
+// non-extractable; the X25519 one never is extractable.
+async function storeSeed(slot, seed, displayName, registered) {
   const pkcs8 = concatBytes(PKCS8_ED25519_PREFIX, seed);
   const once = await crypto.subtle.importKey("pkcs8", pkcs8, { name: "Ed25519" }, true, ["sign"]);
+  pkcs8.fill(0);
   const jwk = await crypto.subtle.exportKey("jwk", once);
   const privateKey = await crypto.subtle.importKey(
     "jwk", { kty: "OKP", crv: "Ed25519", d: jwk.d, x: jwk.x }, { name: "Ed25519" }, false, ["sign"],
   );
-  const record = { privateKey, identityId: jwk.x, displayName, registered: true };
+  const shippingKey = await shippingKeyFromSeed(seed);
+  const record = { privateKey, shippingKey, identityId: jwk.x, displayName, registered };
   await save(slot, record);
   return new Identity(slot, record);
 }
@@ -100,6 +126,8 @@ export class Identity {
   get id() { return this.record.identityId; }
   get displayName() { return this.record.displayName; }
   get registered() { return this.record.registered; }
+  // { privateKey: X25519 CryptoKey, publicKey: bytes } for sealed.js, or null.
+  get shippingKey() { return this.record.shippingKey || null; }
 
   async sign(domain, fields) {
     const signature = await crypto.subtle.sign(
