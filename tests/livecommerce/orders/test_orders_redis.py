@@ -7,28 +7,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as redis
 import websockets
 
-from ledger import Ledger, LedgerSettings, decode_entry
-from ledger.note import Signer, Verifier
+from ledger.note import Verifier
 from ledger.receipt import verify_receipt
-from ledger.storage import KEY_FILE
-from ledger.verify import verify_directory, verify_url
-from livecommerce.commerce.core import CommerceCore
+from ledger.verify import verify_url
 from livecommerce.commerce.identity import b64url_decode
 from livecommerce.commerce.privacy import open_shipping
-from livecommerce.commerce.replay import apply_entry
 from livecommerce.commerce.results import Rejected
 from livecommerce.orders.signing import KeyPair
-from livecommerce.stock.redis_lua import RedisStockStore
 from tests.conftest import RedisServer
+from tests.livecommerce.orders.cluster import (
+    accepted_in,
+    ledger_entries,
+    order_retrying,
+    redis_remaining,
+    register_retrying,
+    remaining_or_none,
+    replay,
+    sale_known_everywhere,
+    scaled,
+)
 from tests.livecommerce.orders.crowd import (
     Crowd,
     check_answers,
@@ -43,71 +47,6 @@ from tests.support import require_binary
 pytestmark = pytest.mark.redis
 
 Json = dict[str, Any]
-
-
-@contextlib.asynccontextmanager
-async def scaled(
-    tmp_path: Path, redis_url: str, web_processes: int = 2
-) -> AsyncIterator[tuple[WriterProcess, list[ServerProcess]]]:
-    admin = redis.Redis.from_url(redis_url)
-    await admin.flushdb()
-    await admin.aclose()
-    writer = await asyncio.to_thread(WriterProcess, tmp_path / "writer", redis_url, None, True)
-    webs: list[ServerProcess] = []
-    try:
-        for number in range(web_processes):
-            webs.append(
-                await asyncio.to_thread(ServerProcess, tmp_path / f"web{number}", redis_url)
-            )
-        yield writer, webs
-    finally:
-        for process in [*webs, writer]:
-            await asyncio.to_thread(process.stop)
-
-
-async def sale_known_everywhere(
-    client: httpx.AsyncClient, webs: list[ServerProcess], sale_id: str
-) -> None:
-    async with asyncio.timeout(10):
-        for web in webs:
-            while (await client.get(f"{web.http}/api/sales/{sale_id}")).status_code != 200:
-                await asyncio.sleep(0.05)
-
-
-async def ledger_entries(data_dir: Path) -> list[tuple[str, dict[str, Any]]]:
-    """Every entry of a stopped writer's ledger, after checking the whole log."""
-    ledger_dir = data_dir / "ledger"
-    verifier = Signer.parse((ledger_dir / KEY_FILE).read_text()).verifier
-    await asyncio.to_thread(verify_directory, ledger_dir, verifier)
-    ledger = await Ledger.open(ledger_dir, LedgerSettings())
-    try:
-        return [decode_entry(ledger.entry(index)) for index in range(ledger.size)]
-    finally:
-        await ledger.close()
-
-
-def replay(entries: list[tuple[str, dict[str, Any]]]) -> CommerceCore:
-    core = CommerceCore()
-    for entry_type, fields in entries:
-        apply_entry(core, (entry_type, fields))
-    return core
-
-
-async def redis_remaining(redis_url: str, sale_id: str) -> int | None:
-    store = RedisStockStore.from_url(redis_url)
-    try:
-        return await store.remaining(sale_id)
-    finally:
-        await store.close()
-
-
-def accepted_in(entries: list[tuple[str, dict[str, Any]]]) -> dict[str, tuple[int, int]]:
-    """order id -> (ledger index, quantity) of every accepted order."""
-    return {
-        fields["order_id"]: (index, fields["quantity"])
-        for index, (entry_type, fields) in enumerate(entries)
-        if entry_type == "order/v1" and fields["action"] == "accepted"
-    }
 
 
 async def test_two_web_processes_and_the_writer_never_oversell(
@@ -286,15 +225,15 @@ async def test_stock_is_rebuilt_from_the_ledger_after_redis_loses_its_data(
                 assert await redis_remaining(private.url, setup.sale_id) == 30
                 await asyncio.to_thread(private.restart)  # no persistence: everything gone
                 async with asyncio.timeout(20):
-                    while await _remaining_or_none(private.url, setup.sale_id) != 30:
+                    while await remaining_or_none(private.url, setup.sale_id) != 30:
                         await asyncio.sleep(0.1)
                 # Old orders are known again (their first answer), new ones take stock.
-                again = await _order_retrying(client, web.http, orders[0])
+                again = await order_retrying(client, web.http, orders[0])
                 assert again["status"] == "accepted", again
                 assert again["ledger_index"] == first[0].json()["ledger_index"]
                 late = KeyPair()
-                await _register_retrying(client, web.http, late)
-                fresh = await _order_retrying(
+                await register_retrying(client, web.http, late)
+                fresh = await order_retrying(
                     client,
                     web.http,
                     late.order("late-1", setup.sale_id, 3, setup.price_cents, now_ms()),
@@ -308,34 +247,6 @@ async def test_stock_is_rebuilt_from_the_ledger_after_redis_loses_its_data(
         assert sale.units_remaining == 27
     finally:
         private.stop()
-
-
-async def _remaining_or_none(url: str, sale_id: str) -> int | None:
-    try:
-        return await redis_remaining(url, sale_id)
-    except Exception:
-        return None
-
-
-async def _register_retrying(client: httpx.AsyncClient, base: str, keys: KeyPair) -> None:
-    async with asyncio.timeout(20):
-        while True:
-            response = await client.post(
-                f"{base}/api/identities", json=keys.registration("Late", now_ms())
-            )
-            if response.status_code == 201:
-                return
-            await asyncio.sleep(0.2)
-
-
-async def _order_retrying(client: httpx.AsyncClient, base: str, order: Json) -> Json:
-    async with asyncio.timeout(20):
-        while True:
-            response = await client.post(f"{base}/api/orders", json=order)
-            body: Json = response.json()
-            if body.get("reason") not in ("unavailable", "stock_unavailable", "busy"):
-                return body
-            await asyncio.sleep(0.2)
 
 
 async def test_scaled_out_expiry_returns_units_and_payment_seals_shipping(
