@@ -16,6 +16,8 @@ command travels between them. docs/operations.md has the same table in prose.
   (ledger index, status, hold).
 - `{sale:<id>}:receipts` (hash, writer): `<buyer_id>:<order_id>` to the tlog-proof text,
   once a checkpoint covers the order.
+- `lc:receipts:through` (string, writer): every accepted order below this ledger index has
+  its receipt stored; a restarted writer makes the receipts from there on again.
 - `{sale:<id>}:shipping` (hash, writer): `<buyer_id>:<order_id>` to the sealed shipping
   box (also kept on the writer's disk).
 - `lc:buyer:{<buyer_id>}` (hash, writer): `<order_id>` to its sale id.
@@ -48,6 +50,7 @@ ALIVE: Final = "lc:alive"
 FEED_EPOCH: Final = "lc:feed:epoch"
 CONFIRM_CHANNEL: Final = "lc:confirm"
 RECEIPTS_CHANNEL: Final = "lc:receipts"
+RECEIPTS_THROUGH: Final = "lc:receipts:through"
 SESSION_SECRET: Final = "lc:session_secret"
 # Entries the web processes need in their core: everything but orders and stock counts.
 FEED_ENTRY_TYPES: Final = frozenset(

@@ -22,6 +22,10 @@ Crash ordering, and why nothing acknowledged is lost:
   buyer heard of them.
 - The feed (state entries for web processes) is republished from the ledger at every
   start under a new epoch; web processes skip entries they already applied by index.
+- Receipts wait in memory for the checkpoint that covers their orders; Redis keeps the
+  index below which all are stored (`lc:receipts:through`, written with them). At every
+  sync with Redis the writer queues again each accepted order from there on (all of them
+  when Redis lost its data), so a crash before the checkpoint loses no receipt.
 
 One task does the reading, applying and appending, so the ledger's order is the order
 the core saw things. Receipts, stock pushes and sale events run beside it.
@@ -87,6 +91,9 @@ FEED_CHUNK = 1_000
 RETRY_DELAY_S_MAX = 5.0
 ALIVE_CHECK_MS = 1_000
 STOCK_PUSH_INTERVAL_S = 0.1
+# Receipts made and stored in one pass (one pass over the tree, one HSET per sale): after a
+# restart the writer may owe thousands at once.
+RECEIPTS_PER_PASS_MAX = 4_096
 
 
 ACCEPTED_FIELDS = OrderAccepted.__struct_fields__
@@ -145,6 +152,7 @@ class LedgerWriter:
         self._alive_token = b""
         self._alive_checked_ms = 0
         self._receipts: deque[tuple[int, str, str, str]] = deque()
+        self._receipts_through = 0  # every receipt below this index is in Redis
         self._receipt_wake = asyncio.Event()
         self._stock_dirty: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -198,7 +206,10 @@ class LedgerWriter:
             await self.client.delete(keys.POSITIONS)
             self._alive_token = secrets.token_hex(8).encode()
             await self.client.set(keys.ALIVE, self._alive_token)
+            self._queue_receipts_from(0)
         else:
+            through = await self.client.get(keys.RECEIPTS_THROUGH)
+            self._queue_receipts_from(int(through) if through is not None else 0)
             self._alive_token = _bytes(alive)
             stored = await self.client.hgetall(keys.POSITIONS)
             self._positions = {_str(k): _str(v) for k, v in stored.items()}
@@ -207,6 +218,23 @@ class LedgerWriter:
                 self._released_again = True
         await self._load_sales()
         await self._publish_feed()
+
+    def _queue_receipts_from(self, through: int) -> None:
+        """Queue the receipt of every accepted order at `through` or later that is not
+        queued already: Redis may not have them (the last run died before their
+        checkpoint, or Redis lost its data)."""
+        self._receipts_through = through
+        queued = {index for index, _, _, _ in self._receipts}
+        owed = list(self._receipts)
+        for (buyer_id, order_id), index in self._index_of.items():
+            if index >= through and index not in queued:
+                accepted = self.core.orders.accepted(buyer_id, order_id)
+                if accepted is not None:
+                    owed.append((index, accepted.sale_id, buyer_id, order_id))
+        # In index order: the receipts task takes them oldest first, a checkpoint at a time.
+        self._receipts = deque(sorted(owed))
+        if self._receipts:
+            self._receipt_wake.set()
 
     async def _rebuild_from_ledger(self) -> None:
         for sale in self._all_sales():
@@ -609,7 +637,11 @@ class LedgerWriter:
             note = await self.ledger.wait_covered(self._receipts[0][0])
             covered = checkpoint_size(note)
             ready: list[tuple[int, str, str, str]] = []
-            while self._receipts and self._receipts[0][0] < covered:
+            while (
+                self._receipts
+                and self._receipts[0][0] < covered
+                and len(ready) < RECEIPTS_PER_PASS_MAX
+            ):
                 ready.append(self._receipts.popleft())
             # One pass over the tree for all the receipts this checkpoint covers, and one
             # HSET per sale for them.
@@ -625,7 +657,13 @@ class LedgerWriter:
                         keys.RECEIPTS_CHANNEL,
                         orjson.dumps([[s, b, o] for _, s, b, o in ready]),
                     )
+                    # Every receipt below the next one owed is stored now.
+                    through = self._receipts[0][0] if self._receipts else ready[-1][0] + 1
+                    if through > self._receipts_through:
+                        pipe.set(keys.RECEIPTS_THROUGH, through)
                     await pipe.execute()
+                if through > self._receipts_through:
+                    self._receipts_through = through
             except (RedisError, OSError) as error:
                 log.warning("storing receipts failed (%r); retrying", error)
                 self._receipts.extendleft(reversed(ready))

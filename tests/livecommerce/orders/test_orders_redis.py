@@ -320,3 +320,53 @@ async def test_scaled_out_expiry_returns_units_and_payment_seals_shipping(
     sale = replay(entries).sales.get(setup.sale_id)
     assert sale is not None
     assert (sale.units_sold, sale.units_held, sale.units_remaining) == (2, 0, 3)
+
+
+async def _receipt_within(
+    client: httpx.AsyncClient, base: str, order_id: str, buyer_id: str, timeout_s: float
+) -> httpx.Response:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            response = await client.get(
+                f"{base}/api/orders/{order_id}/receipt", params={"buyer_id": buyer_id}
+            )
+            if response.status_code != 409:  # not covered by a checkpoint yet
+                return response
+
+
+async def test_receipts_the_writer_owed_when_it_died_or_redis_lost_them_are_made_again(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    private = RedisServer(require_binary("redis-server"), tmp_path_factory.mktemp("lossy-redis"))
+    private.start()
+    # No checkpoint for ten minutes: the order is durable, its receipt still owed.
+    slow = {"LIVECOMMERCE_LEDGER_CHECKPOINT_INTERVAL_MS": "600000"}
+    try:
+        async with scaled(tmp_path, private.url, 1, slow) as (writer, (web,)):
+            async with httpx.AsyncClient(timeout=30) as client:
+                setup = await room_with_sale(client, web.http, units_offered=5)
+                buyer = KeyPair()
+                await register(client, web.http, buyer, "Ann")
+                order = buyer.order("o1", setup.sale_id, 1, setup.price_cents, now_ms())
+                accepted = await client.post(f"{web.http}/api/orders", json=order)
+                assert accepted.status_code == 201, accepted.text
+                index = accepted.json()["ledger_index"]
+                await asyncio.to_thread(writer.kill)
+                writer = await asyncio.to_thread(
+                    WriterProcess, writer.data_dir, private.url, None, True
+                )
+                verifier = Verifier.parse((await client.get(f"{writer.ledger_url}/vkey")).text)
+                receipt = await _receipt_within(client, web.http, "o1", buyer.identity_id, 15)
+                assert receipt.status_code == 200, receipt.text
+                assert verify_receipt(receipt.content, verifier).index == index
+                # Redis loses everything, receipts too: the writer stores them again.
+                await asyncio.to_thread(private.restart)
+                async with asyncio.timeout(20):
+                    while await remaining_or_none(private.url, setup.sale_id) != 4:
+                        await asyncio.sleep(0.1)
+                again = await _receipt_within(client, web.http, "o1", buyer.identity_id, 15)
+                assert again.status_code == 200, again.text
+                assert verify_receipt(again.content, verifier).index == index
+            await asyncio.to_thread(writer.stop)
+    finally:
+        private.stop()
