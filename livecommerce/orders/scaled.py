@@ -226,22 +226,21 @@ class ScaledOrderService:
 
     async def _messages_forever(self) -> None:
         delay_s = 0.1
+        connected = True
         while True:
             try:
+                if not connected:
+                    # A pubsub whose subscribe failed has no connection to read: try
+                    # again, with backoff, until Redis takes the subscription.
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(5.0, delay_s * 2)
+                    connected = await self._resubscribe()
+                    continue
                 message = await self._pubsub.get_message(timeout=1.0)
                 delay_s = 0.1
             except (RedisError, OSError) as error:
                 log.warning("subscription lost (%r); resubscribing in %.1f s", error, delay_s)
-                await asyncio.sleep(delay_s)
-                delay_s = min(5.0, delay_s * 2)
-                with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.aclose()
-                    self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-                    await self._pubsub.subscribe(
-                        keys.CONFIRM_CHANNEL,
-                        keys.RECEIPTS_CHANNEL,
-                        keys.reply_channel(self.process_id),
-                    )
+                connected = False
                 continue
             if message is None or message.get("type") != "message":
                 continue
@@ -267,6 +266,18 @@ class ScaledOrderService:
                 log.warning("fetching receipts failed; the sweep retries")
             except Exception:
                 log.exception("bad message on %s", channel)
+
+    async def _resubscribe(self) -> bool:
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.aclose()
+        self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await self._pubsub.subscribe(
+                keys.CONFIRM_CHANNEL, keys.RECEIPTS_CHANNEL, keys.reply_channel(self.process_id)
+            )
+        except (RedisError, OSError):
+            return False
+        return True
 
     def _confirm(
         self, sale_id: str, key: OrderKey, index: int, hold_ms: int, quantity: int

@@ -370,3 +370,29 @@ async def test_receipts_the_writer_owed_when_it_died_or_redis_lost_them_are_made
             await asyncio.to_thread(writer.stop)
     finally:
         private.stop()
+
+
+async def test_commands_are_answered_again_after_redis_was_away_for_seconds(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Away for 1.5 s, past the first resubscription (0.1 s): the web process's
+    subscription to the writer's replies must come back, or every later command (here a
+    registration) waits for an answer that never comes."""
+    durable = RedisServer(
+        require_binary("redis-server"),
+        tmp_path_factory.mktemp("durable-redis"),
+        ("--appendonly", "yes", "--appendfsync", "always"),
+    )
+    durable.start()
+    try:
+        async with (
+            scaled(tmp_path, durable.url, web_processes=1) as (_, (web,)),
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            await register(client, web.http, KeyPair(), "Ann")
+            await asyncio.to_thread(durable.stop)
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(durable.start)
+            await register_retrying(client, web.http, KeyPair())
+    finally:
+        durable.stop()
