@@ -49,6 +49,7 @@ from livecommerce.commerce.orders import (
 from livecommerce.commerce.privacy import seal_shipping
 from livecommerce.commerce.replay import apply_entry
 from livecommerce.commerce.results import Reason, Rejected
+from livecommerce.commerce.sales import Sale
 from livecommerce.hub import messages as m
 from livecommerce.orders import redis_keys as keys
 from livecommerce.orders.answers import (
@@ -692,6 +693,19 @@ class ScaledOrderService:
                     assert isinstance(proof, bytes)
                     return proof
                 await asyncio.sleep(0.2)
+
+    async def units_remaining(self, sale: Sale) -> int:
+        """Redis takes the stock for every web process: its count, not this replica's
+        (which mirrors only the orders this process answered)."""
+        try:
+            remaining = await self.store.remaining(sale.sale_id)
+        except StockStoreUnavailable as error:
+            raise ServiceUnavailable(UNAVAILABLE, str(error)) from None
+        if remaining is None:  # Redis lost its data; the writer rebuilds live sales
+            raise ServiceUnavailable(
+                Reason.STOCK_UNAVAILABLE, "the stock of this sale cannot be read now; retry"
+            )
+        return remaining
 
     async def merchant_orders(
         self, merchant_id: str, sale_id: str | None, limit: int

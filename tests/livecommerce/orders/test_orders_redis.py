@@ -396,3 +396,25 @@ async def test_commands_are_answered_again_after_redis_was_away_for_seconds(
             await register_retrying(client, web.http, KeyPair())
     finally:
         durable.stop()
+
+
+async def test_every_web_process_reports_the_sales_stock_left_in_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Orders taken by one web process: the other (and the host's dashboard there)
+    reports the same units left, not only what its own buyers took."""
+    async with scaled(tmp_path, redis_server.url) as (_, webs), httpx.AsyncClient() as client:
+        setup = await room_with_sale(client, webs[0].http, units_offered=10)
+        await sale_known_everywhere(client, webs, setup.sale_id)
+        buyer = KeyPair()
+        await register(client, webs[1].http, buyer, "Ann")
+        order = buyer.order("o1", setup.sale_id, 3, setup.price_cents, now_ms())
+        assert (await client.post(f"{webs[1].http}/api/orders", json=order)).status_code == 201
+        for web in webs:
+            sale = await client.get(f"{web.http}/api/sales/{setup.sale_id}")
+            assert sale.json()["units_remaining"] == 7, (web.http, sale.json())
+            stats = await client.get(
+                f"{web.http}/api/rooms/{setup.room_id}/stats",
+                headers={"Authorization": f"Bearer {setup.host_token}"},
+            )
+            assert stats.json()["sales"][0]["units_remaining"] == 7, stats.json()
