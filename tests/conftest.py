@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import subprocess
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -37,6 +38,13 @@ class RedisServer:
         self._binary = binary
         self._directory = directory
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def keeps_data(self) -> bool:
+        """Restarted, does it come back with its data (append-only file)? RDB snapshots
+        alone bring back an older state, not all of it."""
+        args = list(self._extra_args)
+        return any(a == "--appendonly" and b == "yes" for a, b in itertools.pairwise(args))
 
     def start(self) -> None:
         self._process = subprocess.Popen(
