@@ -9,6 +9,9 @@ command travels between them. docs/operations.md has the same table in prose.
   after the ledger append is durable.
 - `lc:alive` (string, writer): set once; gone means Redis lost its data, so the writer
   rebuilds stock and order records from the ledger.
+- `lc:writer:ledger_size` (string, writer): the ledger's size as of the writer's last
+  writes to Redis, set only if it still holds what the writer set before. Lower than the
+  writer knew means Redis came back from an older snapshot: rebuilt as if lost.
 - `lc:feed:epoch` and `lc:feed:<epoch>` (string and stream, writer): every non-order
   ledger entry (identities, products, inventory, rooms, sales) with its index; web
   processes replay it into their core.
@@ -47,6 +50,7 @@ from livecommerce.commerce.sales import ScheduleSale, StopSale
 COMMANDS: Final = "lc:commands"
 POSITIONS: Final = "lc:writer:positions"
 ALIVE: Final = "lc:alive"
+LEDGER_SIZE: Final = "lc:writer:ledger_size"
 FEED_EPOCH: Final = "lc:feed:epoch"
 CONFIRM_CHANNEL: Final = "lc:confirm"
 RECEIPTS_CHANNEL: Final = "lc:receipts"

@@ -20,6 +20,14 @@ Crash ordering, and why nothing acknowledged is lost:
 - Redis losing its data (no `lc:alive`): stock of every live sale is rebuilt from the
   core, i.e. from the ledger. Accepted orders Redis lost were never confirmed, so no
   buyer heard of them.
+- Redis going back in time (restarted from an RDB snapshot older than the writer's last
+  writes): `lc:alive` is still there, so the writer also keeps the ledger's size in Redis
+  (`lc:writer:ledger_size`), set with a check that Redis still holds the size it set
+  before, and in `redis_mirrored_size` in its data directory. A size lower than it set
+  means Redis lost writes: it is rebuilt as if it had lost everything, and each live
+  sale's stream is emptied with its rebuild (its orders were taken against stale stock;
+  none was confirmed, as none is in the ledger, and their buyers' retries are evaluated
+  afresh).
 - The feed (state entries for web processes) is republished from the ledger at every
   start under a new epoch; web processes skip entries they already applied by index.
 - Receipts wait in memory for the checkpoint that covers their orders; Redis keeps the
@@ -91,6 +99,16 @@ FEED_CHUNK = 1_000
 RETRY_DELAY_S_MAX = 5.0
 ALIVE_CHECK_MS = 1_000
 STOCK_PUSH_INTERVAL_S = 0.1
+MIRRORED_SIZE_FILE = "redis_mirrored_size"
+# Sets lc:writer:ledger_size only if Redis still holds what this writer set last.
+LEDGER_SIZE_LUA = """
+local now = redis.call('GET', KEYS[1])
+if (now or '') ~= ARGV[1] then
+  return redis.error_reply('LEDGER_SIZE redis holds ' .. tostring(now) .. ', not ' .. ARGV[1])
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
 # Receipts made and stored in one pass (one pass over the tree, one HSET per sale): after a
 # restart the writer may owe thousands at once.
 RECEIPTS_PER_PASS_MAX = 4_096
@@ -135,6 +153,11 @@ class LedgerWriter:
             settings.redis_url, socket_timeout=5, socket_connect_timeout=5
         )
         self.store = RedisStockStore(self.client)
+        self._set_ledger_size = self.client.register_script(LEDGER_SIZE_LUA)
+        # The ledger size Redis was last known to hold (kept on disk too, for a restart),
+        # and what lc:writer:ledger_size reads now as far as this writer knows.
+        self._mirrored_size = 0
+        self._redis_size = ""
         self.broker = RedisBroker(
             settings.redis_url, settings.history_events_max, process_id="ledger-writer"
         )
@@ -165,6 +188,9 @@ class LedgerWriter:
         data_dir = self.settings.data_dir
         self.ledger = await Ledger.open(ledger_dir(data_dir), ledger_settings(self.settings))
         self.shipping = await ShippingStore.open(data_dir)
+        mirrored = data_dir / MIRRORED_SIZE_FILE
+        if mirrored.exists():
+            self._mirrored_size = int(mirrored.read_text() or 0)
         await asyncio.to_thread(self._replay)
         for sale in self._all_sales():
             self._streams[sale.sale_id] = None if sale.state is not SaleState.CLOSED else 0
@@ -198,16 +224,31 @@ class LedgerWriter:
     async def _sync_redis(self) -> None:
         """Bring Redis in line with the ledger: rebuild stock if Redis lost its data,
         republish the feed under a new epoch, load the positions."""
-        alive = await self.client.get(keys.ALIVE)
-        if alive is None:
+        assert self.ledger is not None
+        alive, size = await self.client.mget(keys.ALIVE, keys.LEDGER_SIZE)
+        behind = alive is not None and int(size or 0) < self._mirrored_size
+        if behind:
+            log.warning(
+                "redis holds the ledger up to %s, it held %d: it came back from an older "
+                "snapshot; rebuilding stock and orders from the ledger",
+                _str(size or b"nothing"),
+                self._mirrored_size,
+            )
+        elif alive is None:
             log.warning("redis has no %s: rebuilding stock and orders from the ledger", keys.ALIVE)
+        if alive is None or behind:
             await self._rebuild_from_ledger()
             self._positions = {}
             await self.client.delete(keys.POSITIONS)
             self._alive_token = secrets.token_hex(8).encode()
             await self.client.set(keys.ALIVE, self._alive_token)
             self._queue_receipts_from(0)
+            # Redis holds the whole ledger now.
+            await self.client.set(keys.LEDGER_SIZE, self.ledger.size)
+            self._redis_size = str(self.ledger.size)
+            await self._mirrored(self.ledger.size)
         else:
+            self._redis_size = _str(size) if size is not None else ""
             through = await self.client.get(keys.RECEIPTS_THROUGH)
             self._queue_receipts_from(int(through) if through is not None else 0)
             self._alive_token = _bytes(alive)
@@ -218,6 +259,17 @@ class LedgerWriter:
                 self._released_again = True
         await self._load_sales()
         await self._publish_feed()
+
+    async def _mirrored(self, size: int) -> None:
+        """Redis holds the ledger up to `size`: noted on disk (no fsync: after a crash of
+        the machine it may be older, which only makes the check above weaker)."""
+        if size <= self._mirrored_size:
+            return
+        self._mirrored_size = size
+        path = self.settings.data_dir / MIRRORED_SIZE_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(str(size))
+        temporary.replace(path)
 
     def _queue_receipts_from(self, through: int) -> None:
         """Queue the receipt of every accepted order at `through` or later that is not
@@ -336,8 +388,11 @@ class LedgerWriter:
         now_ms = self.clock_ms()
         if now_ms - self._alive_checked_ms >= ALIVE_CHECK_MS:
             self._alive_checked_ms = now_ms
-            if await self.client.get(keys.ALIVE) != self._alive_token:
+            alive, size = await self.client.mget(keys.ALIVE, keys.LEDGER_SIZE)
+            if alive != self._alive_token:
                 raise RedisError("redis lost its data (lc:alive changed)")
+            if (_str(size) if size is not None else "") != self._redis_size:
+                raise RedisError("redis went back in time (lc:writer:ledger_size changed)")
         if self._unloaded:
             await self._load_sales()
         read = await self._read()
@@ -516,7 +571,19 @@ class LedgerWriter:
             for channel, request, first, end in pending.replies:
                 reply = self._reply(request, pending.events, event_index, first, end)
                 pipe.publish(channel, reply)
+            assert self.ledger is not None
+            size = self.ledger.size
+            grown = str(size) != self._redis_size
+            if grown:
+                # Refused (the pipeline raises, the writer resyncs) if Redis no longer
+                # holds what this writer set last: it went back to an older snapshot.
+                await self._set_ledger_size(
+                    keys=[keys.LEDGER_SIZE], args=[self._redis_size, size], client=pipe
+                )
             await pipe.execute()
+        if grown:
+            self._redis_size = str(size)
+            await self._mirrored(size)
         self._positions.update(pending.positions)
         if self._receipts:
             self._receipt_wake.set()

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as redis
 import websockets
 
 from ledger.note import Verifier
@@ -418,3 +419,57 @@ async def test_every_web_process_reports_the_sales_stock_left_in_redis(
                 headers={"Authorization": f"Bearer {setup.host_token}"},
             )
             assert stats.json()["sales"][0]["units_remaining"] == 7, stats.json()
+
+
+async def test_a_redis_back_from_an_older_snapshot_is_rebuilt_from_the_ledger(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Redis with RDB snapshots only: killed, it comes back as of its last snapshot, with
+    lc:alive but without the orders taken since. Its stock would then sell units the
+    ledger has sold already; the writer must see that Redis went back and rebuild it."""
+    snapshots = RedisServer(require_binary("redis-server"), tmp_path_factory.mktemp("rdb-redis"))
+    snapshots.start()
+    try:
+        async with (
+            scaled(tmp_path, snapshots.url, web_processes=1) as (writer, (web,)),
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            setup = await room_with_sale(client, web.http, units_offered=10, per_buyer_limit=5)
+            buyers = [KeyPair() for _ in range(4)]
+            for buyer in buyers:
+                await register(client, web.http, buyer, "Ann")
+            orders = [
+                buyer.order(f"o{n}", setup.sale_id, 2, setup.price_cents, now_ms())
+                for n, buyer in enumerate(buyers)
+            ]
+            first = []
+            for number, order in enumerate(orders):
+                if number == 2:
+                    admin = redis.Redis.from_url(snapshots.url)
+                    await admin.save()  # the snapshot Redis will come back with: 4 units sold
+                    await admin.aclose()
+                answer = await client.post(f"{web.http}/api/orders", json=order)
+                assert answer.status_code == 201, answer.text
+                first.append(answer.json())
+            assert await redis_remaining(snapshots.url, setup.sale_id) == 2
+            await asyncio.to_thread(snapshots.restart)
+            assert await remaining_or_none(snapshots.url, setup.sale_id) == 6  # went back
+            async with asyncio.timeout(20):
+                while await remaining_or_none(snapshots.url, setup.sale_id) != 2:
+                    await asyncio.sleep(0.1)
+            # Orders taken after the snapshot keep their first answer; no unit is sold twice.
+            for order, answer in zip(orders, first, strict=True):
+                again = await order_retrying(client, web.http, order)
+                assert again["status"] == "accepted", again
+                assert again["ledger_index"] == answer["ledger_index"]
+            late = KeyPair()
+            await register_retrying(client, web.http, late)
+            fresh = late.order("late", setup.sale_id, 3, setup.price_cents, now_ms())
+            assert (await order_retrying(client, web.http, fresh))["reason"] == "sold_out"
+            await asyncio.to_thread(writer.stop)
+            entries = await ledger_entries(writer.data_dir)
+        sale = replay(entries).sales.get(setup.sale_id)
+        assert sale is not None
+        assert sale.units_remaining == 2
+    finally:
+        snapshots.stop()
