@@ -40,11 +40,13 @@ class RedisServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
-    def keeps_data(self) -> bool:
-        """Restarted, does it come back with its data (append-only file)? RDB snapshots
-        alone bring back an older state, not all of it."""
-        args = list(self._extra_args)
-        return any(a == "--appendonly" and b == "yes" for a, b in itertools.pairwise(args))
+    def persistence(self) -> str:
+        """What a restart comes back with: "aof" (everything), "rdb" (its last snapshot)
+        or "" (nothing)."""
+        options = dict(itertools.pairwise(self._extra_args))
+        if options.get("--appendonly") == "yes":
+            return "aof"
+        return "rdb" if options.get("--save") else ""
 
     def start(self) -> None:
         self._process = subprocess.Popen(

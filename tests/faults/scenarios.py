@@ -468,7 +468,8 @@ class Cluster:
     def __init__(self, tmp_path: Path, redis_server: RedisServer) -> None:
         self.tmp_path = tmp_path
         self.redis = redis_server
-        self.redis_keeps_data = redis_server.keeps_data
+        # Rooms live in Redis: a restart without persistence loses them.
+        self.redis_keeps_rooms = redis_server.persistence != ""
         self.writer: WriterProcess | None = None
         self.webs: list[ServerProcess] = []
 
@@ -652,7 +653,7 @@ async def _scaled_round(
         await asyncio.sleep(shape.after_s)
         await traffic.stop_buyers()
         bases = [endpoint.http for endpoint in cluster.endpoints]
-        rooms_kept = this.fault != "restart redis" or cluster.redis_keeps_data
+        rooms_kept = this.fault != "restart redis" or cluster.redis_keeps_rooms
         await _after_recovery(http, this, traffic, bases, cluster.ledger_url, rooms_kept)
         await _commands_answer(http, this, bases)
         _viewers_reconnected_as_promised(this, traffic, rooms_kept)
