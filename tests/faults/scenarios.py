@@ -82,10 +82,15 @@ class Round:
         told = self.told.line() if self.told else "no answers"
         figures = " ".join(f"{name}={value}" for name, value in self.figures.items())
         status = "ok" if not self.problems else f"{len(self.problems)} PROBLEMS"
+        ledger = (
+            f"the ledger holds {self.ledger_units} units of {self.units_offered} "
+            f"({self.ledger_read})"
+            if self.ledger_units is not None
+            else f"{self.units_offered} offered, the ledger is read at the end"
+        )
         return (
             f"round {self.number} {self.fault} at {self.fault_at_s:.2f} s for "
-            f"{self.down_s:.2f} s: {told}; the ledger holds {self.ledger_units} units of "
-            f"{self.units_offered} ({self.ledger_read}), {self.units_remaining} reported left; "
+            f"{self.down_s:.2f} s: {told}; {ledger}; {self.units_remaining} reported left; "
             f"{figures}; {status}"
         )
 
@@ -261,10 +266,16 @@ def _channels(shape: Shape, count: int) -> list[str]:
 
 
 async def embedded_rounds(
-    tmp_path: Path, rounds: int, seed: int, shape: Shape, report: Any = print
+    tmp_path: Path,
+    rounds: int,
+    seed: int,
+    shape: Shape,
+    report: Any = print,
+    deadline_s: float | None = None,
 ) -> list[Round]:
-    """`rounds` sales on one embedded server, each with a SIGKILL at a random moment and
-    a restart on the same data directory; the ledger is read at each kill and at the end."""
+    """`rounds` sales on one embedded server (fewer if time.monotonic() passes
+    `deadline_s`), each with a SIGKILL at a random moment and a restart on the same data
+    directory; the ledger is read at each kill and at the end."""
     chooser = random.Random(seed)
     server = EmbeddedServer(tmp_path / "data")
     done: list[Round] = []
@@ -273,6 +284,8 @@ async def embedded_rounds(
         async with httpx.AsyncClient(timeout=30) as http:
             keys = await register_buyers(http, server.endpoint.http, shape.buyers, seed)
             for number in range(1, rounds + 1):
+                if deadline_s is not None and time.monotonic() > deadline_s:
+                    break
                 this = Round(number, "kill -9 server", f"chaos-{seed}-{number}", 0)
                 done.append(this)
                 await _embedded_round(http, server, this, keys, chooser, shape, done)
@@ -531,9 +544,10 @@ async def scaled_rounds(
     seed: int,
     shape: Shape,
     report: Any = print,
+    deadline_s: float | None = None,
 ) -> list[Round]:
-    """One sale per fault on one cluster; the ledger is read when the writer is killed
-    and at the end, after a clean stop."""
+    """One sale per fault on one cluster (fewer if time.monotonic() passes `deadline_s`);
+    the ledger is read when the writer is killed and at the end, after a clean stop."""
     chooser = random.Random(seed)
     cluster = Cluster(tmp_path, redis_server)
     done: list[Round] = []
@@ -545,6 +559,8 @@ async def scaled_rounds(
             keys = await register_buyers(http, base, shape.buyers, seed)
             await _known_everywhere(http, cluster, [k.identity_id for k in keys])
             for number, fault in enumerate(faults, start=1):
+                if deadline_s is not None and time.monotonic() > deadline_s:
+                    break
                 this = Round(number, fault, f"chaos-{seed}-{number}", shape.units_offered)
                 done.append(this)
                 await _scaled_round(http, cluster, shop, this, keys, chooser, shape, done)

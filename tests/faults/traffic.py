@@ -146,9 +146,14 @@ class _RoomSocket:
     async def order(self, fields: Json, timeout_s: float) -> Json:
         waiter: asyncio.Future[Json] = asyncio.get_running_loop().create_future()
         self._waiting[fields["order_id"]] = waiter
-        await self.ws.send(json.dumps({"type": "order/v1", **fields}))
-        async with asyncio.timeout(timeout_s):
-            return await waiter
+        try:
+            await self.ws.send(json.dumps({"type": "order/v1", **fields}))
+            async with asyncio.timeout(timeout_s):
+                return await waiter
+        finally:
+            # Given up (closed, timed out): a late answer finds no one waiting.
+            self._waiting.pop(fields["order_id"], None)
+            waiter.cancel()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
