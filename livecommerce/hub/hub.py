@@ -585,6 +585,14 @@ class Hub:
             ]
             # The broker's history holds every event, private ones too, so a gap is a real loss.
             contiguous = not missed or missed[0][0] == old.sequence + 1
+            # Counters published while this process was not subscribed were missed too: the
+            # loaded ones go out with the next state (the viewer count comes by itself).
+            fresh.viewers = old.viewers
+            replica.changed |= {
+                name for name in ("likes", "shares") if getattr(fresh, name) != getattr(old, name)
+            }
+            if fresh.stock != old.stock:
+                replica.changed.add("stock")
             replica.room = fresh
             now_ms = self.clock_ms()
             if contiguous:
