@@ -554,6 +554,12 @@ class LedgerWriter:
                 known = self._index_of.get((accepted.buyer_id, accepted.order_id))
                 if known is not None:
                     confirmations.append(self._confirmation(accepted, known))
+                    # Its record too: the write that stored it may not have reached Redis
+                    # (a crash, of Redis or of this writer, between the append and it).
+                    now = self.core.orders.status(accepted.buyer_id, accepted.order_id)
+                    recorded = self.core.orders.accepted(accepted.buyer_id, accepted.order_id)
+                    if recorded is not None and now is not None:
+                        records.append((recorded, str(now)))
             for buyer_id, order_id, box in sealed:
                 paid = self.core.orders.accepted(buyer_id, order_id)
                 if paid is not None:

@@ -473,3 +473,46 @@ async def test_a_redis_back_from_an_older_snapshot_is_rebuilt_from_the_ledger(
         assert sale.units_remaining == 2
     finally:
         snapshots.stop()
+
+
+async def test_an_order_whose_record_never_reached_redis_gets_it_when_read_again(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Redis (or the writer) killed between the ledger append and the writer's write to
+    Redis leaves an order in the ledger without its record and with the stream position
+    before it. Made here by removing both by hand: the restarted writer reads the order
+    again and must store its record, or its buyer can never fetch a receipt or pay, and
+    the merchant never sees it."""
+    private = RedisServer(require_binary("redis-server"), tmp_path_factory.mktemp("redis"))
+    private.start()
+    try:
+        async with (
+            scaled(tmp_path, private.url, web_processes=1) as (writer, (web,)),
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            setup = await room_with_sale(client, web.http, units_offered=5)
+            buyer = KeyPair()
+            await register(client, web.http, buyer, "Ann")
+            order = buyer.order("o1", setup.sale_id, 1, setup.price_cents, now_ms())
+            accepted = await client.post(f"{web.http}/api/orders", json=order)
+            assert accepted.status_code == 201, accepted.text
+            await asyncio.to_thread(writer.kill)
+            admin = redis.Redis.from_url(private.url)
+            field = f"{buyer.identity_id}:o1"
+            assert await admin.hdel(f"{{sale:{setup.sale_id}}}:ledger", field) == 1
+            await admin.hdel(f"lc:buyer:{{{buyer.identity_id}}}", "o1")
+            await admin.hdel("lc:writer:positions", f"{{sale:{setup.sale_id}}}:accepted")
+            await admin.aclose()
+            writer = await asyncio.to_thread(
+                WriterProcess, writer.data_dir, private.url, None, True
+            )
+            receipt = await _receipt_within(client, web.http, "o1", buyer.identity_id, 15)
+            assert receipt.status_code == 200, receipt.text
+            listed = await client.get(
+                f"{web.http}/api/merchant/orders",
+                headers={"Authorization": f"Bearer {setup.merchant_token}"},
+            )
+            assert [o["order_id"] for o in listed.json()["orders"]] == ["o1"]
+            await asyncio.to_thread(writer.stop)
+    finally:
+        private.stop()
