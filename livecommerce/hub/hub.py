@@ -613,14 +613,24 @@ class Hub:
 
     async def _tick_forever(self) -> None:
         interval_s = self.limits.state_flush_interval_ms / 1000
+        # Said once when flushes start failing and once when they work again: a line per
+        # tick would be ten a second for as long as the broker is away.
+        failing = False
         while True:
             await asyncio.sleep(interval_s)
             try:
                 await self.tick()
             except BrokerUnavailable as error:
-                log.warning("state flush skipped: %s", error)
+                if not failing:
+                    log.warning("state flushes skipped until the broker is back: %s", error)
+                failing = True
+                continue
             except Exception:
                 log.exception("state flush failed")
+                continue
+            if failing:
+                log.warning("state flushes resumed")
+                failing = False
 
     def state_interval_ms(self) -> int:
         """How often a room's coalesced state goes out: every `state_flush_interval_ms`,

@@ -743,9 +743,11 @@ class LedgerWriter:
                 await asyncio.sleep(1)
 
     async def _stock_forever(self) -> None:
+        failing = False  # said once per outage, not every 100 ms
         while True:
             await asyncio.sleep(STOCK_PUSH_INTERVAL_S)
             dirty, self._stock_dirty = self._stock_dirty, set()
+            failed = False
             for sale_id in dirty:
                 sale = self.core.sales.get(sale_id)
                 if sale is None:
@@ -757,8 +759,14 @@ class LedgerWriter:
                             sale.spec.room_id, 0, 0, 0, {sale.spec.product_id: remaining}
                         )
                 except (StockStoreError, BrokerUnavailable) as error:
-                    log.info("stock push for %s failed: %s", sale_id, error)
+                    if not failing:
+                        log.info("stock pushes failing, retried until redis is back: %s", error)
+                        failing = True
+                    failed = True
                     self._stock_dirty.add(sale_id)
+            if failing and dirty and not failed:
+                log.info("stock pushes resumed")
+                failing = False
 
 
 def main(settings: Settings, serve_http: bool = False) -> int:

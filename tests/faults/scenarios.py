@@ -52,14 +52,14 @@ SALE_DURATION_MS = 3_600_000
 # well above what a process at rest uses here (its tickers: 10 to 40 ms a second).
 IDLE_CPU_SECONDS_MAX = 0.25
 # A fault may cost a few lines of log: a start's banner, a warning per retry with
-# backoff, and while Redis is away one per turn of the 100 ms tickers (stock pushes, state
-# flushes). An error per order would be hundreds a second with traffic running.
+# backoff, one when something starts failing and one when it works again. An error per
+# order (or per 100 ms tick) would be hundreds during a fault with traffic running.
 FAULT_LOG_LINES_MAX = 30
-FAULT_LOG_LINES_PER_S_MAX = 15
 
 
 def log_lines_max(down_s: float) -> int:
-    return FAULT_LOG_LINES_MAX + round(FAULT_LOG_LINES_PER_S_MAX * down_s)
+    """Backoff doubles up to 5 s: one more retry line per 5 s of a long fault."""
+    return FAULT_LOG_LINES_MAX + round(down_s / 5)
 
 
 @dataclass
