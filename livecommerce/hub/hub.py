@@ -170,6 +170,8 @@ class Hub:
         self.deliveries = 0
         # Called with the room id when a room ends (video teardown, sales); must not block.
         self.room_ended_listeners: list[Callable[[str], None]] = []
+        # Told of each room this process creates (the order path tells it of its sales).
+        self.room_created_listeners: list[Callable[[str], None]] = []
         # Takes `order/v1` and `pay/v1` from a connection (the app sets it to the order
         # service); answers go back on the connection later. Must not block.
         self.order_handler: Callable[[Connection, m.OrderMessage], None] | None = None
@@ -214,6 +216,8 @@ class Hub:
         )
         if not await self.broker.create_room(info):
             raise ValueError(f"room {info.room_id!r} exists already")
+        for listener in self.room_created_listeners:
+            listener(info.room_id)
         return info.room_id, host_token
 
     async def host_token_matches(self, room_id: str, token: str) -> bool:
