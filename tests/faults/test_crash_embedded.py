@@ -22,7 +22,7 @@ def fault_seed() -> int:
 
 async def test_kill_9_of_the_embedded_server_during_sales_loses_nothing(tmp_path: Path) -> None:
     seed = fault_seed()
-    rounds = await embedded_rounds(tmp_path, rounds=3, seed=seed, shape=Shape())
+    rounds = await embedded_rounds(tmp_path, rounds=3, seed=seed, shape=Shape(after_s=1.5))
     problems = [f"round {r.number}: {p}" for r in rounds for p in r.problems]
     assert not problems, f"{SEED_VARIABLE}={seed}\n" + "\n".join(problems[:40])
     # The kills came while orders were being taken: some answers were retried.

@@ -30,7 +30,9 @@ async def test_a_killed_process_loses_nothing(
     seed = fault_seed()
     redis_server = private_redis(tmp_path_factory)
     try:
-        rounds = await scaled_rounds(tmp_path, redis_server, [fault], seed, Shape(hold_s=(2, 3)))
+        rounds = await scaled_rounds(
+            tmp_path, redis_server, [fault], seed, Shape(hold_s=(2, 2.5), after_s=1.5)
+        )
     finally:
         redis_server.stop()
     problems = [f"{r.fault}: {p}" for r in rounds for p in r.problems]
@@ -49,7 +51,7 @@ async def test_a_redis_restart_loses_nothing(
     redis_server = private_redis(tmp_path_factory, *persistence)
     try:
         rounds = await scaled_rounds(
-            tmp_path, redis_server, ["restart redis"], seed, Shape(hold_s=(2, 3))
+            tmp_path, redis_server, ["restart redis"], seed, Shape(hold_s=(2, 2.5), after_s=1.5)
         )
     finally:
         redis_server.stop()
