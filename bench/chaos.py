@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -96,8 +97,8 @@ async def run(arguments: argparse.Namespace, seed: int) -> list[Round]:
     modes = ["embedded", "scaled"] if arguments.mode == "both" else [arguments.mode]
     share_s = arguments.seconds / len(modes)
     done: list[Round] = []
-    with tempfile.TemporaryDirectory(prefix="chaos-") as directory:
-        base = Path(directory)
+    base = Path(tempfile.mkdtemp(prefix="chaos-"))
+    try:
         for number, mode in enumerate(modes):
             deadline_s = started + share_s * (number + 1)
             print(f"-- {mode}, until {deadline_s - started:.0f} s", flush=True)
@@ -121,6 +122,12 @@ async def run(arguments: argparse.Namespace, seed: int) -> list[Round]:
                 )  # fmt: skip
             finally:
                 redis_server.stop()
+    finally:
+        # The processes' logs and data directories stay for a look when anything broke.
+        if totals(done)["problems"]:
+            print(f"logs and data directories kept in {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
     return done
 
 
