@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import subprocess
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -37,6 +38,15 @@ class RedisServer:
         self._binary = binary
         self._directory = directory
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def persistence(self) -> str:
+        """What a restart comes back with: "aof" (everything), "rdb" (its last snapshot)
+        or "" (nothing)."""
+        options = dict(itertools.pairwise(self._extra_args))
+        if options.get("--appendonly") == "yes":
+            return "aof"
+        return "rdb" if options.get("--save") else ""
 
     def start(self) -> None:
         self._process = subprocess.Popen(

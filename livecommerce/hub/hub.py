@@ -170,6 +170,8 @@ class Hub:
         self.deliveries = 0
         # Called with the room id when a room ends (video teardown, sales); must not block.
         self.room_ended_listeners: list[Callable[[str], None]] = []
+        # Told of each room this process creates (the order path tells it of its sales).
+        self.room_created_listeners: list[Callable[[str], None]] = []
         # Takes `order/v1` and `pay/v1` from a connection (the app sets it to the order
         # service); answers go back on the connection later. Must not block.
         self.order_handler: Callable[[Connection, m.OrderMessage], None] | None = None
@@ -214,6 +216,8 @@ class Hub:
         )
         if not await self.broker.create_room(info):
             raise ValueError(f"room {info.room_id!r} exists already")
+        for listener in self.room_created_listeners:
+            listener(info.room_id)
         return info.room_id, host_token
 
     async def host_token_matches(self, room_id: str, token: str) -> bool:
@@ -585,6 +589,14 @@ class Hub:
             ]
             # The broker's history holds every event, private ones too, so a gap is a real loss.
             contiguous = not missed or missed[0][0] == old.sequence + 1
+            # Counters published while this process was not subscribed were missed too: the
+            # loaded ones go out with the next state (the viewer count comes by itself).
+            fresh.viewers = old.viewers
+            replica.changed |= {
+                name for name in ("likes", "shares") if getattr(fresh, name) != getattr(old, name)
+            }
+            if fresh.stock != old.stock:
+                replica.changed.add("stock")
             replica.room = fresh
             now_ms = self.clock_ms()
             if contiguous:
@@ -605,14 +617,24 @@ class Hub:
 
     async def _tick_forever(self) -> None:
         interval_s = self.limits.state_flush_interval_ms / 1000
+        # Said once when flushes start failing and once when they work again: a line per
+        # tick would be ten a second for as long as the broker is away.
+        failing = False
         while True:
             await asyncio.sleep(interval_s)
             try:
                 await self.tick()
             except BrokerUnavailable as error:
-                log.warning("state flush skipped: %s", error)
+                if not failing:
+                    log.warning("state flushes skipped until the broker is back: %s", error)
+                failing = True
+                continue
             except Exception:
                 log.exception("state flush failed")
+                continue
+            if failing:
+                log.warning("state flushes resumed")
+                failing = False
 
     def state_interval_ms(self) -> int:
         """How often a room's coalesced state goes out: every `state_flush_interval_ms`,

@@ -261,7 +261,12 @@ class RedisBroker:
         if channel in self._channels:
             return
         self._channels[channel] = room_id
-        await self._call(self._pubsub.subscribe(channel))
+        try:
+            await self._call(self._pubsub.subscribe(channel))
+        except BrokerUnavailable:
+            # Not subscribed: the next try (the room is not loaded) subscribes again.
+            del self._channels[channel]
+            raise
         self._subscribed.set()
 
     async def publish(self, room_id: str, event: m.RoomEvent, body: bytes) -> int:
@@ -315,8 +320,16 @@ class RedisBroker:
 
     async def _read_forever(self) -> None:
         delay_s = 0.1
+        connected = True
         while True:
             try:
+                if not connected:
+                    # Until a subscription is back, the pubsub has no connection to read:
+                    # wait, try again, and wait longer the next time (never spin).
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(RECONNECT_DELAY_S_MAX, delay_s * 2)
+                    connected = await self._resubscribe()
+                    continue
                 if not self._channels:
                     self._subscribed.clear()
                     await self._subscribed.wait()
@@ -328,13 +341,13 @@ class RedisBroker:
                 raise
             except (RedisError, OSError) as error:
                 log.warning("redis subscription lost (%s); reconnecting in %.1f s", error, delay_s)
-                await asyncio.sleep(delay_s)
-                delay_s = min(RECONNECT_DELAY_S_MAX, delay_s * 2)
-                await self._resubscribe()
+                connected = False
             except Exception:
                 log.exception("bad message on the redis subscription")
 
-    async def _resubscribe(self) -> None:
+    async def _resubscribe(self) -> bool:
+        """A new subscription to every channel, then a resync of every room; False (and
+        nothing resynced) while Redis does not take it."""
         with contextlib.suppress(RedisError, OSError):
             await self._pubsub.aclose()
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
@@ -343,10 +356,11 @@ class RedisBroker:
                 await self._pubsub.subscribe(*self._channels)
         except (RedisError, OSError) as error:
             log.warning("redis still unavailable: %s", error)
-            return
+            return False
         if self._on_resync is not None:
             for room_id in list(self._channels.values()):
                 self._on_resync(room_id)
+        return True
 
     def _dispatch(self, channel: str, data: bytes) -> None:
         room_id = self._channels.get(channel)

@@ -127,8 +127,13 @@ class Room:
                 self.history_after = self._history.popleft()[0]
 
     def history_since(self, sequence: int) -> list[bytes] | None:
-        """The public events after `sequence`, or None when they are no longer all held."""
-        if sequence >= self.sequence:
+        """The public events after `sequence`, or None when they are no longer all held,
+        or were never this room's: a number past its newest event was seen in another run
+        of the room (the embedded server restarted and made it again, or Redis lost it),
+        whose events this one does not know, so the client needs a snapshot."""
+        if sequence > self.sequence:
+            return None
+        if sequence == self.sequence:
             return []
         if sequence < self.history_after:
             return None

@@ -10,6 +10,7 @@ from livecommerce.commerce.core import Command, CommerceCore
 from livecommerce.commerce.identity import Challenge, SessionGranted
 from livecommerce.commerce.orders import PlaceOrder
 from livecommerce.commerce.results import Rejected
+from livecommerce.commerce.sales import Sale
 from livecommerce.hub import messages as m
 from livecommerce.orders.service import CommandOutcome
 
@@ -51,3 +52,7 @@ class Orders(Protocol):
     async def merchant_orders(
         self, merchant_id: str, sale_id: str | None, limit: int
     ) -> list[dict[str, Any]]: ...
+
+    # Units of a sale left for orders, as the process that takes stock counts them
+    # (ServiceUnavailable when that cannot be read now).
+    async def units_remaining(self, sale: Sale) -> int: ...

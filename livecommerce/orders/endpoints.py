@@ -30,7 +30,7 @@ from livecommerce.commerce.identity import Register, SessionAuthority
 from livecommerce.commerce.orders import PlaceOrder
 from livecommerce.commerce.results import Reason, Rejected
 from livecommerce.commerce.rooms import LinkRoom
-from livecommerce.commerce.sales import ScheduleSale, StopSale
+from livecommerce.commerce.sales import Sale, ScheduleSale, StopSale
 from livecommerce.hub import messages as m
 from livecommerce.hub.broker import BrokerUnavailable
 from livecommerce.hub.hub import Connection, Hub
@@ -430,7 +430,7 @@ async def stop_sale(request: Request) -> Response:
     refused = _rejected(outcome)
     if refused is not None:
         return refused
-    return JSONResponse(sale_view(sale, service.core.catalog))
+    return JSONResponse(await _sale_view(request, sale))
 
 
 @endpoint
@@ -443,7 +443,7 @@ async def room_stats(request: Request) -> Response:
     sales.sort(key=lambda sale: sale.spec.starts_at_ms, reverse=True)
     views = []
     for sale in sales[:ROOM_STATS_SALES_MAX]:
-        view = sale_view(sale, service.core.catalog)
+        view = await _sale_view(request, sale)
         view.update(_stats(request).of_sale(sale.sale_id))
         views.append(view)
     return JSONResponse(
@@ -469,7 +469,19 @@ async def get_sale(request: Request) -> Response:
     sale = service.core.sales.get(request.path_params["sale_id"])
     if sale is None:
         return _error(404, "unknown_sale", "no such sale")
-    return JSONResponse(sale_view(sale, service.core.catalog))
+    return JSONResponse(await _sale_view(request, sale))
+
+
+async def _sale_view(request: Request, sale: Sale) -> dict[str, Any]:
+    """The sale as viewers see it, with the units left as the stock's owner counts them
+    (scaled out: Redis, where every web process takes stock; 503 while it cannot say)."""
+    service = _service(request)
+    view = sale_view(sale, service.core.catalog)
+    try:
+        view["units_remaining"] = await service.units_remaining(sale)
+    except ServiceUnavailable as error:
+        raise BadRequest(_refused(error.reason, error.detail)) from None
+    return view
 
 
 # Orders

@@ -12,6 +12,9 @@ command travels between them. docs/operations.md has the same table in prose.
 - `lc:writer:stopped` (string, writer): why the writer stopped taking anything (its disk
   failed); while it is set, web processes refuse orders and commands at once with it.
   The writer deletes it when it starts.
+- `lc:writer:ledger_size` (string, writer): the ledger's size as of the writer's last
+  writes to Redis, set only if it still holds what the writer set before. Lower than the
+  writer knew means Redis came back from an older snapshot: rebuilt as if lost.
 - `lc:feed:epoch` and `lc:feed:<epoch>` (string and stream, writer): every non-order
   ledger entry (identities, products, inventory, rooms, sales) with its index; web
   processes replay it into their core.
@@ -19,6 +22,8 @@ command travels between them. docs/operations.md has the same table in prose.
   (ledger index, status, hold).
 - `{sale:<id>}:receipts` (hash, writer): `<buyer_id>:<order_id>` to the tlog-proof text,
   once a checkpoint covers the order.
+- `lc:receipts:through` (string, writer): every accepted order below this ledger index has
+  its receipt stored; a restarted writer makes the receipts from there on again.
 - `{sale:<id>}:shipping` (hash, writer): `<buyer_id>:<order_id>` to the sealed shipping
   box (also kept on the writer's disk).
 - `lc:buyer:{<buyer_id>}` (hash, writer): `<order_id>` to its sale id.
@@ -49,9 +54,11 @@ COMMANDS: Final = "lc:commands"
 POSITIONS: Final = "lc:writer:positions"
 ALIVE: Final = "lc:alive"
 WRITER_STOPPED: Final = "lc:writer:stopped"
+LEDGER_SIZE: Final = "lc:writer:ledger_size"
 FEED_EPOCH: Final = "lc:feed:epoch"
 CONFIRM_CHANNEL: Final = "lc:confirm"
 RECEIPTS_CHANNEL: Final = "lc:receipts"
+RECEIPTS_THROUGH: Final = "lc:receipts:through"
 SESSION_SECRET: Final = "lc:session_secret"
 # Entries the web processes need in their core: everything but orders and stock counts.
 FEED_ENTRY_TYPES: Final = frozenset(

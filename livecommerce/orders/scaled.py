@@ -53,6 +53,7 @@ from livecommerce.commerce.orders import (
 from livecommerce.commerce.privacy import seal_shipping
 from livecommerce.commerce.replay import apply_entry
 from livecommerce.commerce.results import Reason, Rejected
+from livecommerce.commerce.sales import Sale
 from livecommerce.hub import messages as m
 from livecommerce.orders import redis_keys as keys
 from livecommerce.orders.answers import (
@@ -241,22 +242,21 @@ class ScaledOrderService:
 
     async def _messages_forever(self) -> None:
         delay_s = 0.1
+        connected = True
         while True:
             try:
+                if not connected:
+                    # A pubsub whose subscribe failed has no connection to read: try
+                    # again, with backoff, until Redis takes the subscription.
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(5.0, delay_s * 2)
+                    connected = await self._resubscribe()
+                    continue
                 message = await self._pubsub.get_message(timeout=1.0)
                 delay_s = 0.1
             except (RedisError, OSError) as error:
                 log.warning("subscription lost (%r); resubscribing in %.1f s", error, delay_s)
-                await asyncio.sleep(delay_s)
-                delay_s = min(5.0, delay_s * 2)
-                with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.aclose()
-                    self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-                    await self._pubsub.subscribe(
-                        keys.CONFIRM_CHANNEL,
-                        keys.RECEIPTS_CHANNEL,
-                        keys.reply_channel(self.process_id),
-                    )
+                connected = False
                 continue
             if message is None or message.get("type") != "message":
                 continue
@@ -282,6 +282,18 @@ class ScaledOrderService:
                 log.warning("fetching receipts failed; the sweep retries")
             except Exception:
                 log.exception("bad message on %s", channel)
+
+    async def _resubscribe(self) -> bool:
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.aclose()
+        self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await self._pubsub.subscribe(
+                keys.CONFIRM_CHANNEL, keys.RECEIPTS_CHANNEL, keys.reply_channel(self.process_id)
+            )
+        except (RedisError, OSError):
+            return False
+        return True
 
     def _confirm(
         self, sale_id: str, key: OrderKey, index: int, hold_ms: int, quantity: int
@@ -725,6 +737,19 @@ class ScaledOrderService:
                     assert isinstance(proof, bytes)
                     return proof
                 await asyncio.sleep(0.2)
+
+    async def units_remaining(self, sale: Sale) -> int:
+        """Redis takes the stock for every web process: its count, not this replica's
+        (which mirrors only the orders this process answered)."""
+        try:
+            remaining = await self.store.remaining(sale.sale_id)
+        except StockStoreUnavailable as error:
+            raise ServiceUnavailable(UNAVAILABLE, str(error)) from None
+        if remaining is None:  # Redis lost its data; the writer rebuilds live sales
+            raise ServiceUnavailable(
+                Reason.STOCK_UNAVAILABLE, "the stock of this sale cannot be read now; retry"
+            )
+        return remaining
 
     async def merchant_orders(
         self, merchant_id: str, sale_id: str | None, limit: int

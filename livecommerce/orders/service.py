@@ -58,6 +58,7 @@ from livecommerce.commerce.privacy import seal_shipping
 from livecommerce.commerce.replay import apply_entry
 from livecommerce.commerce.results import Reason, Rejected
 from livecommerce.commerce.sales import (
+    Sale,
     SaleClosed,
     SaleOpened,
     SaleScheduled,
@@ -496,6 +497,10 @@ class OrderService:
             self._shipping_failed = False
             commitment = sealed.commitment_hex
         return await self._pay(PayOrder(buyer_id, order_id, commitment))
+
+    async def units_remaining(self, sale: Sale) -> int:
+        """This process owns the stock: its core's count."""
+        return sale.units_remaining
 
     async def merchant_orders(
         self, merchant_id: str, sale_id: str | None, limit: int

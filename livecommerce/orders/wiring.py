@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -14,6 +16,7 @@ from livecommerce.commerce.core import CommerceCore
 from livecommerce.commerce.identity import SessionAuthority
 from livecommerce.gc_pauses import young_generation_threshold
 from livecommerce.hub.hub import Hub
+from livecommerce.orders.answers import sale_view
 from livecommerce.orders.endpoints import SocketOrders
 from livecommerce.orders.service import OrderLimits, OrderService
 from livecommerce.orders.shipping import ShippingStore
@@ -21,9 +24,45 @@ from livecommerce.orders.stats import OrderStats
 from livecommerce.orders.verifying import SignatureVerifier
 from livecommerce.settings import Settings
 
+log = logging.getLogger("livecommerce.orders")
+
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def announce_sales(service: OrderService, hub: Hub) -> Callable[[str], None]:
+    """For `hub.room_created_listeners`, embedded: a room made again after a restart (the
+    demo's: rooms live in memory) hears of its sales that are not over, their state and
+    their stock. Otherwise its viewers would see no sale until the next change, which
+    for a sold-out sale never comes."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def announce(room_id: str) -> None:
+        if not await hub.room_open(room_id):
+            return
+        for sale in service.core.sales.live():
+            if sale.spec.room_id != room_id:
+                continue
+            view = sale_view(sale, service.core.catalog)
+            view["change"] = "scheduled" if view["state"] == "scheduled" else "opened"
+            await hub.publish_sale(room_id, view)
+            await hub.set_stock(room_id, sale.spec.product_id, sale.units_remaining)
+
+    def created(room_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(announce(room_id))
+        tasks.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            tasks.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error(
+                    "announcing the sales of %s failed", room_id, exc_info=finished.exception()
+                )
+
+        task.add_done_callback(done)
+
+    return created
 
 
 def ledger_settings(settings: Settings) -> LedgerSettings:
@@ -97,6 +136,7 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
         await service.start()
         app.state.order_stats = OrderStats()
         hub.order_handler = SocketOrders(service, sessions, app.state.order_stats)
+        hub.room_created_listeners.append(announce_sales(service, hub))
         app.state.orders = service
         app.state.sessions = sessions
         app.state.ledger = ledger

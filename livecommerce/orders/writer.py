@@ -20,6 +20,14 @@ Crash ordering, and why nothing acknowledged is lost:
 - Redis losing its data (no `lc:alive`): stock of every live sale is rebuilt from the
   core, i.e. from the ledger. Accepted orders Redis lost were never confirmed, so no
   buyer heard of them.
+- Redis going back in time (restarted from an RDB snapshot older than the writer's last
+  writes): `lc:alive` is still there, so the writer also keeps the ledger's size in Redis
+  (`lc:writer:ledger_size`), set with a check that Redis still holds the size it set
+  before, and in `redis_mirrored_size` in its data directory. A size lower than it set
+  means Redis lost writes: it is rebuilt as if it had lost everything, and each live
+  sale's stream is emptied with its rebuild (its orders were taken against stale stock;
+  none was confirmed, as none is in the ledger, and their buyers' retries are evaluated
+  afresh).
 - The feed (state entries for web processes) is republished from the ledger at every
   start under a new epoch; web processes skip entries they already applied by index.
 - A failed write to its disk (the ledger's, or the shipping store's before it) stops the
@@ -29,6 +37,10 @@ Crash ordering, and why nothing acknowledged is lost:
   restarted. Never retried as Redis trouble: the same commands read again would meet a
   core that already applied them, and a payment would be answered "paid" with nothing
   on the ledger. The streams keep every order it did not append; the restart records them.
+- Receipts wait in memory for the checkpoint that covers their orders; Redis keeps the
+  index below which all are stored (`lc:receipts:through`, written with them). At every
+  sync with Redis the writer queues again each accepted order from there on (all of them
+  when Redis lost its data), so a crash before the checkpoint loses no receipt.
 
 One task does the reading, applying and appending, so the ledger's order is the order
 the core saw things. Receipts, stock pushes and sale events run beside it.
@@ -96,6 +108,19 @@ FEED_CHUNK = 1_000
 RETRY_DELAY_S_MAX = 5.0
 ALIVE_CHECK_MS = 1_000
 STOCK_PUSH_INTERVAL_S = 0.1
+MIRRORED_SIZE_FILE = "redis_mirrored_size"
+# Sets lc:writer:ledger_size only if Redis still holds what this writer set last.
+LEDGER_SIZE_LUA = """
+local now = redis.call('GET', KEYS[1])
+if (now or '') ~= ARGV[1] then
+  return redis.error_reply('LEDGER_SIZE redis holds ' .. tostring(now) .. ', not ' .. ARGV[1])
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+# Receipts made and stored in one pass (one pass over the tree, one HSET per sale): after a
+# restart the writer may owe thousands at once.
+RECEIPTS_PER_PASS_MAX = 4_096
 
 
 ACCEPTED_FIELDS = OrderAccepted.__struct_fields__
@@ -141,6 +166,11 @@ class LedgerWriter:
             settings.redis_url, socket_timeout=5, socket_connect_timeout=5
         )
         self.store = RedisStockStore(self.client)
+        self._set_ledger_size = self.client.register_script(LEDGER_SIZE_LUA)
+        # The ledger size Redis was last known to hold (kept on disk too, for a restart),
+        # and what lc:writer:ledger_size reads now as far as this writer knows.
+        self._mirrored_size = 0
+        self._redis_size = ""
         self.broker = RedisBroker(
             settings.redis_url, settings.history_events_max, process_id="ledger-writer"
         )
@@ -158,6 +188,7 @@ class LedgerWriter:
         self._alive_token = b""
         self._alive_checked_ms = 0
         self._receipts: deque[tuple[int, str, str, str]] = deque()
+        self._receipts_through = 0  # every receipt below this index is in Redis
         self._receipt_wake = asyncio.Event()
         self._stock_dirty: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -173,6 +204,9 @@ class LedgerWriter:
         data_dir = self.settings.data_dir
         self.ledger = await Ledger.open(ledger_dir(data_dir), ledger_settings(self.settings))
         self.shipping = await ShippingStore.open(data_dir)
+        mirrored = data_dir / MIRRORED_SIZE_FILE
+        if mirrored.exists():
+            self._mirrored_size = int(mirrored.read_text() or 0)
         await asyncio.to_thread(self._replay)
         for sale in self._all_sales():
             self._streams[sale.sale_id] = None if sale.state is not SaleState.CLOSED else 0
@@ -206,15 +240,33 @@ class LedgerWriter:
     async def _sync_redis(self) -> None:
         """Bring Redis in line with the ledger: rebuild stock if Redis lost its data,
         republish the feed under a new epoch, load the positions."""
-        alive = await self.client.get(keys.ALIVE)
-        if alive is None:
+        assert self.ledger is not None
+        alive, size = await self.client.mget(keys.ALIVE, keys.LEDGER_SIZE)
+        behind = alive is not None and int(size or 0) < self._mirrored_size
+        if behind:
+            log.warning(
+                "redis holds the ledger up to %s, it held %d: it came back from an older "
+                "snapshot; rebuilding stock and orders from the ledger",
+                _str(size or b"nothing"),
+                self._mirrored_size,
+            )
+        elif alive is None:
             log.warning("redis has no %s: rebuilding stock and orders from the ledger", keys.ALIVE)
+        if alive is None or behind:
             await self._rebuild_from_ledger()
             self._positions = {}
             await self.client.delete(keys.POSITIONS)
             self._alive_token = secrets.token_hex(8).encode()
             await self.client.set(keys.ALIVE, self._alive_token)
+            self._queue_receipts_from(0)
+            # Redis holds the whole ledger now.
+            await self.client.set(keys.LEDGER_SIZE, self.ledger.size)
+            self._redis_size = str(self.ledger.size)
+            await self._mirrored(self.ledger.size)
         else:
+            self._redis_size = _str(size) if size is not None else ""
+            through = await self.client.get(keys.RECEIPTS_THROUGH)
+            self._queue_receipts_from(int(through) if through is not None else 0)
             self._alive_token = _bytes(alive)
             stored = await self.client.hgetall(keys.POSITIONS)
             self._positions = {_str(k): _str(v) for k, v in stored.items()}
@@ -225,6 +277,34 @@ class LedgerWriter:
         await self._publish_feed()
         # This writer reads again: web processes take orders again.
         await self.client.delete(keys.WRITER_STOPPED)
+
+    async def _mirrored(self, size: int) -> None:
+        """Redis holds the ledger up to `size`: noted on disk (no fsync: after a crash of
+        the machine it may be older, which only makes the check above weaker)."""
+        if size <= self._mirrored_size:
+            return
+        self._mirrored_size = size
+        path = self.settings.data_dir / MIRRORED_SIZE_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(str(size))
+        temporary.replace(path)
+
+    def _queue_receipts_from(self, through: int) -> None:
+        """Queue the receipt of every accepted order at `through` or later that is not
+        queued already: Redis may not have them (the last run died before their
+        checkpoint, or Redis lost its data)."""
+        self._receipts_through = through
+        queued = {index for index, _, _, _ in self._receipts}
+        owed = list(self._receipts)
+        for (buyer_id, order_id), index in self._index_of.items():
+            if index >= through and index not in queued:
+                accepted = self.core.orders.accepted(buyer_id, order_id)
+                if accepted is not None:
+                    owed.append((index, accepted.sale_id, buyer_id, order_id))
+        # In index order: the receipts task takes them oldest first, a checkpoint at a time.
+        self._receipts = deque(sorted(owed))
+        if self._receipts:
+            self._receipt_wake.set()
 
     async def _rebuild_from_ledger(self) -> None:
         for sale in self._all_sales():
@@ -344,8 +424,11 @@ class LedgerWriter:
         now_ms = self.clock_ms()
         if now_ms - self._alive_checked_ms >= ALIVE_CHECK_MS:
             self._alive_checked_ms = now_ms
-            if await self.client.get(keys.ALIVE) != self._alive_token:
+            alive, size = await self.client.mget(keys.ALIVE, keys.LEDGER_SIZE)
+            if alive != self._alive_token:
                 raise RedisError("redis lost its data (lc:alive changed)")
+            if (_str(size) if size is not None else "") != self._redis_size:
+                raise RedisError("redis went back in time (lc:writer:ledger_size changed)")
         if self._unloaded:
             await self._load_sales()
         read = await self._read()
@@ -514,6 +597,12 @@ class LedgerWriter:
                 known = self._index_of.get((accepted.buyer_id, accepted.order_id))
                 if known is not None:
                     confirmations.append(self._confirmation(accepted, known))
+                    # Its record too: the write that stored it may not have reached Redis
+                    # (a crash, of Redis or of this writer, between the append and it).
+                    now = self.core.orders.status(accepted.buyer_id, accepted.order_id)
+                    recorded = self.core.orders.accepted(accepted.buyer_id, accepted.order_id)
+                    if recorded is not None and now is not None:
+                        records.append((recorded, str(now)))
             for buyer_id, order_id, box in sealed:
                 paid = self.core.orders.accepted(buyer_id, order_id)
                 if paid is not None:
@@ -531,7 +620,19 @@ class LedgerWriter:
             for channel, request, first, end in pending.replies:
                 reply = self._reply(request, pending.events, event_index, first, end)
                 pipe.publish(channel, reply)
+            assert self.ledger is not None
+            size = self.ledger.size
+            grown = str(size) != self._redis_size
+            if grown:
+                # Refused (the pipeline raises, the writer resyncs) if Redis no longer
+                # holds what this writer set last: it went back to an older snapshot.
+                await self._set_ledger_size(
+                    keys=[keys.LEDGER_SIZE], args=[self._redis_size, size], client=pipe
+                )
             await pipe.execute()
+        if grown:
+            self._redis_size = str(size)
+            await self._mirrored(size)
         self._positions.update(pending.positions)
         if self._receipts:
             self._receipt_wake.set()
@@ -656,7 +757,11 @@ class LedgerWriter:
                 return
             covered = checkpoint_size(note)
             ready: list[tuple[int, str, str, str]] = []
-            while self._receipts and self._receipts[0][0] < covered:
+            while (
+                self._receipts
+                and self._receipts[0][0] < covered
+                and len(ready) < RECEIPTS_PER_PASS_MAX
+            ):
                 ready.append(self._receipts.popleft())
             # One pass over the tree for all the receipts this checkpoint covers, and one
             # HSET per sale for them.
@@ -672,16 +777,24 @@ class LedgerWriter:
                         keys.RECEIPTS_CHANNEL,
                         orjson.dumps([[s, b, o] for _, s, b, o in ready]),
                     )
+                    # Every receipt below the next one owed is stored now.
+                    through = self._receipts[0][0] if self._receipts else ready[-1][0] + 1
+                    if through > self._receipts_through:
+                        pipe.set(keys.RECEIPTS_THROUGH, through)
                     await pipe.execute()
+                if through > self._receipts_through:
+                    self._receipts_through = through
             except (RedisError, OSError) as error:
                 log.warning("storing receipts failed (%r); retrying", error)
                 self._receipts.extendleft(reversed(ready))
                 await asyncio.sleep(1)
 
     async def _stock_forever(self) -> None:
+        failing = False  # said once per outage, not every 100 ms
         while True:
             await asyncio.sleep(STOCK_PUSH_INTERVAL_S)
             dirty, self._stock_dirty = self._stock_dirty, set()
+            failed = False
             for sale_id in dirty:
                 sale = self.core.sales.get(sale_id)
                 if sale is None:
@@ -693,8 +806,14 @@ class LedgerWriter:
                             sale.spec.room_id, 0, 0, 0, {sale.spec.product_id: remaining}
                         )
                 except (StockStoreError, BrokerUnavailable) as error:
-                    log.info("stock push for %s failed: %s", sale_id, error)
+                    if not failing:
+                        log.info("stock pushes failing, retried until redis is back: %s", error)
+                        failing = True
+                    failed = True
                     self._stock_dirty.add(sale_id)
+            if failing and dirty and not failed:
+                log.info("stock pushes resumed")
+                failing = False
 
 
 def main(settings: Settings, serve_http: bool = False) -> int:

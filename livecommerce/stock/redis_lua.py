@@ -314,7 +314,9 @@ class RedisStockStore:
     ) -> int:
         """Replace the sale's keys with the state the records describe, in one MULTI/EXEC
         transaction (no client sees a half-written sale). The records are checked first by
-        `SaleStock.rebuild`, which refuses a history that oversells."""
+        `SaleStock.rebuild`, which refuses a history that oversells. The sale's stream of
+        accepted orders is emptied in the same step: what it held was taken against the
+        state being replaced, and the records say which of those orders stand."""
         stock = SaleStock.rebuild(units_offered, records, self.orders_per_sale_max)
         meta, orders, buyers = sale_keys(sale_id)
         order_fields: dict[str, str] = {}
@@ -329,7 +331,7 @@ class RedisStockStore:
             order_fields[f"{buyer_id}:{order_id}"] = f"{status}:{quantity}:{mark}"
         try:
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.delete(meta, orders, buyers)
+                pipe.delete(meta, orders, buyers, accepted_stream_key(sale_id))
                 pipe.hset(meta, mapping={"offered": units_offered, "remaining": stock.remaining})
                 items = list(order_fields.items())
                 for start in range(0, len(items), REBUILD_FIELDS_PER_COMMAND):

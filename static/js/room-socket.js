@@ -23,7 +23,10 @@ export function connectRoom(roomId, { onMessage, onStatus, onOpen = () => {} }) 
     socket.onmessage = (frame) => {
       const message = JSON.parse(frame.data);
       if (message.type === "welcome/v1") localStorage.setItem(tokenKey, message.viewer_token);
-      if (typeof message.seq === "number" && (lastSeq === null || message.seq > lastSeq)) lastSeq = message.seq;
+      // A snapshot is where the room is now: its number replaces ours, even a lower one
+      // (a restart made the room again, so numbers we saw were another run's).
+      if (message.type === "snapshot/v1") lastSeq = message.seq;
+      else if (typeof message.seq === "number" && (lastSeq === null || message.seq > lastSeq)) lastSeq = message.seq;
       onMessage(message);
     };
     socket.onclose = (event) => {

@@ -21,7 +21,7 @@ from ledger.checkpoint import Checkpoint
 from ledger.note import Signer, Verifier, open_note
 from ledger.storage import KEY_FILE
 from ledger.verify import Report, verify_directory
-from tests.faults.traffic import Answer
+from tests.faults.paced_buyers import Answer
 
 
 @dataclass

@@ -34,6 +34,7 @@ from ledger.note import Verifier
 from ledger.receipt import verify_receipt
 from livecommerce.orders.signing import KeyPair
 from tests.faults.disk import FaultShim, SmallDisk, build_shim, small_disk
+from tests.faults.paced_buyers import Answer, Traffic, post_order
 from tests.faults.promises import (
     check_accepted_are_recorded,
     checkpoint,
@@ -43,7 +44,6 @@ from tests.faults.promises import (
     reasons,
     until,
 )
-from tests.faults.traffic import Answer, Traffic, post_order
 from tests.livecommerce.orders.flows import now_ms, register, room_with_sale, session
 from tests.livecommerce.processes import ServerProcess
 

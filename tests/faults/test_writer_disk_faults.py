@@ -33,6 +33,7 @@ from livecommerce.orders.signing import KeyPair
 from livecommerce.stock.redis_lua import RedisStockStore, accepted_stream_key
 from tests.conftest import RedisServer
 from tests.faults.disk import SmallDisk, small_disk
+from tests.faults.paced_buyers import Answer, Traffic, post_order
 from tests.faults.promises import (
     check_accepted_are_recorded,
     checkpoint,
@@ -42,7 +43,6 @@ from tests.faults.promises import (
     reasons,
     until,
 )
-from tests.faults.traffic import Answer, Traffic, post_order
 from tests.livecommerce.orders.flows import now_ms, register, room_with_sale, session
 from tests.livecommerce.processes import ServerProcess, WriterProcess
 

@@ -21,8 +21,16 @@ class _ManagedProcess:
     log_path: Path
     _log: BinaryIO
 
+    _log_offset = 0
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log_since_start(self) -> str:
+        """This run's part of the log (a restarted process appends to the same file)."""
+        with self.log_path.open("rb") as file:
+            file.seek(self._log_offset)
+            return file.read().decode(errors="replace")
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -44,7 +52,8 @@ class _ManagedProcess:
 
 
 class ServerProcess(_ManagedProcess):
-    """`python -m livecommerce serve`; `environment` adds variables (settings, LD_PRELOAD)."""
+    """`python -m livecommerce serve`. `port` restarts a server where it was (a free port
+    otherwise); `environment` adds `LIVECOMMERCE_*` settings; `demo` passes --demo."""
 
     def __init__(
         self,
@@ -52,10 +61,12 @@ class ServerProcess(_ManagedProcess):
         redis_url: str = "",
         log_path: Path | None = None,
         environment: Mapping[str, str] | None = None,
+        port: int | None = None,
+        demo: bool = False,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
-        self.port = free_port()
+        self.port = port or free_port()
         self.http = f"http://127.0.0.1:{self.port}"
         self.ws = f"ws://127.0.0.1:{self.port}"
         self.log_path = log_path or data_dir / f"server-{self.port}.log"
@@ -63,8 +74,12 @@ class ServerProcess(_ManagedProcess):
         command += ["--data", str(data_dir)]
         if redis_url:
             command += ["--redis", redis_url]
-        self._log = self.log_path.open("wb")
-        variables = {**os.environ, "PYTHONPATH": str(ROOT), **(environment or {})}
+        if demo:
+            command += ["--demo"]
+        # Appended to: a restart on the same port keeps one log per place.
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._log = self.log_path.open("ab")
+        variables = {**os.environ, **(environment or {}), "PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(
             command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=variables
         )
@@ -85,6 +100,7 @@ class WriterProcess(_ManagedProcess):
         log_path: Path | None = None,
         serve_ledger: bool = False,
         environment: Mapping[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
@@ -94,17 +110,18 @@ class WriterProcess(_ManagedProcess):
         command += ["--redis", redis_url, "--data", str(data_dir)]
         # With serve_ledger, the log is served at `self.ledger_url` (checkpoint, tiles...).
         self.ledger_url = ""
+        self.port = 0
         if serve_ledger:
-            port = free_port()
-            command += ["--port", str(port)]
-            self.ledger_url = f"http://127.0.0.1:{port}/ledger"
+            self.port = port or free_port()
+            command += ["--port", str(self.port)]
+            self.ledger_url = f"http://127.0.0.1:{self.port}/ledger"
         self._log = self.log_path.open("ab")
-        variables = {**os.environ, "PYTHONPATH": str(ROOT), **(environment or {})}
+        variables = {**os.environ, **(environment or {}), "PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(
             command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=variables
         )
         deadline = time.monotonic() + 30
-        while "ledger writer ready" not in self.log()[self._log_offset :]:
+        while "ledger writer ready" not in self.log_since_start():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise AssertionError(f"ledger writer did not start:\n{self.log()}")

@@ -14,6 +14,7 @@ import redis
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from livecommerce.hub.redis_broker import RedisBroker
 from tests.conftest import RedisServer
 from tests.livecommerce.hub.test_hub_embedded import Json, closed_with, recv, recv_type
 from tests.livecommerce.processes import ServerProcess
@@ -192,3 +193,41 @@ async def test_redis_going_away_gives_clear_errors_then_recovers(
             await viewer_b.close()
     finally:
         durable.stop()
+
+
+async def test_counters_published_while_a_process_was_not_subscribed_reach_its_viewers(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A stock count published (by the ledger writer, say) just after Redis comes back,
+    before a process has subscribed again, is lost for that process; its resync reads
+    the room's counters, and they must go to its viewers, or their screens keep the old
+    count until the next change, which after a sell-out never comes."""
+    durable = RedisServer(
+        require_binary("redis-server"),
+        tmp_path_factory.mktemp("durable-redis"),
+        extra_args=("--appendonly", "yes", "--appendfsync", "always"),
+    )
+    durable.start()
+    try:
+        async with two_servers(tmp_path, durable.url) as (a, _):
+            room_id, _ = await create_room(a)
+            viewer, _, _ = await join(a, room_id)
+            publisher = RedisBroker(durable.url, history_events_max=100, process_id="writer")
+            await durable_stop_for(durable, 1.6)
+            # a's next try to subscribe is 1.5 s after it lost Redis, then 3.1 s: before it.
+            await publisher.flush_counters(room_id, 0, 0, 0, {"mug": 7})
+            async with asyncio.timeout(15):
+                while (await recv_type(viewer, "state/v1", timeout_s=15)).get("stock") != {
+                    "mug": 7
+                }:
+                    pass
+            await publisher.close()
+            await viewer.close()
+    finally:
+        durable.stop()
+
+
+async def durable_stop_for(server: RedisServer, seconds: float) -> None:
+    await asyncio.to_thread(server.stop)
+    await asyncio.sleep(seconds)
+    await asyncio.to_thread(server.start)

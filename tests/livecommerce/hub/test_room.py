@@ -101,6 +101,17 @@ def test_history_since_is_bounded_and_skips_private_events() -> None:
     assert room.history_since(5) == []
 
 
+def test_a_sequence_number_the_room_never_gave_gets_a_snapshot() -> None:
+    """A client that saw event 9 of an earlier run of the room (a restart made it again)
+    has seen none of this run's events: "resume" with nothing would leave it with the
+    old run's state and skip this run's events up to 9 when it next reconnects."""
+    room = make_room()
+    for number in range(3):
+        comment(room, "v", f"c{number}", number)
+    assert room.history_since(3) == []
+    assert room.history_since(9) is None
+
+
 def test_events_apply_in_order_only() -> None:
     room = make_room()
     post(room, m.LiveChanged(live=True, ts_ms=0))

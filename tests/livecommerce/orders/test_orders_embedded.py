@@ -389,3 +389,36 @@ async def test_answered_orders_leave_nothing_for_the_garbage_collector_to_walk(
         for ws in sockets:
             await ws.close()
     assert gc.get_threshold() == threshold
+
+
+async def test_the_demo_room_made_again_after_a_kill_shows_its_open_sale_and_stock(
+    tmp_path: Path,
+) -> None:
+    """Rooms live in memory; the demo makes its room again at every start. A sale still
+    open in the ledger must be in the new room's snapshot with its stock, or viewers see
+    no sale (and no count) until the next change, which for a sold-out sale never comes."""
+    from tests.faults.scenarios import DEMO_ROOM, EmbeddedServer
+
+    server = EmbeddedServer(tmp_path / "data")
+    await server.start()
+    try:
+        async with httpx.AsyncClient() as client:
+            base = server.endpoint.http
+            price = await server.shop().sale(client, base, "flash-9", 5, 5)
+            buyer = KeyPair()
+            await register(client, base, buyer, "Ann")
+            order = buyer.order("o1", "flash-9", 5, price, now_ms())
+            assert (await client.post(f"{base}/api/orders", json=order)).status_code == 201
+            await server.kill()
+            await server.start()
+            async with asyncio.timeout(5):
+                while True:
+                    snapshot = (await client.get(f"{base}/api/rooms/{DEMO_ROOM}")).json()
+                    if snapshot["sale"] is not None and snapshot["stock"]:
+                        break
+                    await asyncio.sleep(0.05)
+            assert snapshot["sale"]["sale_id"] == "flash-9"
+            assert snapshot["sale"]["state"] == "open"
+            assert snapshot["stock"] == {"mug-1": 0}
+    finally:
+        await server.stop()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +15,28 @@ import pytest
 import redis.asyncio as redis
 import websockets
 
-from ledger import Ledger, LedgerSettings, decode_entry
-from ledger.note import Signer, Verifier
+from ledger.note import Verifier
 from ledger.receipt import verify_receipt
-from ledger.storage import KEY_FILE
-from ledger.verify import verify_directory, verify_url
-from livecommerce.commerce.core import CommerceCore
+from ledger.verify import verify_url
 from livecommerce.commerce.identity import b64url_decode
 from livecommerce.commerce.orders import PayOrder
 from livecommerce.commerce.privacy import open_shipping
-from livecommerce.commerce.replay import apply_entry
 from livecommerce.commerce.results import Rejected
 from livecommerce.orders.scaled import ScaledOrderService
 from livecommerce.orders.service import ServiceUnavailable
 from livecommerce.orders.signing import KeyPair
-from livecommerce.stock.redis_lua import RedisStockStore
 from tests.conftest import RedisServer
+from tests.livecommerce.orders.cluster import (
+    accepted_in,
+    ledger_entries,
+    order_retrying,
+    redis_remaining,
+    register_retrying,
+    remaining_or_none,
+    replay,
+    sale_known_everywhere,
+    scaled,
+)
 from tests.livecommerce.orders.crowd import (
     Crowd,
     check_answers,
@@ -46,71 +51,6 @@ from tests.support import require_binary
 pytestmark = pytest.mark.redis
 
 Json = dict[str, Any]
-
-
-@contextlib.asynccontextmanager
-async def scaled(
-    tmp_path: Path, redis_url: str, web_processes: int = 2
-) -> AsyncIterator[tuple[WriterProcess, list[ServerProcess]]]:
-    admin = redis.Redis.from_url(redis_url)
-    await admin.flushdb()
-    await admin.aclose()
-    writer = await asyncio.to_thread(WriterProcess, tmp_path / "writer", redis_url, None, True)
-    webs: list[ServerProcess] = []
-    try:
-        for number in range(web_processes):
-            webs.append(
-                await asyncio.to_thread(ServerProcess, tmp_path / f"web{number}", redis_url)
-            )
-        yield writer, webs
-    finally:
-        for process in [*webs, writer]:
-            await asyncio.to_thread(process.stop)
-
-
-async def sale_known_everywhere(
-    client: httpx.AsyncClient, webs: list[ServerProcess], sale_id: str
-) -> None:
-    async with asyncio.timeout(10):
-        for web in webs:
-            while (await client.get(f"{web.http}/api/sales/{sale_id}")).status_code != 200:
-                await asyncio.sleep(0.05)
-
-
-async def ledger_entries(data_dir: Path) -> list[tuple[str, dict[str, Any]]]:
-    """Every entry of a stopped writer's ledger, after checking the whole log."""
-    ledger_dir = data_dir / "ledger"
-    verifier = Signer.parse((ledger_dir / KEY_FILE).read_text()).verifier
-    await asyncio.to_thread(verify_directory, ledger_dir, verifier)
-    ledger = await Ledger.open(ledger_dir, LedgerSettings())
-    try:
-        return [decode_entry(ledger.entry(index)) for index in range(ledger.size)]
-    finally:
-        await ledger.close()
-
-
-def replay(entries: list[tuple[str, dict[str, Any]]]) -> CommerceCore:
-    core = CommerceCore()
-    for entry_type, fields in entries:
-        apply_entry(core, (entry_type, fields))
-    return core
-
-
-async def redis_remaining(redis_url: str, sale_id: str) -> int | None:
-    store = RedisStockStore.from_url(redis_url)
-    try:
-        return await store.remaining(sale_id)
-    finally:
-        await store.close()
-
-
-def accepted_in(entries: list[tuple[str, dict[str, Any]]]) -> dict[str, tuple[int, int]]:
-    """order id -> (ledger index, quantity) of every accepted order."""
-    return {
-        fields["order_id"]: (index, fields["quantity"])
-        for index, (entry_type, fields) in enumerate(entries)
-        if entry_type == "order/v1" and fields["action"] == "accepted"
-    }
 
 
 async def test_two_web_processes_and_the_writer_never_oversell(
@@ -289,15 +229,15 @@ async def test_stock_is_rebuilt_from_the_ledger_after_redis_loses_its_data(
                 assert await redis_remaining(private.url, setup.sale_id) == 30
                 await asyncio.to_thread(private.restart)  # no persistence: everything gone
                 async with asyncio.timeout(20):
-                    while await _remaining_or_none(private.url, setup.sale_id) != 30:
+                    while await remaining_or_none(private.url, setup.sale_id) != 30:
                         await asyncio.sleep(0.1)
                 # Old orders are known again (their first answer), new ones take stock.
-                again = await _order_retrying(client, web.http, orders[0])
+                again = await order_retrying(client, web.http, orders[0])
                 assert again["status"] == "accepted", again
                 assert again["ledger_index"] == first[0].json()["ledger_index"]
                 late = KeyPair()
-                await _register_retrying(client, web.http, late)
-                fresh = await _order_retrying(
+                await register_retrying(client, web.http, late)
+                fresh = await order_retrying(
                     client,
                     web.http,
                     late.order("late-1", setup.sale_id, 3, setup.price_cents, now_ms()),
@@ -311,34 +251,6 @@ async def test_stock_is_rebuilt_from_the_ledger_after_redis_loses_its_data(
         assert sale.units_remaining == 27
     finally:
         private.stop()
-
-
-async def _remaining_or_none(url: str, sale_id: str) -> int | None:
-    try:
-        return await redis_remaining(url, sale_id)
-    except Exception:
-        return None
-
-
-async def _register_retrying(client: httpx.AsyncClient, base: str, keys: KeyPair) -> None:
-    async with asyncio.timeout(20):
-        while True:
-            response = await client.post(
-                f"{base}/api/identities", json=keys.registration("Late", now_ms())
-            )
-            if response.status_code == 201:
-                return
-            await asyncio.sleep(0.2)
-
-
-async def _order_retrying(client: httpx.AsyncClient, base: str, order: Json) -> Json:
-    async with asyncio.timeout(20):
-        while True:
-            response = await client.post(f"{base}/api/orders", json=order)
-            body: Json = response.json()
-            if body.get("reason") not in ("unavailable", "stock_unavailable", "busy"):
-                return body
-            await asyncio.sleep(0.2)
 
 
 async def test_scaled_out_expiry_returns_units_and_payment_seals_shipping(
@@ -449,3 +361,198 @@ async def test_close_ends_the_background_tasks_even_when_a_cancel_is_lost(
             task.cancel()
         await asyncio.wait({closing}, timeout=0.1)
     assert ended, "close() waited on a task whose cancel was lost"
+
+
+async def _receipt_within(
+    client: httpx.AsyncClient, base: str, order_id: str, buyer_id: str, timeout_s: float
+) -> httpx.Response:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            response = await client.get(
+                f"{base}/api/orders/{order_id}/receipt", params={"buyer_id": buyer_id}
+            )
+            if response.status_code != 409:  # not covered by a checkpoint yet
+                return response
+
+
+async def test_receipts_the_writer_owed_when_it_died_or_redis_lost_them_are_made_again(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    private = RedisServer(require_binary("redis-server"), tmp_path_factory.mktemp("lossy-redis"))
+    private.start()
+    # No checkpoint for ten minutes: the order is durable, its receipt still owed.
+    slow = {"LIVECOMMERCE_LEDGER_CHECKPOINT_INTERVAL_MS": "600000"}
+    try:
+        async with scaled(tmp_path, private.url, 1, slow) as (writer, (web,)):
+            async with httpx.AsyncClient(timeout=30) as client:
+                setup = await room_with_sale(client, web.http, units_offered=5)
+                buyer = KeyPair()
+                await register(client, web.http, buyer, "Ann")
+                order = buyer.order("o1", setup.sale_id, 1, setup.price_cents, now_ms())
+                accepted = await client.post(f"{web.http}/api/orders", json=order)
+                assert accepted.status_code == 201, accepted.text
+                index = accepted.json()["ledger_index"]
+                await asyncio.to_thread(writer.kill)
+                writer = await asyncio.to_thread(
+                    WriterProcess, writer.data_dir, private.url, None, True
+                )
+                verifier = Verifier.parse((await client.get(f"{writer.ledger_url}/vkey")).text)
+                receipt = await _receipt_within(client, web.http, "o1", buyer.identity_id, 15)
+                assert receipt.status_code == 200, receipt.text
+                assert verify_receipt(receipt.content, verifier).index == index
+                # Redis loses everything, receipts too: the writer stores them again.
+                await asyncio.to_thread(private.restart)
+                async with asyncio.timeout(20):
+                    while await remaining_or_none(private.url, setup.sale_id) != 4:
+                        await asyncio.sleep(0.1)
+                again = await _receipt_within(client, web.http, "o1", buyer.identity_id, 15)
+                assert again.status_code == 200, again.text
+                assert verify_receipt(again.content, verifier).index == index
+            await asyncio.to_thread(writer.stop)
+    finally:
+        private.stop()
+
+
+async def test_commands_are_answered_again_after_redis_was_away_for_seconds(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Away for 1.5 s, past the first resubscription (0.1 s): the web process's
+    subscription to the writer's replies must come back, or every later command (here a
+    registration) waits for an answer that never comes."""
+    durable = RedisServer(
+        require_binary("redis-server"),
+        tmp_path_factory.mktemp("durable-redis"),
+        ("--appendonly", "yes", "--appendfsync", "always"),
+    )
+    durable.start()
+    try:
+        async with (
+            scaled(tmp_path, durable.url, web_processes=1) as (_, (web,)),
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            await register(client, web.http, KeyPair(), "Ann")
+            await asyncio.to_thread(durable.stop)
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(durable.start)
+            await register_retrying(client, web.http, KeyPair())
+    finally:
+        durable.stop()
+
+
+async def test_every_web_process_reports_the_sales_stock_left_in_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Orders taken by one web process: the other (and the host's dashboard there)
+    reports the same units left, not only what its own buyers took."""
+    async with scaled(tmp_path, redis_server.url) as (_, webs), httpx.AsyncClient() as client:
+        setup = await room_with_sale(client, webs[0].http, units_offered=10)
+        await sale_known_everywhere(client, webs, setup.sale_id)
+        buyer = KeyPair()
+        await register(client, webs[1].http, buyer, "Ann")
+        order = buyer.order("o1", setup.sale_id, 3, setup.price_cents, now_ms())
+        assert (await client.post(f"{webs[1].http}/api/orders", json=order)).status_code == 201
+        for web in webs:
+            sale = await client.get(f"{web.http}/api/sales/{setup.sale_id}")
+            assert sale.json()["units_remaining"] == 7, (web.http, sale.json())
+            stats = await client.get(
+                f"{web.http}/api/rooms/{setup.room_id}/stats",
+                headers={"Authorization": f"Bearer {setup.host_token}"},
+            )
+            assert stats.json()["sales"][0]["units_remaining"] == 7, stats.json()
+
+
+async def test_a_redis_back_from_an_older_snapshot_is_rebuilt_from_the_ledger(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Redis with RDB snapshots only: killed, it comes back as of its last snapshot, with
+    lc:alive but without the orders taken since. Its stock would then sell units the
+    ledger has sold already; the writer must see that Redis went back and rebuild it."""
+    snapshots = RedisServer(require_binary("redis-server"), tmp_path_factory.mktemp("rdb-redis"))
+    snapshots.start()
+    try:
+        async with (
+            scaled(tmp_path, snapshots.url, web_processes=1) as (writer, (web,)),
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            setup = await room_with_sale(client, web.http, units_offered=10, per_buyer_limit=5)
+            buyers = [KeyPair() for _ in range(4)]
+            for buyer in buyers:
+                await register(client, web.http, buyer, "Ann")
+            orders = [
+                buyer.order(f"o{n}", setup.sale_id, 2, setup.price_cents, now_ms())
+                for n, buyer in enumerate(buyers)
+            ]
+            first = []
+            for number, order in enumerate(orders):
+                if number == 2:
+                    admin = redis.Redis.from_url(snapshots.url)
+                    await admin.save()  # the snapshot Redis will come back with: 4 units sold
+                    await admin.aclose()
+                answer = await client.post(f"{web.http}/api/orders", json=order)
+                assert answer.status_code == 201, answer.text
+                first.append(answer.json())
+            assert await redis_remaining(snapshots.url, setup.sale_id) == 2
+            await asyncio.to_thread(snapshots.restart)
+            assert await remaining_or_none(snapshots.url, setup.sale_id) == 6  # went back
+            async with asyncio.timeout(20):
+                while await remaining_or_none(snapshots.url, setup.sale_id) != 2:
+                    await asyncio.sleep(0.1)
+            # Orders taken after the snapshot keep their first answer; no unit is sold twice.
+            for order, answer in zip(orders, first, strict=True):
+                again = await order_retrying(client, web.http, order)
+                assert again["status"] == "accepted", again
+                assert again["ledger_index"] == answer["ledger_index"]
+            late = KeyPair()
+            await register_retrying(client, web.http, late)
+            fresh = late.order("late", setup.sale_id, 3, setup.price_cents, now_ms())
+            assert (await order_retrying(client, web.http, fresh))["reason"] == "sold_out"
+            await asyncio.to_thread(writer.stop)
+            entries = await ledger_entries(writer.data_dir)
+        sale = replay(entries).sales.get(setup.sale_id)
+        assert sale is not None
+        assert sale.units_remaining == 2
+    finally:
+        snapshots.stop()
+
+
+async def test_an_order_whose_record_never_reached_redis_gets_it_when_read_again(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Redis (or the writer) killed between the ledger append and the writer's write to
+    Redis leaves an order in the ledger without its record and with the stream position
+    before it. Made here by removing both by hand: the restarted writer reads the order
+    again and must store its record, or its buyer can never fetch a receipt or pay, and
+    the merchant never sees it."""
+    private = RedisServer(require_binary("redis-server"), tmp_path_factory.mktemp("redis"))
+    private.start()
+    try:
+        async with (
+            scaled(tmp_path, private.url, web_processes=1) as (writer, (web,)),
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            setup = await room_with_sale(client, web.http, units_offered=5)
+            buyer = KeyPair()
+            await register(client, web.http, buyer, "Ann")
+            order = buyer.order("o1", setup.sale_id, 1, setup.price_cents, now_ms())
+            accepted = await client.post(f"{web.http}/api/orders", json=order)
+            assert accepted.status_code == 201, accepted.text
+            await asyncio.to_thread(writer.kill)
+            admin = redis.Redis.from_url(private.url)
+            field = f"{buyer.identity_id}:o1"
+            assert await admin.hdel(f"{{sale:{setup.sale_id}}}:ledger", field) == 1
+            await admin.hdel(f"lc:buyer:{{{buyer.identity_id}}}", "o1")
+            await admin.hdel("lc:writer:positions", f"{{sale:{setup.sale_id}}}:accepted")
+            await admin.aclose()
+            writer = await asyncio.to_thread(
+                WriterProcess, writer.data_dir, private.url, None, True
+            )
+            receipt = await _receipt_within(client, web.http, "o1", buyer.identity_id, 15)
+            assert receipt.status_code == 200, receipt.text
+            listed = await client.get(
+                f"{web.http}/api/merchant/orders",
+                headers={"Authorization": f"Bearer {setup.merchant_token}"},
+            )
+            assert [o["order_id"] for o in listed.json()["orders"]] == ["o1"]
+            await asyncio.to_thread(writer.stop)
+    finally:
+        private.stop()
