@@ -41,6 +41,9 @@ async def test_after_a_restart_the_page_resumes_from_the_new_runs_snapshot(
                 page = await browser.new_page()
                 await page.goto(f"{server.http}/")
                 await page.evaluate(CONNECT_JS)
+                # Joined first: comments posted before the page joins come in its snapshot,
+                # not as comment/v1 events.
+                await page.wait_for_function("window.seen.some((m) => m.type === 'snapshot/v1')")
                 async with websockets.connect(f"{server.ws}/ws/rooms/demo") as ws:
                     for number in range(4):
                         text = f"comment {number}"
