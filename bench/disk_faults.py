@@ -39,11 +39,11 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from ledger import Ledger, LedgerSettings, decode_entry  # noqa: E402
-from livecommerce.orders.signing import KeyPair  # noqa: E402
+from livecommerce.clients.signing import KeyPair  # noqa: E402
 from tests.faults.disk import FaultShim, build_shim, small_disk  # noqa: E402
 from tests.faults.paced_buyers import Answer, Traffic, post_order  # noqa: E402
 from tests.faults.promises import cpu_seconds, ledger_on_disk  # noqa: E402
-from tests.livecommerce.orders.flows import register, room_with_sale  # noqa: E402
+from tests.livecommerce.pipeline.flows import register, room_with_sale  # noqa: E402
 from tests.livecommerce.processes import ServerProcess  # noqa: E402
 
 FAULTS = {

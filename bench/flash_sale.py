@@ -73,7 +73,7 @@ import httpx  # noqa: E402
 import orjson  # noqa: E402
 from raw_websocket import OPCODE_TEXT, RawClientSocket, masked_frame, upgrade_request  # noqa: E402
 
-from livecommerce.orders.signing import KeyPair  # noqa: E402
+from livecommerce.clients.signing import KeyPair  # noqa: E402
 
 PRICE_CENTS = 1800
 THROUGHPUT_UNITS = 1_000_000

@@ -34,17 +34,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ledger import Ledger, LedgerSettings, decode_entry, encode_entry  # noqa: E402
+from livecommerce import protocol as m  # noqa: E402
+from livecommerce.clients.signing import KeyPair  # noqa: E402
 from livecommerce.commerce.catalog import AddStock, ListProduct  # noqa: E402
 from livecommerce.commerce.core import CommerceCore  # noqa: E402
 from livecommerce.commerce.identity import Register, SessionAuthority  # noqa: E402
 from livecommerce.commerce.orders import PlaceOrder  # noqa: E402
 from livecommerce.commerce.rooms import LinkRoom  # noqa: E402
 from livecommerce.commerce.sales import ScheduleSale  # noqa: E402
-from livecommerce.hub import messages as m  # noqa: E402
-from livecommerce.orders.service import OrderService  # noqa: E402
-from livecommerce.orders.shipping import ShippingStore  # noqa: E402
-from livecommerce.orders.signing import KeyPair  # noqa: E402
-from livecommerce.orders.verifying import SignatureVerifier  # noqa: E402
+from livecommerce.pipeline.service import OrderService  # noqa: E402
+from livecommerce.pipeline.shipping import ShippingStore  # noqa: E402
+from livecommerce.pipeline.verifying import SignatureVerifier  # noqa: E402
 
 PRICE_CENTS = 1800
 

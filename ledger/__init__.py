@@ -4,7 +4,7 @@ Stands on its own: nothing here imports the server (`livecommerce`).
 """
 
 from ledger.entry import decode_entry, encode_entry
-from ledger.log import Ledger, LedgerBusy, LedgerClosed
+from ledger.log import Ledger, LedgerBusy, LedgerClosed, wall_clock_ms
 from ledger.settings import LedgerSettings
 from ledger.storage import LedgerCorruption
 
@@ -16,4 +16,5 @@ __all__ = [
     "LedgerSettings",
     "decode_entry",
     "encode_entry",
+    "wall_clock_ms",
 ]

@@ -446,11 +446,6 @@ class Ledger:
         block_note, checkpoint_note = self._blocks.read_range(2 * height, 2)
         return block_note, checkpoint_note
 
-    def asgi_app(self) -> Any:
-        from ledger.http import create_app
-
-        return create_app(self)
-
     async def close(self) -> None:
         """Commit what is queued, sign a last checkpoint, stop, and close the files."""
         if self._closing:

@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = ["--accounts"] if arguments["accounts"] else []
         return audit_main([arguments["source"], "--vkey", arguments["vkey"], *extra])
     if command == "buy":
-        from livecommerce.orders.buy import main as buy_main
+        from livecommerce.clients.buy import main as buy_main
 
         return buy_main(
             arguments["url"], arguments["room"], arguments["quantity"], arguments["name"]
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"livecommerce: {error}", file=sys.stderr)
         return 2
     if command == "ledger-writer":
-        from livecommerce.orders.writer import main as writer_main
+        from livecommerce.writer.writer import main as writer_main
 
         return writer_main(settings, serve_http=serve_ledger)
     if command == "serve":

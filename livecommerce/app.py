@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
-import time
 from collections.abc import AsyncIterator, Coroutine
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -19,21 +15,19 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from livecommerce import __version__
+from livecommerce.api import endpoints as order_endpoints
+from livecommerce.api.openapi import openapi_json
+from livecommerce.clock import wall_clock_ms
 from livecommerce.gc_pauses import freeze_survivors_forever
 from livecommerce.hub import endpoints as hub_endpoints
 from livecommerce.hub.broker import Broker, InProcessBroker
 from livecommerce.hub.hub import Hub, HubLimits
 from livecommerce.hub.room import RoomLimits
+from livecommerce.keyfiles import load_or_create_secret
 from livecommerce.metrics import metrics
-from livecommerce.openapi import openapi_json
-from livecommerce.orders import endpoints as order_endpoints
-from livecommerce.orders.wiring import orders_lifespan
+from livecommerce.pipeline.wiring import orders_lifespan
 from livecommerce.settings import Settings
 from streaming import IceServer, StreamingService, StreamingSettings
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 async def healthz(request: Request) -> Response:
@@ -71,19 +65,6 @@ def hub_limits(settings: Settings) -> HubLimits:
         state_deliveries_per_s_max=settings.state_deliveries_per_s_max,
         viewer_heartbeat_ms=settings.viewer_count_heartbeat_ms,
     )
-
-
-def load_or_create_secret(path: Path) -> bytes:
-    """A 32-byte secret kept in the data directory, created on first start with mode 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(secrets.token_bytes(32))
-    secret = path.read_bytes()
-    if len(secret) != 32:
-        raise RuntimeError(f"{path} must hold exactly 32 bytes; remove it to make a new one")
-    return secret
 
 
 async def make_broker(settings: Settings) -> tuple[Broker, bytes]:

@@ -12,14 +12,15 @@ import time
 
 from starlette.applications import Starlette
 
+from livecommerce import protocol as m
+from livecommerce.clients.signing import KeyPair
 from livecommerce.commerce.catalog import AddStock, ListProduct
 from livecommerce.commerce.core import Command
 from livecommerce.commerce.identity import Register, b64url_encode, registration_bytes
 from livecommerce.commerce.rooms import LinkRoom
-from livecommerce.hub import messages as m
 from livecommerce.hub.hub import Hub
-from livecommerce.orders.base import Orders
-from livecommerce.orders.signing import KeyPair
+from livecommerce.keyfiles import load_or_create_secret
+from livecommerce.pipeline.base import Orders
 from livecommerce.settings import Settings
 
 DEMO_ROOM_ID = "demo"
@@ -88,8 +89,6 @@ async def create_demo(app: Starlette, settings: Settings) -> None:
 async def create_demo_merchant(orders: Orders, settings: Settings) -> KeyPair:
     """A merchant identity, a listed product with stock, and the demo room linked to it.
     Each step that the ledger already holds (a restart) is refused and skipped."""
-    from livecommerce.app import load_or_create_secret
-
     merchant = KeyPair(load_or_create_secret(settings.data_dir / "demo_merchant.key"))
     now_ms = orders.clock_ms()
     name = "Mugs & Co"

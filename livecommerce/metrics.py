@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from livecommerce.hub.hub import Hub
-from livecommerce.orders.stats import OrderStats
+from livecommerce.pipeline.stats import OrderStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -44,7 +44,7 @@ from locust.runners import MasterRunner
 from ledger.entry import decode_entry
 from ledger.note import Verifier
 from ledger.receipt import ReceiptError, verify_receipt
-from livecommerce.orders.signing import KeyPair
+from livecommerce.clients.signing import KeyPair
 from loadtests.runfile import RecordWriter, RunFileError, RunInfo
 
 CONNECT_TIMEOUT_S = 30.0

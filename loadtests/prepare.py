@@ -8,7 +8,7 @@ import secrets
 import time
 from pathlib import Path
 
-from livecommerce.orders.signing import KeyPair
+from livecommerce.clients.signing import KeyPair
 from loadtests.api import ApiError, call, get_bytes
 from loadtests.profiles import Profile
 from loadtests.runfile import RUN_FILE_NAME, RunInfo

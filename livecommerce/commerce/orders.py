@@ -84,7 +84,7 @@ class SignatureCheck:
     cannot be written canonically, `bad_signature`), or None and `digest`, the SHA-256 of
     the signed bytes (the order's fingerprint for idempotency). `check_order_signature`
     makes it from the command alone, so an adapter may run it ahead of the core,
-    elsewhere (another process: livecommerce/orders/verifying.py), and hand the command
+    elsewhere (another process: livecommerce/pipeline/verifying.py), and hand the command
     over as a `CheckedOrder`."""
 
     refused: Rejected | None

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from livecommerce.hub import messages as m
+from livecommerce import protocol as m
 from livecommerce.hub.room import RoomInfo
 
 # (room_id, sequence, event body without its sequence number)

@@ -12,8 +12,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from livecommerce.bodies import read_body, too_large
-from livecommerce.hub import messages as m
+from livecommerce import protocol as m
+from livecommerce.api.bodies import read_body, too_large
 from livecommerce.hub.broker import BrokerUnavailable
 from livecommerce.hub.fanout import Outgoing, QueueSink
 from livecommerce.hub.hub import CLOSE_UNSUPPORTED_DATA, Hub, JoinRefused

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from livecommerce.hub import messages as m
+from livecommerce import protocol as m
 from livecommerce.hub.broker import Broker, BrokerUnavailable, LoadedRoom, Totals
 from livecommerce.hub.fanout import Member, Outgoing, RoomGroup, Sink
 from livecommerce.hub.ratelimit import TokenBucket

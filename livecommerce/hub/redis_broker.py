@@ -25,7 +25,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-from livecommerce.hub import messages as m
+from livecommerce import protocol as m
 from livecommerce.hub.broker import (
     BrokerUnavailable,
     EventHandler,

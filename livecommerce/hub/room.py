@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from livecommerce.hub import messages as m
+from livecommerce import protocol as m
 from livecommerce.hub.text import clean_text, contains_keyword
 
 

@@ -41,7 +41,7 @@ from websockets.http11 import Request
 from websockets.protocol import Protocol, Side, State
 from websockets.server import ServerProtocol
 
-from livecommerce.hub import messages as m
+from livecommerce import protocol as m
 from livecommerce.hub.broker import BrokerUnavailable
 from livecommerce.hub.endpoints import parse_since
 from livecommerce.hub.fanout import Outgoing

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import websockets
 
-from livecommerce.orders.signing import KeyPair
-from tests.livecommerce.orders.flows import now_ms
+from livecommerce.clients.signing import KeyPair
+from tests.livecommerce.pipeline.flows import now_ms
 
 Json = dict[str, Any]
 ANSWER_TIMEOUT_S = 5.0

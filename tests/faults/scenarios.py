@@ -24,7 +24,7 @@ import httpx
 
 from ledger.checkpoint import Checkpoint
 from ledger.note import Verifier, open_note
-from livecommerce.orders.signing import KeyPair
+from livecommerce.clients.signing import KeyPair
 from tests.conftest import RedisServer
 from tests.faults.traffic import (
     Endpoint,
@@ -40,8 +40,8 @@ from tests.faults.traffic import (
     still_running,
     viewers_see_stock,
 )
-from tests.livecommerce.orders.cluster import Entries, ledger_entries, remaining_or_none
-from tests.livecommerce.orders.flows import now_ms, register, session
+from tests.livecommerce.pipeline.cluster import Entries, ledger_entries, remaining_or_none
+from tests.livecommerce.pipeline.flows import now_ms, register, session
 from tests.livecommerce.processes import ServerProcess, WriterProcess
 
 DEMO_ROOM = "demo"

@@ -32,7 +32,7 @@ import pytest
 
 from ledger.note import Verifier
 from ledger.receipt import verify_receipt
-from livecommerce.orders.signing import KeyPair
+from livecommerce.clients.signing import KeyPair
 from tests.faults.disk import FaultShim, SmallDisk, build_shim, small_disk
 from tests.faults.paced_buyers import Answer, Traffic, post_order
 from tests.faults.promises import (
@@ -44,7 +44,7 @@ from tests.faults.promises import (
     reasons,
     until,
 )
-from tests.livecommerce.orders.flows import now_ms, register, room_with_sale, session
+from tests.livecommerce.pipeline.flows import now_ms, register, room_with_sale, session
 from tests.livecommerce.processes import ServerProcess
 
 FAULT_HOLD_S = 3.0

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from livecommerce.openapi import document
+from livecommerce.api.openapi import document
 from tests.faults.world import World, differences, observe, populated
 from tests.livecommerce.server import running_server
 

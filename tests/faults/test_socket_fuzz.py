@@ -40,9 +40,9 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from livecommerce.hub import messages as m
+from livecommerce import protocol as m
 from tests.faults.world import World, differences, observe, populated
-from tests.livecommerce.orders.flows import now_ms
+from tests.livecommerce.pipeline.flows import now_ms
 from tests.livecommerce.server import running_server
 
 Json = dict[str, Any]

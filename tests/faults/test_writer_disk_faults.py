@@ -28,8 +28,8 @@ import orjson
 import pytest
 import redis.asyncio as redis
 
-from livecommerce.orders import redis_keys as keys
-from livecommerce.orders.signing import KeyPair
+from livecommerce import redis_keys as keys
+from livecommerce.clients.signing import KeyPair
 from livecommerce.stock.redis_lua import RedisStockStore, accepted_stream_key
 from tests.conftest import RedisServer
 from tests.faults.disk import SmallDisk, small_disk
@@ -43,7 +43,7 @@ from tests.faults.promises import (
     reasons,
     until,
 )
-from tests.livecommerce.orders.flows import now_ms, register, room_with_sale, session
+from tests.livecommerce.pipeline.flows import now_ms, register, room_with_sale, session
 from tests.livecommerce.processes import ServerProcess, WriterProcess
 
 pytestmark = pytest.mark.redis

@@ -36,8 +36,8 @@ from websockets.asyncio.client import ClientConnection
 from ledger import decode_entry
 from ledger.note import Verifier
 from ledger.receipt import verify_receipt
-from livecommerce.orders.signing import KeyPair
-from tests.livecommerce.orders.flows import now_ms
+from livecommerce.clients.signing import KeyPair
+from tests.livecommerce.pipeline.flows import now_ms
 
 Json = dict[str, Any]
 

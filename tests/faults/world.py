@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import websockets
 
-from livecommerce.orders.answers import sale_view
-from livecommerce.orders.signing import KeyPair
+from livecommerce.clients.signing import KeyPair
+from livecommerce.pipeline.answers import sale_view
 from tests.livecommerce.hub.test_hub_embedded import recv, recv_type
-from tests.livecommerce.orders.flows import SaleSetup, now_ms, register, room_with_sale, session
+from tests.livecommerce.pipeline.flows import SaleSetup, now_ms, register, room_with_sale, session
 from tests.livecommerce.server import RunningServer
 
 Json = dict[str, Any]

@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from ledger import Ledger, LedgerSettings, encode_entry
+from ledger.http import create_app as create_ledger_app
 from ledger.merkle import leaf_hash
 from ledger.note import Verifier
 from ledger.receipt import verify_receipt
@@ -22,7 +23,7 @@ async def test_endpoints(tmp_path: Path) -> None:
     entries = [encode_entry("order/v1", {"n": i}) for i in range(300)]
     await ledger.append_many(entries)
     await ledger.wait_covered(299)
-    app = Starlette(routes=[Mount("/ledger", ledger.asgi_app())])
+    app = Starlette(routes=[Mount("/ledger", create_ledger_app(ledger))])
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

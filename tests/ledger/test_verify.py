@@ -14,6 +14,7 @@ from starlette.staticfiles import StaticFiles
 
 from ledger import Ledger, LedgerSettings, encode_entry
 from ledger.__main__ import main
+from ledger.http import create_app as create_ledger_app
 from ledger.note import Verifier
 from ledger.verify import VerifyError, verify_directory, verify_url
 from tests.support import free_port, wait_for_port
@@ -113,7 +114,7 @@ async def test_verify_url_of_a_running_log_and_of_static_tiles(tmp_path: Path) -
     ledger = await Ledger.open(tmp_path / "data", SETTINGS)
     port = free_port()
     # The ledger lives on this loop; uvicorn runs its own loop in a thread and only reads.
-    server, thread = _serve(Starlette(routes=[Mount("/ledger", ledger.asgi_app())]), port)
+    server, thread = _serve(Starlette(routes=[Mount("/ledger", create_ledger_app(ledger))]), port)
     try:
         report = await asyncio.to_thread(verify_url, f"http://127.0.0.1:{port}/ledger", verifier)
         assert report.entries == 800

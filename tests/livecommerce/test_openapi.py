@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
-from livecommerce.openapi import openapi_path
+from livecommerce.api.openapi import openapi_path
 from tests.livecommerce.server import running_server
 
 Json = dict[str, Any]
@@ -65,7 +65,7 @@ async def test_every_route_of_the_app_is_in_the_document_and_nothing_else(
 def test_the_document_is_valid_openapi_and_its_bodies_resolve() -> None:
     import schemathesis
 
-    from livecommerce.openapi import document
+    from livecommerce.api.openapi import document
 
     schema = schemathesis.openapi.from_dict(document())
     operations = [result.ok() for result in schema.get_all_operations()]

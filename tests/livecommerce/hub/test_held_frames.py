@@ -13,8 +13,8 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator
 
+from livecommerce import protocol as m
 from livecommerce.app import hub_limits
-from livecommerce.hub import messages as m
 from livecommerce.hub.fanout import HELD_FRAMES_MAX
 from livecommerce.hub.hub import Connection, Hub
 from livecommerce.settings import Settings

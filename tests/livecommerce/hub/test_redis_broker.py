@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from livecommerce.hub import messages as m
+from livecommerce import protocol as m
 from livecommerce.hub.broker import BrokerUnavailable, Totals
 from livecommerce.hub.redis_broker import RedisBroker
 from livecommerce.hub.room import RoomInfo

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from livecommerce.hub import messages as m
+from livecommerce import protocol as m
 from livecommerce.hub.room import Rejection, Room, RoomInfo, RoomLimits
 from livecommerce.hub.text import clean_text
 

@@ -18,15 +18,15 @@ import websockets
 from ledger.note import Verifier
 from ledger.receipt import verify_receipt
 from ledger.verify import verify_url
+from livecommerce.clients.signing import KeyPair
 from livecommerce.commerce.identity import b64url_decode
 from livecommerce.commerce.orders import PayOrder
 from livecommerce.commerce.privacy import open_shipping
 from livecommerce.commerce.results import Rejected
-from livecommerce.orders.scaled import ScaledOrderService
-from livecommerce.orders.service import ServiceUnavailable
-from livecommerce.orders.signing import KeyPair
+from livecommerce.pipeline.scaled import ScaledOrderService
+from livecommerce.pipeline.service import ServiceUnavailable
 from tests.conftest import RedisServer
-from tests.livecommerce.orders.cluster import (
+from tests.livecommerce.pipeline.cluster import (
     accepted_in,
     ledger_entries,
     order_retrying,
@@ -37,14 +37,14 @@ from tests.livecommerce.orders.cluster import (
     sale_known_everywhere,
     scaled,
 )
-from tests.livecommerce.orders.crowd import (
+from tests.livecommerce.pipeline.crowd import (
     Crowd,
     check_answers,
     make_crowd,
     register_crowd,
     send_crowd,
 )
-from tests.livecommerce.orders.flows import now_ms, register, room_with_sale
+from tests.livecommerce.pipeline.flows import now_ms, register, room_with_sale
 from tests.livecommerce.processes import ServerProcess, WriterProcess
 from tests.support import require_binary
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from livecommerce import protocol as m
 from livecommerce.commerce.catalog import Catalog
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import b64url_encode
@@ -18,7 +19,6 @@ from livecommerce.commerce.orders import (
     PaymentRefused,
 )
 from livecommerce.commerce.sales import Sale
-from livecommerce.hub import messages as m
 
 # Answers the adapters give that are not the core's: the order was not looked at.
 BUSY = "busy"  # the order queue is full, or the ledger pushed back: retry with the same id

@@ -52,7 +52,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -63,7 +62,11 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from ledger import Ledger, LedgerClosed, decode_entry, encode_entry
+from ledger.http import create_app as create_ledger_app
 from ledger.log import describe_failure
+from livecommerce import protocol as m
+from livecommerce import redis_keys as keys
+from livecommerce.clock import wall_clock_ms
 from livecommerce.commerce.core import CommandRejected, CommerceCore
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import b64url_decode
@@ -84,15 +87,13 @@ from livecommerce.commerce.sales import (
     superseded_stock_changes,
 )
 from livecommerce.gc_pauses import freeze_survivors_forever, young_generation_threshold
-from livecommerce.hub import messages as m
 from livecommerce.hub.broker import BrokerUnavailable
 from livecommerce.hub.redis_broker import RedisBroker
-from livecommerce.orders import redis_keys as keys
-from livecommerce.orders.answers import sale_view
-from livecommerce.orders.forgetting import ClosedSales
-from livecommerce.orders.service import checkpoint_size
-from livecommerce.orders.shipping import ShippingFull, ShippingStore
-from livecommerce.orders.wiring import ledger_dir, ledger_settings
+from livecommerce.pipeline.answers import sale_view
+from livecommerce.pipeline.forgetting import ClosedSales
+from livecommerce.pipeline.service import checkpoint_size
+from livecommerce.pipeline.shipping import ShippingFull, ShippingStore
+from livecommerce.pipeline.wiring import ledger_dir, ledger_settings
 from livecommerce.settings import Settings
 from livecommerce.stock.base import StockStoreError
 from livecommerce.stock.redis_lua import RedisStockStore, accepted_stream_key
@@ -132,10 +133,6 @@ def _str(value: bytes | str) -> str:
 
 def _bytes(value: bytes | str) -> bytes:
     return value.encode() if isinstance(value, str) else value
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -878,7 +875,9 @@ async def serve_ledger(writer: LedgerWriter, settings: Settings) -> tuple[Any, a
             )
         return JSONResponse({"status": "ok", "version": __version__})
 
-    app = Starlette(routes=[Route("/healthz", healthz), Mount("/ledger", app=ledger.asgi_app())])
+    app = Starlette(
+        routes=[Route("/healthz", healthz), Mount("/ledger", app=create_ledger_app(ledger))]
+    )
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, lifespan="off", log_level="warning"
     )

@@ -24,20 +24,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from livecommerce.bodies import read_body, too_large
+from livecommerce import protocol as m
+from livecommerce.api.bodies import read_body, too_large
 from livecommerce.commerce.catalog import AddStock, Catalog, ListProduct, Product
 from livecommerce.commerce.identity import Register, SessionAuthority
 from livecommerce.commerce.orders import PlaceOrder
 from livecommerce.commerce.results import Reason, Rejected
 from livecommerce.commerce.rooms import LinkRoom
 from livecommerce.commerce.sales import Sale, ScheduleSale, StopSale
-from livecommerce.hub import messages as m
 from livecommerce.hub.broker import BrokerUnavailable
 from livecommerce.hub.hub import Connection, Hub
-from livecommerce.orders.answers import BUSY, UNAVAILABLE, refused_payment, sale_view
-from livecommerce.orders.base import Orders
-from livecommerce.orders.service import CommandOutcome, ServiceUnavailable
-from livecommerce.orders.stats import OrderStats
+from livecommerce.pipeline.answers import BUSY, UNAVAILABLE, refused_payment, sale_view
+from livecommerce.pipeline.base import Orders
+from livecommerce.pipeline.service import CommandOutcome, ServiceUnavailable
+from livecommerce.pipeline.stats import OrderStats
 
 log = logging.getLogger("livecommerce.orders")
 

@@ -35,6 +35,8 @@ import orjson
 from redis.exceptions import RedisError
 
 from ledger import decode_entry
+from livecommerce import protocol as m
+from livecommerce import redis_keys as keys
 from livecommerce.commerce.core import Command, CommerceCore
 from livecommerce.commerce.identity import (
     Challenge,
@@ -54,9 +56,7 @@ from livecommerce.commerce.privacy import seal_shipping
 from livecommerce.commerce.replay import apply_entry
 from livecommerce.commerce.results import Reason, Rejected
 from livecommerce.commerce.sales import Sale
-from livecommerce.hub import messages as m
-from livecommerce.orders import redis_keys as keys
-from livecommerce.orders.answers import (
+from livecommerce.pipeline.answers import (
     BUSY,
     UNAVAILABLE,
     order_answer,
@@ -64,8 +64,8 @@ from livecommerce.orders.answers import (
     refused_order,
     refused_payment,
 )
-from livecommerce.orders.forgetting import ClosedSales
-from livecommerce.orders.service import (
+from livecommerce.pipeline.forgetting import ClosedSales
+from livecommerce.pipeline.service import (
     RECEIPT_TURN_PAUSE_S,
     RECEIPTS_PER_TURN_MAX,
     CommandOutcome,
@@ -76,7 +76,7 @@ from livecommerce.stock.base import StockStoreError, StockStoreUnavailable
 from livecommerce.stock.redis_lua import RedisStockStore
 from livecommerce.stopping import cancel_and_wait
 
-log = logging.getLogger("livecommerce.orders.scaled")
+log = logging.getLogger("livecommerce.pipeline.scaled")
 
 OrderKey = tuple[str, str]
 Reply = Callable[[m.OrderResult], None]

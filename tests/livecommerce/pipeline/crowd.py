@@ -15,8 +15,8 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from livecommerce.orders.signing import KeyPair
-from tests.livecommerce.orders.flows import now_ms
+from livecommerce.clients.signing import KeyPair
+from tests.livecommerce.pipeline.flows import now_ms
 
 Json = dict[str, Any]
 

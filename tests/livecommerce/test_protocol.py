@@ -6,7 +6,7 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from livecommerce.hub import messages as m
+from livecommerce import protocol as m
 from livecommerce.hub.fanout import text_frame
 
 

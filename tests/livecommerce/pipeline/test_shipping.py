@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ledger.storage import FileLayer
-from livecommerce.orders.shipping import SHIPPING_FILE, ShippingStore
+from livecommerce.pipeline.shipping import SHIPPING_FILE, ShippingStore
 
 
 class FillingDisk(FileLayer):

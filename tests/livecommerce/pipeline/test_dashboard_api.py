@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import websockets
 
-from livecommerce.orders.signing import KeyPair
+from livecommerce.clients.signing import KeyPair
 from tests.livecommerce.hub.test_hub_embedded import recv_type
-from tests.livecommerce.orders.flows import now_ms, register, room_with_sale
+from tests.livecommerce.pipeline.flows import now_ms, register, room_with_sale
 from tests.livecommerce.server import running_server
 
 

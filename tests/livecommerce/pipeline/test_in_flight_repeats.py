@@ -18,15 +18,15 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from ledger import decode_entry
-from livecommerce.orders.signing import KeyPair
+from livecommerce.clients.signing import KeyPair
 from tests.conftest import RedisServer
-from tests.livecommerce.orders.cluster import (
+from tests.livecommerce.pipeline.cluster import (
     accepted_in,
     ledger_entries,
     sale_known_everywhere,
     scaled,
 )
-from tests.livecommerce.orders.flows import now_ms, register, room_with_sale
+from tests.livecommerce.pipeline.flows import now_ms, register, room_with_sale
 from tests.livecommerce.server import running_server
 
 Json = dict[str, Any]

@@ -31,7 +31,7 @@ those orders on meanwhile (one request of 256 kept all of them waiting for the l
 Wire, both ways: frames of a 4-byte big-endian length and a msgpack body (msgspec). A
 request is a list of [buyer_id, order_id, price_cents, quantity, sale_id, time_ms,
 signature]; the answer is a list of [reason, detail, digest], reason "" for a valid one.
-The child is `python -m livecommerce.orders.verifying`.
+The child is `python -m livecommerce.pipeline.verifying`.
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ class SignatureVerifier:
                 lambda: protocol,
                 sys.executable,
                 "-m",
-                "livecommerce.orders.verifying",
+                "livecommerce.pipeline.verifying",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=None,

@@ -15,12 +15,12 @@ from websockets.asyncio.client import ClientConnection
 from ledger import decode_entry
 from ledger.note import Verifier
 from ledger.receipt import verify_receipt
+from livecommerce.clients.signing import KeyPair
 from livecommerce.commerce.identity import b64url_decode
 from livecommerce.commerce.privacy import open_shipping, verify_commitment
 from livecommerce.commerce.results import Rejected
-from livecommerce.orders.signing import KeyPair
 from tests.livecommerce.hub.test_hub_embedded import recv, recv_type
-from tests.livecommerce.orders.flows import now_ms, register, room_with_sale, session
+from tests.livecommerce.pipeline.flows import now_ms, register, room_with_sale, session
 from tests.livecommerce.server import RunningServer, running_server
 
 Json = dict[str, Any]

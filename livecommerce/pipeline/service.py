@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ledger.log import describe_failure
+from livecommerce import protocol as m
 from livecommerce.commerce.core import Command, CommandRejected, CommerceCore
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import Challenge, SessionAuthority, SessionGranted
@@ -65,8 +66,7 @@ from livecommerce.commerce.sales import (
     StockChanged,
     superseded_stock_changes,
 )
-from livecommerce.hub import messages as m
-from livecommerce.orders.answers import (
+from livecommerce.pipeline.answers import (
     BUSY,
     UNAVAILABLE,
     merchant_order_view,
@@ -77,9 +77,9 @@ from livecommerce.orders.answers import (
     refused_payment,
     sale_view,
 )
-from livecommerce.orders.forgetting import ClosedSales
-from livecommerce.orders.shipping import ShippingFull, ShippingStore
-from livecommerce.orders.verifying import SignatureVerifier
+from livecommerce.pipeline.forgetting import ClosedSales
+from livecommerce.pipeline.shipping import ShippingFull, ShippingStore
+from livecommerce.pipeline.verifying import SignatureVerifier
 
 log = logging.getLogger("livecommerce.orders")
 

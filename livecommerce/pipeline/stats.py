@@ -21,7 +21,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from livecommerce.hub import messages as m
+from livecommerce import protocol as m
 
 SALES_MAX = 1_000
 BUYERS_PER_SALE_MAX = 1_000_000

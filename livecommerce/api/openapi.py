@@ -24,9 +24,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from livecommerce import __version__
+from livecommerce import protocol as m
+from livecommerce.api import endpoints as order_endpoints
 from livecommerce.hub import endpoints as hub_endpoints
-from livecommerce.hub import messages as m
-from livecommerce.orders import endpoints as order_endpoints
 
 OPENAPI_VERSION = "3.1.0"
 # Ids are made by clients or the server from these characters (docs/commerce.md).
@@ -198,7 +198,7 @@ OPERATIONS: tuple[Operation, ...] = (
         security="host",
         tag="rooms",
     ),
-    # Identities and sessions (livecommerce/orders/endpoints.py)
+    # Identities and sessions (livecommerce/api/endpoints.py)
     Operation(
         "POST",
         "/api/identities",

@@ -16,11 +16,11 @@ from ledger import Ledger, LedgerSettings, decode_entry
 from ledger.note import Signer, Verifier
 from ledger.storage import KEY_FILE
 from ledger.verify import verify_directory
+from livecommerce.clients.signing import KeyPair
 from livecommerce.commerce.core import CommerceCore
 from livecommerce.commerce.replay import apply_entry
-from livecommerce.orders.signing import KeyPair
 from livecommerce.stock.redis_lua import RedisStockStore
-from tests.livecommerce.orders.flows import now_ms
+from tests.livecommerce.pipeline.flows import now_ms
 from tests.livecommerce.processes import ServerProcess, WriterProcess
 
 Json = dict[str, Any]

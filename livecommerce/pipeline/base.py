@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from livecommerce import protocol as m
 from livecommerce.commerce.core import Command, CommerceCore
 from livecommerce.commerce.identity import Challenge, SessionGranted
 from livecommerce.commerce.orders import PlaceOrder
 from livecommerce.commerce.results import Rejected
 from livecommerce.commerce.sales import Sale
-from livecommerce.hub import messages as m
-from livecommerce.orders.service import CommandOutcome
+from livecommerce.pipeline.service import CommandOutcome
 
 
 class Orders(Protocol):

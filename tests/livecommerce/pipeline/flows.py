@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from livecommerce.orders.signing import KeyPair
+from livecommerce.clients.signing import KeyPair
+from livecommerce.clock import wall_clock_ms
 
 Json = dict[str, Any]
 
 
 def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    return wall_clock_ms()
 
 
 async def register(client: httpx.AsyncClient, base: str, keys: KeyPair, name: str) -> Json:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import httpx
 
+from livecommerce.clients.signing import KeyPair
 from livecommerce.commerce.orders import PlaceOrder, SignatureCheck, check_order_signature
-from livecommerce.orders.signing import KeyPair
-from livecommerce.orders.verifying import SignatureVerifier
-from tests.livecommerce.orders.flows import SaleSetup, now_ms, register, room_with_sale
+from livecommerce.pipeline.verifying import SignatureVerifier
+from tests.livecommerce.pipeline.flows import SaleSetup, now_ms, register, room_with_sale
 from tests.livecommerce.server import RunningServer, running_server
 
 

@@ -11,9 +11,9 @@ import websockets
 from ledger import decode_entry
 from livecommerce.commerce.core import CommerceCore
 from livecommerce.commerce.replay import apply_entry
-from tests.livecommerce.orders.crowd import check_answers, make_crowd, register_crowd, send_crowd
-from tests.livecommerce.orders.flows import room_with_sale
-from tests.livecommerce.orders.test_orders_embedded import stock_seen
+from tests.livecommerce.pipeline.crowd import check_answers, make_crowd, register_crowd, send_crowd
+from tests.livecommerce.pipeline.flows import room_with_sale
+from tests.livecommerce.pipeline.test_orders_embedded import stock_seen
 from tests.livecommerce.server import running_server
 
 BUYERS = 1_500

@@ -5,30 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
 
 from ledger import Ledger, LedgerSettings, decode_entry, encode_entry
+from ledger.http import create_app as create_ledger_app
+from livecommerce.api.endpoints import SocketOrders
+from livecommerce.clock import wall_clock_ms
 from livecommerce.commerce.core import CommerceCore
 from livecommerce.commerce.identity import SessionAuthority
 from livecommerce.gc_pauses import young_generation_threshold
 from livecommerce.hub.hub import Hub
-from livecommerce.orders.answers import sale_view
-from livecommerce.orders.endpoints import SocketOrders
-from livecommerce.orders.service import OrderLimits, OrderService
-from livecommerce.orders.shipping import ShippingStore
-from livecommerce.orders.stats import OrderStats
-from livecommerce.orders.verifying import SignatureVerifier
+from livecommerce.keyfiles import load_or_create_secret
+from livecommerce.pipeline.answers import sale_view
+from livecommerce.pipeline.service import OrderLimits, OrderService
+from livecommerce.pipeline.shipping import ShippingStore
+from livecommerce.pipeline.stats import OrderStats
+from livecommerce.pipeline.verifying import SignatureVerifier
 from livecommerce.settings import Settings
 
 log = logging.getLogger("livecommerce.orders")
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def announce_sales(service: OrderService, hub: Hub) -> Callable[[str], None]:
@@ -90,7 +88,7 @@ def ledger_dir(data_dir: Path) -> Path:
 @contextlib.asynccontextmanager
 async def orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> AsyncIterator[None]:
     """Embedded: this process owns the ledger and the core. Scaled out (Redis): the web
-    process has no ledger; see livecommerce/orders/scaled.py. Either way the garbage
+    process has no ledger; see livecommerce/pipeline/scaled.py. Either way the garbage
     collector's young threshold is raised while orders are taken (gc_pauses.py)."""
     with young_generation_threshold(settings.gc_young_threshold_objects):
         async with _orders_lifespan(app, settings, hub):
@@ -99,8 +97,6 @@ async def orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Async
 
 @contextlib.asynccontextmanager
 async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> AsyncIterator[None]:
-    from livecommerce.app import load_or_create_secret
-
     if not settings.embedded:
         async with scaled_lifespan(app, settings, hub):
             yield
@@ -140,7 +136,7 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
         app.state.orders = service
         app.state.sessions = sessions
         app.state.ledger = ledger
-        app.state.ledger_app = ledger.asgi_app()
+        app.state.ledger_app = create_ledger_app(ledger)
         try:
             yield
         finally:
@@ -152,7 +148,7 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
 
 @contextlib.asynccontextmanager
 async def scaled_lifespan(app: Starlette, settings: Settings, hub: Hub) -> AsyncIterator[None]:
-    from livecommerce.orders.scaled import ScaledOrderService
+    from livecommerce.pipeline.scaled import ScaledOrderService
 
     service = ScaledOrderService(
         settings.redis_url,

@@ -8,13 +8,13 @@ import asyncio
 import json
 import secrets
 import sys
-import time
 import urllib.request
 from typing import Any
 
 import websockets
 
-from livecommerce.orders.signing import KeyPair
+from livecommerce.clients.signing import KeyPair
+from livecommerce.clock import wall_clock_ms
 
 WAIT_FOR_SALE_S = 600.0
 RECEIPT_WAIT_S = 10.0
@@ -41,7 +41,7 @@ async def buy(base_url: str, room_id: str, quantity: int, name: str) -> int:
 
     base = base_url.rstrip("/")
     keys = KeyPair()
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = wall_clock_ms()
     await asyncio.to_thread(_post, f"{base}/api/identities", keys.registration(name, now_ms))
     print(f"registered {name} as {keys.identity_id}")
     socket_url = base.replace("http", "ws", 1) + f"/ws/rooms/{room_id}"
@@ -57,14 +57,14 @@ async def buy(base_url: str, room_id: str, quantity: int, name: str) -> int:
                 print(f"sale {sale['sale_id']} is closed ({sale['close_reason']})")
                 return 1
             if sale["state"] == "scheduled":
-                left_s = max(0, sale["starts_at_ms"] - time.time_ns() // 1_000_000) / 1000
+                left_s = max(0, sale["starts_at_ms"] - wall_clock_ms()) / 1000
                 print(f"sale {sale['sale_id']} opens in {left_s:.1f} s")
                 continue
             break
         assert sale is not None
         order_id = secrets.token_urlsafe(12)
         order = keys.order(
-            order_id, sale["sale_id"], quantity, sale["price_cents"], time.time_ns() // 1_000_000
+            order_id, sale["sale_id"], quantity, sale["price_cents"], wall_clock_ms()
         )
         await ws.send(json.dumps({"type": "order/v1", **order}))
         receipt = None

@@ -10,10 +10,10 @@ import websockets
 from prometheus_client import Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from livecommerce.orders.signing import KeyPair
-from livecommerce.orders.stats import ANSWER_SECONDS_BUCKETS, AnswerTimes
+from livecommerce.clients.signing import KeyPair
+from livecommerce.pipeline.stats import ANSWER_SECONDS_BUCKETS, AnswerTimes
 from tests.livecommerce.hub.test_hub_embedded import recv_type
-from tests.livecommerce.orders.flows import now_ms, register, room_with_sale
+from tests.livecommerce.pipeline.flows import now_ms, register, room_with_sale
 from tests.livecommerce.server import running_server
 
 
