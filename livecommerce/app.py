@@ -14,8 +14,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from livecommerce import __version__
-from livecommerce.api import endpoints as order_endpoints
+from livecommerce import __version__, api
 from livecommerce.api.openapi import openapi_json
 from livecommerce.clock import wall_clock_ms
 from livecommerce.gc_pauses import freeze_survivors_forever
@@ -25,8 +24,8 @@ from livecommerce.hub.hub import Hub, HubLimits
 from livecommerce.hub.room import RoomLimits
 from livecommerce.keyfiles import load_or_create_secret
 from livecommerce.metrics import metrics
-from livecommerce.pipeline.wiring import orders_lifespan
 from livecommerce.settings import Settings
+from livecommerce.wiring import orders_lifespan
 from streaming import IceServer, StreamingService, StreamingSettings
 
 
@@ -157,7 +156,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", metrics),
         Route("/openapi.json", openapi_json),
         *hub_endpoints.routes(),
-        *order_endpoints.routes(),
+        *api.routes(),
         Mount("/ledger", app=ledger_app),
         *video.routes,
     ]

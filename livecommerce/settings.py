@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ledger import LedgerSettings
+
 ENVIRONMENT_PREFIX = "LIVECOMMERCE_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,3 +177,14 @@ def _parse(name: str, type_name: str, raw: str) -> Any:
     if type_name == "Path":
         return Path(raw)
     return raw
+
+
+def ledger_settings(settings: Settings) -> LedgerSettings:
+    return LedgerSettings(
+        origin=settings.ledger_origin,
+        checkpoint_interval_ms=settings.ledger_checkpoint_interval_ms,
+    )
+
+
+def ledger_dir(data_dir: Path) -> Path:
+    return data_dir / "ledger"

@@ -1,2 +1,19 @@
 """The HTTP API: one module per resource, each parsing a request, calling the order
-pipeline or the hub, and writing the answer; and its OpenAPI description."""
+pipeline or the hub, and writing the answer; and its OpenAPI description (openapi.py)."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from livecommerce.api import catalog, identities, orders, rooms, sales
+
+
+def routes() -> list[BaseRoute]:
+    """Every HTTP route of the API (the room socket is the hub's)."""
+    return [
+        *identities.routes(),
+        *catalog.routes(),
+        *rooms.routes(),
+        *sales.routes(),
+        *orders.routes(),
+    ]

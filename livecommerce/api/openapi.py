@@ -25,8 +25,7 @@ from starlette.responses import Response
 
 from livecommerce import __version__
 from livecommerce import protocol as m
-from livecommerce.api import endpoints as order_endpoints
-from livecommerce.hub import endpoints as hub_endpoints
+from livecommerce.api import catalog, common, identities, orders, rooms, sales
 
 OPENAPI_VERSION = "3.1.0"
 # Ids are made by clients or the server from these characters (docs/commerce.md).
@@ -106,7 +105,7 @@ SECURITY_SCHEMES = {
 
 # Answers many routes share.
 BAD = Answer("invalid_request: the body is not JSON of this shape (the message says where)")
-TOO_LARGE = Answer(f"too_large: bodies are at most {order_endpoints.BODY_BYTES_MAX} bytes")
+TOO_LARGE = Answer(f"too_large: bodies are at most {common.BODY_BYTES_MAX} bytes")
 NO_TOKEN = Answer("unauthorized: no `Authorization: Bearer` token")
 WRONG_HOST = Answer("bad_credential: not this room's host credential")
 NO_ROOM = Answer("room_not_found")
@@ -164,13 +163,13 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: Answer("OpenAPI 3.1", JSON_OBJECT)},
         tag="operations",
     ),
-    # Rooms (livecommerce/hub/endpoints.py)
+    # Rooms (livecommerce/api/rooms.py)
     Operation(
         "POST",
         "/api/rooms",
         "create a room; its host credential is shown once",
         {201: Answer("room_id and host_token", JSON_OBJECT), 400: BAD},
-        request=json_of(hub_endpoints.CreateRoom),
+        request=json_of(rooms.CreateRoom),
         tag="rooms",
     ),
     Operation(
@@ -198,13 +197,13 @@ OPERATIONS: tuple[Operation, ...] = (
         security="host",
         tag="rooms",
     ),
-    # Identities and sessions (livecommerce/api/endpoints.py)
+    # Identities and sessions (livecommerce/api/)
     Operation(
         "POST",
         "/api/identities",
         "register an Ed25519 key, signed by it",
         _signed(Answer("identity_id and ledger_index", JSON_OBJECT)),
-        request=json_of(order_endpoints.RegisterBody),
+        request=json_of(identities.RegisterBody),
         tag="identities",
     ),
     Operation(
@@ -227,7 +226,7 @@ OPERATIONS: tuple[Operation, ...] = (
             413: TOO_LARGE,
             503: RETRY,
         },
-        request=json_of(order_endpoints.SessionBody),
+        request=json_of(identities.SessionBody),
         tag="identities",
     ),
     # The catalog
@@ -236,7 +235,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/products",
         "list a product, signed by the merchant's key",
         _signed(Answer("product_id and ledger_index", JSON_OBJECT), s403=Answer("not_merchant")),
-        request=json_of(order_endpoints.ListProductBody),
+        request=json_of(catalog.ListProductBody),
         tag="catalog",
     ),
     Operation(
@@ -253,7 +252,7 @@ OPERATIONS: tuple[Operation, ...] = (
         _signed(
             Answer("inventory_units and ledger_index", JSON_OBJECT), s403=Answer("not_merchant")
         ),
-        request=json_of(order_endpoints.AddStockBody),
+        request=json_of(catalog.AddStockBody),
         tag="catalog",
     ),
     Operation(
@@ -276,7 +275,7 @@ OPERATIONS: tuple[Operation, ...] = (
             s409=REFUSED,
             s413=TOO_LARGE,
         ),
-        request=json_of(order_endpoints.LinkMerchantBody),
+        request=json_of(rooms.LinkMerchantBody),
         security="host",
         tag="sales",
     ),
@@ -290,7 +289,7 @@ OPERATIONS: tuple[Operation, ...] = (
             s409=Answer("room_not_linked, not_merchant, insufficient_stock…"),
             s413=TOO_LARGE,
         ),
-        request=json_of(order_endpoints.ScheduleSaleBody),
+        request=json_of(sales.ScheduleSaleBody),
         security="host",
         tag="sales",
     ),
@@ -335,7 +334,7 @@ OPERATIONS: tuple[Operation, ...] = (
             413: TOO_LARGE,
             503: Answer("busy, capacity, stock_unavailable or unavailable: retry", ORDER_ANSWER),
         },
-        request=json_of(order_endpoints.OrderBody),
+        request=json_of(orders.OrderBody),
         tag="orders",
     ),
     Operation(
@@ -352,7 +351,7 @@ OPERATIONS: tuple[Operation, ...] = (
             413: TOO_LARGE,
             503: Answer("unavailable: retry", PAY_ANSWER),
         },
-        request=json_of(order_endpoints.PayBody),
+        request=json_of(orders.PayBody),
         security="session",
         tag="orders",
     ),

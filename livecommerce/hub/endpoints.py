@@ -1,19 +1,17 @@
-"""Starlette endpoints for the hub: parse, call the hub, serialise. Nothing else."""
+"""The room socket over Starlette's WebSocket (the portable path; under uvicorn with
+`livecommerce.server`'s protocol, room sockets are served by uvicorn_fanout)."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated
 
 import anyio
-import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from livecommerce import protocol as m
-from livecommerce.api.bodies import read_body, too_large
 from livecommerce.hub.broker import BrokerUnavailable
 from livecommerce.hub.fanout import Outgoing, QueueSink
 from livecommerce.hub.hub import CLOSE_UNSUPPORTED_DATA, Hub, JoinRefused
@@ -85,61 +83,7 @@ async def _drain_then_stop(sink: QueueSink, scope: anyio.CancelScope) -> None:
     scope.cancel()
 
 
-class CreateRoom(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    # The limits of RoomInfo, here too so that the API description states them.
-    title: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
-    host_name: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
-
-
-async def create_room(request: Request) -> Response:
-    raw = await read_body(request, BODY_BYTES_MAX)
-    if raw is None:
-        return too_large(BODY_BYTES_MAX)
-    try:
-        body = msgspec.json.decode(raw, type=CreateRoom)
-    except (msgspec.ValidationError, msgspec.DecodeError) as error:
-        return _error(400, "invalid_request", str(error))
-    try:
-        room_id, host_token = await _hub(request).create_room(body.title, body.host_name)
-    except ValueError as error:
-        return _error(400, "invalid_request", str(error))
-    return JSONResponse({"room_id": room_id, "host_token": host_token}, status_code=201)
-
-
-async def room_snapshot(request: Request) -> Response:
-    hub = _hub(request)
-    replica = await hub.replica(request.path_params["room_id"])
-    if replica is None:
-        return _error(404, "room_not_found", "no such room")
-    return Response(m.encode(replica.room.snapshot(hub.clock_ms())), media_type="application/json")
-
-
-async def host_command(request: Request) -> Response:
-    authorization = request.headers.get("authorization", "")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return _error(401, "unauthorized", "send the room's host credential as a Bearer token")
-    body = await read_body(request, BODY_BYTES_MAX)
-    if body is None:
-        return too_large(BODY_BYTES_MAX)
-    try:
-        command = m.decode_host_command(body)
-    except m.ProtocolError as error:
-        return _error(400, "invalid_request", error.message)
-    try:
-        refusal = await _hub(request).host_command(request.path_params["room_id"], token, command)
-    except BrokerUnavailable as error:
-        return _error(503, "unavailable", f"not done, retry: {error}")
-    if refusal is None:
-        return JSONResponse({"ok": True})
-    status = {"room_not_found": 404, "bad_credential": 403}.get(refusal.code, 409)
-    return _error(status, refusal.code, refusal.message)
-
-
 def routes() -> list[BaseRoute]:
     return [
         WebSocketRoute("/ws/rooms/{room_id}", room_socket),
-        Route("/api/rooms", create_room, methods=["POST"]),
-        Route("/api/rooms/{room_id}", room_snapshot, methods=["GET"]),
-        Route("/api/rooms/{room_id}/host", host_command, methods=["POST"]),
     ]

@@ -93,8 +93,7 @@ from livecommerce.pipeline.answers import sale_view
 from livecommerce.pipeline.forgetting import ClosedSales
 from livecommerce.pipeline.service import checkpoint_size
 from livecommerce.pipeline.shipping import ShippingFull, ShippingStore
-from livecommerce.pipeline.wiring import ledger_dir, ledger_settings
-from livecommerce.settings import Settings
+from livecommerce.settings import Settings, ledger_dir, ledger_settings
 from livecommerce.stock.base import StockStoreError
 from livecommerce.stock.redis_lua import RedisStockStore, accepted_stream_key
 from livecommerce.stopping import cancel_and_wait

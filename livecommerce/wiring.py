@@ -1,4 +1,5 @@
-"""Opening the order path for the app: the ledger, the core rebuilt from it, the service."""
+"""Opening the order path for the app: the ledger, the core rebuilt from it, the pipeline,
+and the hooks that join it to the hub and the room sockets (app.py calls it)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 from starlette.applications import Starlette
 
-from ledger import Ledger, LedgerSettings, decode_entry, encode_entry
+from ledger import Ledger, decode_entry, encode_entry
 from ledger.http import create_app as create_ledger_app
-from livecommerce.api.endpoints import SocketOrders
+from livecommerce.api.sockets import SocketOrders
 from livecommerce.clock import wall_clock_ms
 from livecommerce.commerce.core import CommerceCore
 from livecommerce.commerce.identity import SessionAuthority
@@ -24,7 +24,7 @@ from livecommerce.pipeline.service import OrderLimits, OrderService
 from livecommerce.pipeline.shipping import ShippingStore
 from livecommerce.pipeline.stats import OrderStats
 from livecommerce.pipeline.verifying import SignatureVerifier
-from livecommerce.settings import Settings
+from livecommerce.settings import Settings, ledger_dir, ledger_settings
 
 log = logging.getLogger("livecommerce.orders")
 
@@ -63,13 +63,6 @@ def announce_sales(service: OrderService, hub: Hub) -> Callable[[str], None]:
     return created
 
 
-def ledger_settings(settings: Settings) -> LedgerSettings:
-    return LedgerSettings(
-        origin=settings.ledger_origin,
-        checkpoint_interval_ms=settings.ledger_checkpoint_interval_ms,
-    )
-
-
 def order_limits(settings: Settings) -> OrderLimits:
     return OrderLimits(
         order_queue_max=settings.order_queue_max,
@@ -79,10 +72,6 @@ def order_limits(settings: Settings) -> OrderLimits:
         tick_interval_ms=settings.commerce_tick_interval_ms,
         closed_sale_forget_ms=settings.closed_sale_forget_ms,
     )
-
-
-def ledger_dir(data_dir: Path) -> Path:
-    return data_dir / "ledger"
 
 
 @contextlib.asynccontextmanager
