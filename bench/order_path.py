@@ -4,10 +4,10 @@
         [--signatures-in-child] [--profile FILE]
 
 What it runs is the server's own code from the point where a socket's frame has been
-decoded: `OrderService.submit_order` (the worker's batches through the commerce core,
+decoded: `OrderPipeline.submit_order` (the worker's batches through the commerce core,
 `ledger.append_many` with its group commit and fsync, the answers) and then the receipts
 once a checkpoint covers the orders. Answers and receipts are encoded as the hub would
-send them (`messages.encode`), then dropped. Orders are signed beforehand, so the figure
+send them (`protocol.encode`), then dropped. Orders are signed beforehand, so the figure
 is the server's work alone: CPU seconds of this process (all threads) per order, and the
 wall time. `bench/flash_sale.py` measures the whole server over real sockets; this one
 says how much of it is the order path. Figures only: nothing is asserted.
@@ -42,7 +42,9 @@ from livecommerce.commerce.identity import Register, SessionAuthority  # noqa: E
 from livecommerce.commerce.orders import PlaceOrder  # noqa: E402
 from livecommerce.commerce.rooms import LinkRoom  # noqa: E402
 from livecommerce.commerce.sales import ScheduleSale  # noqa: E402
-from livecommerce.pipeline.service import OrderService  # noqa: E402
+from livecommerce.pipeline.forgetting import ClosedSales  # noqa: E402
+from livecommerce.pipeline.local import CoreStock, LocalChallenges, LocalLedger  # noqa: E402
+from livecommerce.pipeline.pipeline import OrderLimits, OrderPipeline  # noqa: E402
 from livecommerce.pipeline.shipping import ShippingStore  # noqa: E402
 from livecommerce.pipeline.verifying import SignatureVerifier  # noqa: E402
 
@@ -84,16 +86,17 @@ async def run(arguments: argparse.Namespace, directory: Path) -> None:
     shipping = await ShippingStore.open(directory)
     sessions = SessionAuthority(core.identities, b"s" * 32)
     verifier = SignatureVerifier() if arguments.signatures_in_child else None
-    service = OrderService(
+    limits = OrderLimits()
+    closed = ClosedSales(limits.closed_sale_forget_ms)
+    service = OrderPipeline(
         core,
-        ledger,
-        NoViewers(),
-        encode_entry,
-        decode_entry,
-        wall_clock_ms,
-        shipping,
+        CoreStock(core, closed),
+        LocalLedger(core, ledger, NoViewers(), shipping, closed, encode_entry, decode_entry),
+        LocalChallenges(sessions),
         sessions,
-        verifier=verifier,
+        wall_clock_ms,
+        limits,
+        verifier,
     )
     await service.start()
     merchant = KeyPair()

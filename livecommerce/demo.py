@@ -20,7 +20,7 @@ from livecommerce.commerce.identity import Register, b64url_encode, registration
 from livecommerce.commerce.rooms import LinkRoom
 from livecommerce.hub.hub import Hub
 from livecommerce.keyfiles import load_or_create_secret
-from livecommerce.pipeline.base import Orders
+from livecommerce.pipeline.pipeline import OrderPipeline
 from livecommerce.settings import Settings
 
 DEMO_ROOM_ID = "demo"
@@ -48,7 +48,7 @@ async def create_demo(app: Starlette, settings: Settings) -> None:
     )
     await hub.host_command(room_id, host_token, m.HostPin(product=product))
     await hub.host_command(room_id, host_token, m.HostLive(live=True))
-    orders: Orders | None = getattr(app.state, "orders", None)
+    orders: OrderPipeline | None = getattr(app.state, "orders", None)
     panel_secrets = f"host_token={host_token}"
     if orders is not None and settings.embedded:
         merchant = await create_demo_merchant(orders, settings)
@@ -86,7 +86,7 @@ async def create_demo(app: Starlette, settings: Settings) -> None:
     )
 
 
-async def create_demo_merchant(orders: Orders, settings: Settings) -> KeyPair:
+async def create_demo_merchant(orders: OrderPipeline, settings: Settings) -> KeyPair:
     """A merchant identity, a listed product with stock, and the demo room linked to it.
     Each step that the ledger already holds (a restart) is refused and skipped."""
     merchant = KeyPair(load_or_create_secret(settings.data_dir / "demo_merchant.key"))

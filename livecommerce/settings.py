@@ -73,7 +73,7 @@ class Settings:
     receipts_pending_max: int = 200_000
     commerce_tick_interval_ms: int = 100
     order_freshness_ms: int = 30_000
-    # Embedded: order signatures are checked in a child process (livecommerce/orders/
+    # Embedded: order signatures are checked in a child process (livecommerce/pipeline/
     # verifying.py), each turn's orders as one request, pipelined, so the event loop that
     # reads and writes every socket does not spend 55-70 us per order on Ed25519. A turn
     # with fewer than `order_signatures_child_batch_min` orders (light load) is checked on
@@ -86,7 +86,7 @@ class Settings:
     order_signatures_child_batch_min: int = 8
     order_signatures_in_flight_max: int = 4_096
     order_signatures_request_max: int = 32
-    # A closed sale's orders leave memory this long after it closed (livecommerce/orders/
+    # A closed sale's orders leave memory this long after it closed (livecommerce/pipeline/
     # forgetting.py); the ledger keeps them.
     closed_sale_forget_ms: int = 3_600_000
     # The garbage collector collects its youngest generation every this many net new

@@ -20,7 +20,9 @@ from livecommerce.gc_pauses import young_generation_threshold
 from livecommerce.hub.hub import Hub
 from livecommerce.keyfiles import load_or_create_secret
 from livecommerce.pipeline.answers import sale_view
-from livecommerce.pipeline.service import OrderLimits, OrderService
+from livecommerce.pipeline.forgetting import ClosedSales
+from livecommerce.pipeline.local import CoreStock, LocalChallenges, LocalLedger
+from livecommerce.pipeline.pipeline import OrderLimits, OrderPipeline
 from livecommerce.pipeline.shipping import ShippingStore
 from livecommerce.pipeline.stats import OrderStats
 from livecommerce.pipeline.verifying import SignatureVerifier
@@ -29,7 +31,7 @@ from livecommerce.settings import Settings, ledger_dir, ledger_settings
 log = logging.getLogger("livecommerce.orders")
 
 
-def announce_sales(service: OrderService, hub: Hub) -> Callable[[str], None]:
+def announce_sales(service: OrderPipeline, hub: Hub) -> Callable[[str], None]:
     """For `hub.room_created_listeners`, embedded: a room made again after a restart (the
     demo's: rooms live in memory) hears of its sales that are not over, their state and
     their stock. Otherwise its viewers would see no sale until the next change, which
@@ -106,16 +108,16 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
             if settings.order_signatures_in_child
             else None
         )
-        service = OrderService(
+        limits = order_limits(settings)
+        closed = ClosedSales(limits.closed_sale_forget_ms)
+        service = OrderPipeline(
             core,
-            ledger,
-            hub,
-            encode_entry,
-            decode_entry,
-            wall_clock_ms,
-            shipping,
+            CoreStock(core, closed),
+            LocalLedger(core, ledger, hub, shipping, closed, encode_entry, decode_entry, limits),
+            LocalChallenges(sessions),
             sessions,
-            order_limits(settings),
+            wall_clock_ms,
+            limits,
             verifier,
         )
         await service.start()
@@ -137,19 +139,25 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
 
 @contextlib.asynccontextmanager
 async def scaled_lifespan(app: Starlette, settings: Settings, hub: Hub) -> AsyncIterator[None]:
-    from livecommerce.pipeline.scaled import ScaledOrderService
+    from livecommerce.pipeline.scaled import scaled_pipeline, shared_secret
+    from livecommerce.stock.redis_lua import RedisStockStore
 
-    service = ScaledOrderService(
+    secrets_store = RedisStockStore.from_url(settings.redis_url, connections_max=1)
+    try:
+        secret = await shared_secret(secrets_store.client)
+    finally:
+        await secrets_store.close()
+    service = scaled_pipeline(
         settings.redis_url,
         wall_clock_ms,
         order_limits(settings),
         order_freshness_ms=settings.order_freshness_ms,
         confirm_timeout_ms=settings.order_confirm_timeout_ms,
+        session_secret=secret,
     )
     await service.start()
     try:
-        sessions = SessionAuthority(service.core.identities, await service.shared_secret())
-        service.sessions = sessions
+        sessions = service.sessions
         app.state.order_stats = OrderStats()
         hub.order_handler = SocketOrders(service, sessions, app.state.order_stats)
         app.state.orders = service

@@ -26,8 +26,7 @@ from livecommerce.commerce.results import Reason, Rejected
 from livecommerce.hub.broker import BrokerUnavailable
 from livecommerce.hub.hub import Hub
 from livecommerce.pipeline.answers import BUSY, UNAVAILABLE
-from livecommerce.pipeline.base import Orders
-from livecommerce.pipeline.service import CommandOutcome, ServiceUnavailable
+from livecommerce.pipeline.pipeline import CommandOutcome, OrderPipeline, ServiceUnavailable
 from livecommerce.pipeline.stats import OrderStats
 
 log = logging.getLogger("livecommerce.orders")
@@ -99,8 +98,8 @@ def bearer(request: Request) -> str:
     return token
 
 
-def service_of(request: Request) -> Orders:
-    service: Orders = request.app.state.orders
+def service_of(request: Request) -> OrderPipeline:
+    service: OrderPipeline = request.app.state.orders
     return service
 
 

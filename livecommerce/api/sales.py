@@ -28,7 +28,7 @@ from livecommerce.commerce.sales import Sale, ScheduleSale, StopSale
 from livecommerce.hub.broker import BrokerUnavailable
 from livecommerce.hub.hub import Hub
 from livecommerce.pipeline.answers import sale_view
-from livecommerce.pipeline.service import ServiceUnavailable
+from livecommerce.pipeline.pipeline import ServiceUnavailable
 
 log = logging.getLogger("livecommerce.api")
 

@@ -12,7 +12,7 @@ from livecommerce.commerce.identity import SessionAuthority
 from livecommerce.commerce.results import Rejected
 from livecommerce.hub.hub import Connection
 from livecommerce.pipeline.answers import UNAVAILABLE, refused_payment
-from livecommerce.pipeline.base import Orders
+from livecommerce.pipeline.pipeline import OrderPipeline
 from livecommerce.pipeline.stats import OrderStats
 
 log = logging.getLogger("livecommerce.api")
@@ -23,7 +23,9 @@ class SocketOrders:
     socket, receipt later); payments run as a short task each (they are rate-limited by
     the socket's frame budget)."""
 
-    def __init__(self, service: Orders, sessions: SessionAuthority, stats: OrderStats) -> None:
+    def __init__(
+        self, service: OrderPipeline, sessions: SessionAuthority, stats: OrderStats
+    ) -> None:
         self.service = service
         self.sessions = sessions
         self.stats = stats

@@ -1,15 +1,18 @@
-"""A scaled-out web process's order path: stock in Redis, the ledger in the writer process.
+"""The scaled-out parts of the order pipeline: stock in Redis, the ledger in the writer.
 
     order --> this process's replica core: identity, signature, sale open, price, quantity
-          --> one Redis script per order (pipelined in batches): idempotency, per-buyer
-              limit, stock, decrement, and the order appended to its sale's stream
-          --> wait for the ledger writer's confirmation (lc:confirm) --> "accepted" with
-              the ledger index; the receipt when the writer stores it (lc:receipts).
+          --> `RedisStock`: one Redis script per order (pipelined in batches):
+              idempotency, per-buyer limit, stock, decrement, and the order appended to
+              its sale's stream
+          --> `WriterLedger`: wait for the ledger writer's confirmation (lc:confirm) -->
+              "accepted" with the ledger index; the receipt when the writer stores it
+              (lc:receipts).
 
-Commands (register, list, restock, link a room, schedule, stop, pay) go to the writer
-over the `lc:commands` stream and are answered on this process's reply channel. The
-replica core follows the writer's feed of state entries, so reads (sales, products,
-identities) are local; a command's answer waits until the replica has its entries.
+Commands (register, list, restock, link a room, schedule, stop, pay) pass the stock part
+untouched; the writer ledger sends them over the `lc:commands` stream and they are
+answered on this process's reply channel. The replica core follows the writer's feed of
+state entries, so reads (sales, products, identities) are local; a command's answer waits
+until the replica has its entries. Session challenges live in Redis (`RedisChallenges`).
 
 If the writer does not confirm within `confirm_timeout_ms`, the buyer hears
 `unavailable` ("retry with the same order id"): the order holds stock in Redis and is on
@@ -48,39 +51,35 @@ from livecommerce.commerce.orders import (
     OrderAccepted,
     OrderRejected,
     OrderRepeated,
-    PayOrder,
-    PlaceOrder,
+    OrderStatus,
     PreparedOrder,
 )
-from livecommerce.commerce.privacy import seal_shipping
 from livecommerce.commerce.replay import apply_entry
 from livecommerce.commerce.results import Reason, Rejected
 from livecommerce.commerce.sales import Sale
-from livecommerce.pipeline.answers import (
-    BUSY,
-    UNAVAILABLE,
-    order_answer,
-    order_result,
-    refused_order,
-    refused_payment,
-)
+from livecommerce.pipeline.answers import UNAVAILABLE, order_answer, order_result, refused_order
 from livecommerce.pipeline.forgetting import ClosedSales
-from livecommerce.pipeline.service import (
+from livecommerce.pipeline.pipeline import (
     RECEIPT_TURN_PAUSE_S,
     RECEIPTS_PER_TURN_MAX,
+    CommandJob,
     CommandOutcome,
+    Fail,
+    Job,
+    OrderJob,
+    OrderKey,
     OrderLimits,
+    OrderPipeline,
+    Placed,
+    SendReceipt,
     ServiceUnavailable,
+    Wake,
 )
 from livecommerce.stock.base import StockStoreError, StockStoreUnavailable
 from livecommerce.stock.redis_lua import RedisStockStore
 from livecommerce.stopping import cancel_and_wait
 
 log = logging.getLogger("livecommerce.pipeline.scaled")
-
-OrderKey = tuple[str, str]
-Reply = Callable[[m.OrderResult], None]
-SendReceipt = Callable[[m.OrderReceipt], None]
 
 FEED_READ_COUNT = 1_000
 FEED_BLOCK_MS = 1_000
@@ -89,6 +88,7 @@ LOOKUP_AFTER_MS = 1_000  # a waiter this old asks Redis directly (a confirmation
 COMMAND_TIMEOUT_S = 15.0
 CONFIRMED_REMEMBERED_MAX = 200_000
 RECEIPTS_FETCHED_MAX = 256  # receipts fetched from Redis in one pipeline
+BATCHES_CLOSE_WAIT_S = 5.0
 
 
 @dataclass
@@ -100,53 +100,217 @@ class _Waiter:
     sale_id: str
     order_id: str
     since_ms: int
-    replies: list[tuple[Reply, bool]] = field(default_factory=list)  # (reply, repeated)
-    receipts: list[SendReceipt] = field(default_factory=list)
+    jobs: list[tuple[OrderJob, bool]] = field(default_factory=list)  # (job, repeated)
 
 
-class ScaledOrderService:
+async def shared_secret(client: Any) -> bytes:
+    """The session-token key all web processes share, made once per Redis."""
+    await client.set(keys.SESSION_SECRET, secrets.token_bytes(32), nx=True)
+    secret = await client.get(keys.SESSION_SECRET)
+    assert isinstance(secret, bytes)
+    assert len(secret) == 32
+    return secret
+
+
+class RedisStock:
+    """Stock in Redis, for every web process: the replica core checks each order, then one
+    script per order takes its stock and appends it to its sale's stream."""
+
     def __init__(
         self,
-        redis_url: str,
+        core: CommerceCore,
+        store: RedisStockStore,
         clock_ms: Callable[[], int],
-        limits: OrderLimits | None = None,
-        order_freshness_ms: int = 30_000,
+        writer: WriterLedger,
+        limits: OrderLimits,
+    ) -> None:
+        self.core = core
+        self.store = store
+        self.clock_ms = clock_ms
+        self.writer = writer
+        self.limits = limits
+        self._wake: Wake = lambda: None
+        self._in_flight = 0  # batches with Redis
+        self._batches: set[asyncio.Task[None]] = set()
+
+    def attach(self, wake: Wake) -> None:
+        self._wake = wake
+
+    def room(self) -> bool:
+        return self._in_flight < self.limits.ledger_batches_in_flight_max
+
+    def place(self, batch: list[Job], now_ms: int, then: Callable[[Placed], None]) -> None:
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._reserve(batch, then))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _reserve(self, batch: list[Job], then: Callable[[Placed], None]) -> None:
+        try:
+            then(await self._reserve_batch(batch))
+        except Exception:
+            log.exception("an order batch failed")
+            for job in batch:
+                job.failed(UNAVAILABLE, "error")
+        finally:
+            self._in_flight -= 1
+            self._wake()
+
+    async def _reserve_batch(self, batch: list[Job]) -> Placed:
+        now_ms = self.clock_ms()
+        placed: Placed = []
+        prepared: list[tuple[OrderJob, PreparedOrder, bytes]] = []
+        for job in batch:
+            if not isinstance(job, OrderJob):
+                placed.append((job, []))  # a command: the writer's core takes it
+                continue
+            command = job.order
+            stopped = self.writer.stopped
+            if stopped is not None:  # queued before the sweep saw it
+                job.failed(UNAVAILABLE, stopped)
+                continue
+            if isinstance(command.sale_id, str) and self.core.sales.get(command.sale_id) is None:
+                # Maybe only not here yet (the feed lags the writer by milliseconds):
+                # answer without letting the core remember it.
+                job.answer(
+                    refused_order(command.order_id, command.sale_id, "unknown_sale", "no such sale")
+                )
+                continue
+            events, ready = self.core.prepare_order(command, now_ms)
+            if ready is None:
+                placed.append((job, events))
+                continue
+            sale = self.core.sales.get(command.sale_id)
+            assert sale is not None
+            record = orjson.dumps(
+                {
+                    "order_id": command.order_id,
+                    "sale_id": command.sale_id,
+                    "buyer_id": command.buyer_id,
+                    "quantity": command.quantity,
+                    "price_cents": sale.spec.price_cents,
+                    "currency": sale.currency,
+                    "hold_expires_at_ms": now_ms + sale.spec.payment_hold_ms,
+                    "time_ms": now_ms,
+                    "order_digest": ready.digest.hex(),
+                    "signed_time_ms": command.time_ms,
+                    "signature": command.signature,
+                }
+            )
+            prepared.append((job, ready, record))
+        if not prepared:
+            return placed
+        requests = [
+            (
+                ready.command.sale_id,
+                ready.command.buyer_id,
+                ready.command.order_id,
+                ready.command.quantity,
+                ready.per_buyer_limit,
+                record,
+            )
+            for _, ready, record in prepared
+        ]
+        try:
+            results = await self.store.reserve_and_record_many(requests)
+        except StockStoreUnavailable as error:
+            for job, _, _ in prepared:
+                job.failed(UNAVAILABLE, str(error))
+            return placed
+        now_ms = self.clock_ms()
+        for (job, ready, _), result in zip(prepared, results, strict=True):
+            if isinstance(result, StockStoreError):
+                job.failed(UNAVAILABLE, str(result))
+                continue
+            events = self.core.complete_order(ready, result, now_ms)
+            answer = order_answer(events)
+            if isinstance(answer, OrderAccepted) and result.duplicate:
+                # Another process (or an earlier try) was first: its answer stands.
+                events = [*events, OrderRepeated(answer, OrderStatus.HELD)]
+            placed.append((job, events))
+        return placed
+
+    async def units_remaining(self, sale: Sale) -> int:
+        """Redis takes the stock for every web process: its count, not this replica's
+        (which mirrors only the orders this process answered)."""
+        try:
+            remaining = await self.store.remaining(sale.sale_id)
+        except StockStoreUnavailable as error:
+            raise ServiceUnavailable(UNAVAILABLE, str(error)) from None
+        if remaining is None:  # Redis lost its data; the writer rebuilds live sales
+            raise ServiceUnavailable(
+                Reason.STOCK_UNAVAILABLE, "the stock of this sale cannot be read now; retry"
+            )
+        return remaining
+
+    async def close(self) -> None:
+        if self._batches:
+            await asyncio.wait(self._batches, timeout=BATCHES_CLOSE_WAIT_S)
+        await self.store.close()
+
+
+class WriterLedger:
+    """The ledger is the writer's: accepted orders wait for its confirmation, commands go
+    to it over Redis, and this process's replica core follows its feed."""
+
+    def __init__(
+        self,
+        core: CommerceCore,
+        client: Any,
+        clock_ms: Callable[[], int],
+        limits: OrderLimits,
         confirm_timeout_ms: int = 20_000,
-        connections_max: int = 32,
         command_timeout_s: float = COMMAND_TIMEOUT_S,
     ) -> None:
-        self.core = CommerceCore(order_freshness_ms=order_freshness_ms, external_stock=True)
+        self.core = core
+        # Typed loosely: redis-py's reply types are unions of everything.
+        self.client = client
         self.clock_ms = clock_ms
-        self.limits = limits = limits or OrderLimits()
+        self.limits = limits
         self.confirm_timeout_ms = confirm_timeout_ms
         self.command_timeout_s = command_timeout_s
         # Why the ledger writer stopped (its disk failed), as it said in Redis; or None.
-        self.writer_stopped: str | None = None
+        self.stopped: str | None = None
         self.process_id = secrets.token_hex(6)
-        self.store = RedisStockStore.from_url(redis_url, connections_max=connections_max)
-        # Typed loosely: redis-py's reply types are unions of everything.
-        self.client: Any = self.store.client
+        self._wake: Wake = lambda: None
         self._pubsub: Any = None
-        self._jobs: deque[tuple[PlaceOrder, Reply, SendReceipt | None]] = deque()
-        self._wake = asyncio.Event()
-        self._in_flight = asyncio.Semaphore(limits.ledger_batches_in_flight_max)
-        self._batches: set[asyncio.Task[None]] = set()
         self._waiters: dict[OrderKey, _Waiter] = {}
         self._receipt_waiters: dict[OrderKey, tuple[str, int, list[SendReceipt], int]] = {}
         self._receipts_wanted: deque[tuple[str, OrderKey]] = deque()
         self._receipts_wake = asyncio.Event()
         self._confirmed: OrderedDict[OrderKey, tuple[int, int, int]] = OrderedDict()
         self._requests: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._commands: set[asyncio.Task[None]] = set()
         self._request_number = 0
         self._epoch = ""
         self._feed_position = "0-0"
         self.applied_index = -1
-        self._closed = ClosedSales(self.limits.closed_sale_forget_ms)
+        self._closed = ClosedSales(limits.closed_sale_forget_ms)
         self._applied = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
-        # Set by the app once the shared secret is known (wiring.scaled_lifespan).
-        self.sessions = SessionAuthority(self.core.identities, secrets.token_bytes(32))
+
+    def attach(self, wake: Wake, fail: Fail) -> None:
+        self._wake = wake  # the writer's failures are its own: this process goes on
+
+    @property
+    def runs_clock(self) -> bool:
+        return False  # the writer's core runs it
+
+    @property
+    def failure(self) -> str | None:
+        """The ledger is the writer's: while it is away orders wait for it
+        (`confirm_timeout_ms`), this process is not at fault."""
+        return None
+
+    def refusal(self) -> str | None:
+        return self.stopped
+
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def room(self) -> bool:
+        return True  # bounded by the queue's limit, counting the waiters
 
     # Life cycle
 
@@ -158,39 +322,59 @@ class ScaledOrderService:
         for name, loop in (
             ("scaled-feed", self._feed_forever),
             ("scaled-messages", self._messages_forever),
-            ("scaled-orders", self._orders_forever),
             ("scaled-sweep", self._sweep_forever),
             ("scaled-receipts", self._receipts_forever),
         ):
             self._tasks.append(asyncio.create_task(loop(), name=name))
 
-    async def close(self) -> None:
+    async def close(self, reason: str) -> None:
         self._closing = True
-        self._wake.set()
-        if self._batches:
-            await asyncio.wait(self._batches, timeout=5)
+        if self._commands:
+            await asyncio.wait(self._commands, timeout=BATCHES_CLOSE_WAIT_S)
         # Not one cancel and an await: a Redis call can swallow a cancel (stopping.py).
         await cancel_and_wait(self._tasks)
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()
-        await self.store.close()
 
-    @property
-    def failed(self) -> str | None:
-        """Why this process takes no orders, or None. The ledger is the writer's: while it
-        is away orders wait for it (`confirm_timeout_ms`), this process is not at fault."""
-        return "the server is shutting down" if self._closing else None
+    # Recording: accepted orders wait for the writer; commands go to it
 
-    async def shared_secret(self) -> bytes:
-        """The session-token key all web processes share, made once per Redis."""
-        await self.client.set(keys.SESSION_SECRET, secrets.token_bytes(32), nx=True)
-        secret = await self.client.get(keys.SESSION_SECRET)
-        assert isinstance(secret, bytes)
-        assert len(secret) == 32
-        return secret
+    def record(self, placed: Placed) -> None:
+        for job, events in placed:
+            if isinstance(job, OrderJob):
+                answer = order_answer(events)
+                first = answer.first if isinstance(answer, OrderRepeated) else answer
+                if isinstance(first, OrderRejected):
+                    job.answer(order_result(answer, None))
+                else:
+                    self._wait_for_ledger(job, repeated=isinstance(answer, OrderRepeated))
+                continue
+            assert isinstance(job, CommandJob), "the writer runs the clock"
+            task = asyncio.get_running_loop().create_task(self._run_command(job))
+            self._commands.add(task)
+            task.add_done_callback(self._commands.discard)
 
-    # The replica core: the writer's feed of state entries
+    async def _run_command(self, job: CommandJob) -> None:
+        assert job.command is not None
+        try:
+            job.done(await self.run(job.command, job.sealed))
+        except ServiceUnavailable as problem:
+            job.failed(problem.reason, problem.detail)
+        except Exception:
+            log.exception("a command to the writer failed")
+            job.failed(UNAVAILABLE, "error")
+
+    def _wait_for_ledger(self, job: OrderJob, repeated: bool) -> None:
+        command = job.order
+        key = (command.buyer_id, command.order_id)
+        waiter = self._waiters.get(key)
+        if waiter is None:
+            waiter = _Waiter(command.sale_id, command.order_id, self.clock_ms())
+            self._waiters[key] = waiter
+        waiter.jobs.append((job, repeated))
+        known = self._confirmed.get(key)
+        if known is not None:  # confirmed before this copy came: answer it now
+            self._confirm(command.sale_id, key, *known)
 
     async def _feed_forever(self) -> None:
         delay_s = 0.1
@@ -237,8 +421,6 @@ class ScaledOrderService:
     async def _wait_applied(self, index: int, timeout_s: float) -> None:
         async with asyncio.timeout(timeout_s), self._applied:
             await self._applied.wait_for(lambda: self.applied_index >= index)
-
-    # Messages from the writer: confirmations, receipts, command replies
 
     async def _messages_forever(self) -> None:
         delay_s = 0.1
@@ -314,10 +496,11 @@ class ScaledOrderService:
             order_status="held",
         )
         repeat = msgspec.structs.replace(result, repeated=True)
-        for reply, repeated in waiter.replies:
-            reply(repeat if repeated else result)
-        if waiter.receipts:
-            self._want_receipt(key, sale_id, index, waiter.receipts)
+        for job, repeated in waiter.jobs:
+            job.answer(repeat if repeated else result)
+        receipts = [job.receipt for job, _ in waiter.jobs if job.receipt is not None]
+        if receipts:
+            self._want_receipt(key, sale_id, index, receipts)
 
     def _want_receipt(
         self, key: OrderKey, sale_id: str, index: int, sends: list[SendReceipt]
@@ -365,170 +548,6 @@ class ScaledOrderService:
             if sent % RECEIPTS_PER_TURN_MAX == 0:
                 await asyncio.sleep(RECEIPT_TURN_PAUSE_S)
 
-    # Orders
-
-    def submit_order(
-        self, command: PlaceOrder, reply: Reply, receipt: SendReceipt | None = None
-    ) -> None:
-        if self._closing:
-            reply(refused_order(command.order_id, command.sale_id, UNAVAILABLE, "shutting down"))
-            return
-        if self.writer_stopped is not None:
-            reply(
-                refused_order(command.order_id, command.sale_id, UNAVAILABLE, self.writer_stopped)
-            )
-            return
-        if len(self._jobs) + len(self._waiters) >= self.limits.order_queue_max:
-            reply(refused_order(command.order_id, command.sale_id, BUSY, "busy; retry"))
-            return
-        self._jobs.append((command, reply, receipt))
-        self._wake.set()
-
-    async def place_order(self, command: PlaceOrder) -> m.OrderResult:
-        future: asyncio.Future[m.OrderResult] = asyncio.get_running_loop().create_future()
-
-        def reply(result: m.OrderResult) -> None:
-            if not future.done():
-                future.set_result(result)
-
-        self.submit_order(command, reply)
-        return await future
-
-    async def _orders_forever(self) -> None:
-        while True:
-            if not self._jobs:
-                if self._closing:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            await self._in_flight.acquire()
-            batch = [
-                self._jobs.popleft()
-                for _ in range(min(len(self._jobs), self.limits.order_batch_max))
-            ]
-            task = asyncio.create_task(self._reserve_batch(batch))
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
-
-    async def _reserve_batch(
-        self, batch: list[tuple[PlaceOrder, Reply, SendReceipt | None]]
-    ) -> None:
-        try:
-            now_ms = self.clock_ms()
-            prepared: list[tuple[PreparedOrder, Reply, SendReceipt | None, bytes]] = []
-            for command, reply, receipt in batch:
-                if self.writer_stopped is not None:  # queued before the sweep saw it
-                    reply(
-                        refused_order(
-                            command.order_id, command.sale_id, UNAVAILABLE, self.writer_stopped
-                        )
-                    )
-                    continue
-                if (
-                    isinstance(command.sale_id, str)
-                    and self.core.sales.get(command.sale_id) is None
-                ):
-                    # Maybe only not here yet (the feed lags the writer by milliseconds):
-                    # answer without letting the core remember it.
-                    reply(
-                        refused_order(
-                            command.order_id, command.sale_id, "unknown_sale", "no such sale"
-                        )
-                    )
-                    continue
-                events, ready = self.core.prepare_order(command, now_ms)
-                if ready is None:
-                    self._answer(command, order_answer(events), reply, receipt)
-                    continue
-                sale = self.core.sales.get(command.sale_id)
-                assert sale is not None
-                record = orjson.dumps(
-                    {
-                        "order_id": command.order_id,
-                        "sale_id": command.sale_id,
-                        "buyer_id": command.buyer_id,
-                        "quantity": command.quantity,
-                        "price_cents": sale.spec.price_cents,
-                        "currency": sale.currency,
-                        "hold_expires_at_ms": now_ms + sale.spec.payment_hold_ms,
-                        "time_ms": now_ms,
-                        "order_digest": ready.digest.hex(),
-                        "signed_time_ms": command.time_ms,
-                        "signature": command.signature,
-                    }
-                )
-                prepared.append((ready, reply, receipt, record))
-            if not prepared:
-                return
-            requests = [
-                (
-                    ready.command.sale_id,
-                    ready.command.buyer_id,
-                    ready.command.order_id,
-                    ready.command.quantity,
-                    ready.per_buyer_limit,
-                    record,
-                )
-                for ready, _, _, record in prepared
-            ]
-            try:
-                results = await self.store.reserve_and_record_many(requests)
-            except StockStoreUnavailable as error:
-                for ready, reply, _, _ in prepared:
-                    command = ready.command
-                    reply(refused_order(command.order_id, command.sale_id, UNAVAILABLE, str(error)))
-                return
-            now_ms = self.clock_ms()
-            for (ready, reply, receipt, _), result in zip(prepared, results, strict=True):
-                command = ready.command
-                if isinstance(result, StockStoreError):
-                    reply(
-                        refused_order(command.order_id, command.sale_id, UNAVAILABLE, str(result))
-                    )
-                    continue
-                events = self.core.complete_order(ready, result, now_ms)
-                answer = order_answer(events)
-                if isinstance(answer, OrderAccepted) and result.duplicate:
-                    # Another process (or an earlier try) was first: its answer stands.
-                    self._wait_for_ledger(command, reply, receipt, repeated=True)
-                else:
-                    self._answer(command, answer, reply, receipt)
-        except Exception:
-            log.exception("an order batch failed")
-            for command, reply, _ in batch:
-                reply(refused_order(command.order_id, command.sale_id, UNAVAILABLE, "error"))
-        finally:
-            self._in_flight.release()
-
-    def _answer(
-        self,
-        command: PlaceOrder,
-        answer: OrderAccepted | OrderRejected | OrderRepeated,
-        reply: Reply,
-        receipt: SendReceipt | None,
-    ) -> None:
-        first = answer.first if isinstance(answer, OrderRepeated) else answer
-        if isinstance(first, OrderRejected):
-            reply(order_result(answer, None))
-            return
-        self._wait_for_ledger(command, reply, receipt, repeated=isinstance(answer, OrderRepeated))
-
-    def _wait_for_ledger(
-        self, command: PlaceOrder, reply: Reply, receipt: SendReceipt | None, repeated: bool
-    ) -> None:
-        key = (command.buyer_id, command.order_id)
-        waiter = self._waiters.get(key)
-        if waiter is None:
-            waiter = _Waiter(command.sale_id, command.order_id, self.clock_ms())
-            self._waiters[key] = waiter
-        waiter.replies.append((reply, repeated))
-        if receipt is not None:
-            waiter.receipts.append(receipt)
-        known = self._confirmed.get(key)
-        if known is not None:  # confirmed before this copy came: answer it now
-            self._confirm(command.sale_id, key, *known)
-
     async def _sweep_forever(self) -> None:
         """Waiters that missed their message ask Redis; those past the timeout give up."""
         while True:
@@ -546,15 +565,10 @@ class ScaledOrderService:
         for key, waiter in list(self._waiters.items()):
             if now_ms - waiter.since_ms > self.confirm_timeout_ms:
                 del self._waiters[key]
-                for reply, _ in waiter.replies:
-                    reply(
-                        refused_order(
-                            waiter.order_id,
-                            waiter.sale_id,
-                            UNAVAILABLE,
-                            "the ledger has not confirmed this order yet; retry with the same "
-                            "order_id",
-                        )
+                for job, _ in waiter.jobs:
+                    job.failed(
+                        UNAVAILABLE,
+                        "the ledger has not confirmed this order yet; retry with the same order_id",
                     )
         late = [
             (key, waiter)
@@ -593,61 +607,24 @@ class ScaledOrderService:
     async def _check_writer(self) -> None:
         """Whether the writer stopped: if so, everyone waiting for it hears why now."""
         stopped = await self.client.get(keys.WRITER_STOPPED)
-        self.writer_stopped = stopped.decode() if isinstance(stopped, bytes) else None
-        if self.writer_stopped is None:
+        self.stopped = stopped.decode() if isinstance(stopped, bytes) else None
+        if self.stopped is None:
             return
         # Their orders are on the streams: the restarted writer records them, and a retry
         # with the same order id gets that answer.
         waiters, self._waiters = self._waiters, {}
         for waiter in waiters.values():
-            refused = refused_order(
-                waiter.order_id, waiter.sale_id, UNAVAILABLE, self.writer_stopped
-            )
-            for reply, _ in waiter.replies:
-                reply(refused)
+            for job, _ in waiter.jobs:
+                job.failed(UNAVAILABLE, self.stopped)
         requests, self._requests = self._requests, {}
         for future in requests.values():
             if not future.done():
-                future.set_exception(ServiceUnavailable(UNAVAILABLE, self.writer_stopped))
-
-    # Sessions: challenges live in Redis, so any process can take the answer, once
-
-    async def issue_challenge(self, now_ms: int) -> Challenge | Rejected:
-        issued = self.sessions.issue_challenge(now_ms)
-        if isinstance(issued, Rejected):
-            return issued
-        self.sessions.withdraw_challenge(issued.challenge)
-        try:
-            await self.client.set(
-                keys.challenge_key(issued.challenge),
-                issued.expires_at_ms,
-                px=self.sessions.challenge_ttl_ms,
-            )
-        except (RedisError, OSError) as error:
-            return Rejected(Reason.CAPACITY, f"redis is unavailable: {error}")
-        return issued
-
-    async def open_session(
-        self, challenge: str, public_key: str, signature: str, now_ms: int
-    ) -> SessionGranted | Rejected:
-        """Claimed from Redis with GETDEL, so a challenge opens at most one session
-        across all processes (unlike one process alone, a forged answer uses it up)."""
-        try:
-            stored = await self.client.getdel(keys.challenge_key(challenge))
-        except (RedisError, OSError) as error:
-            return Rejected(Reason.CAPACITY, f"redis is unavailable: {error}")
-        if stored is None:
-            return Rejected(Reason.UNKNOWN_CHALLENGE, "no such challenge (or already used)")
-        self.sessions.admit_challenge(challenge, int(stored))
-        granted = self.sessions.open_session(challenge, public_key, signature, now_ms)
-        self.sessions.withdraw_challenge(challenge)
-        return granted
-
-    # Commands, through the writer
+                future.set_exception(ServiceUnavailable(UNAVAILABLE, self.stopped))
 
     async def run(self, command: Command, sealed: bytes | None = None) -> CommandOutcome:
-        if self.writer_stopped is not None:
-            raise ServiceUnavailable(UNAVAILABLE, self.writer_stopped)
+        """The command to the writer, and its answer once the replica has its entries."""
+        if self.stopped is not None:
+            raise ServiceUnavailable(UNAVAILABLE, self.stopped)
         self._request_number += 1
         request = f"{self.process_id}:{self._request_number}"
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -692,38 +669,6 @@ class ScaledOrderService:
         value: dict[str, Any] = orjson.loads(record)
         return value
 
-    async def pay(
-        self, buyer_id: str, order_id: str, shipping: dict[str, str] | None
-    ) -> m.PayResult:
-        try:
-            record = await self._order_record(buyer_id, order_id)
-        except (RedisError, OSError) as error:
-            return refused_payment(order_id, UNAVAILABLE, f"redis: {error}")
-        if record is None:
-            return refused_payment(order_id, Reason.UNKNOWN_ORDER, "no such accepted order")
-        commitment, box = "", None
-        if shipping:
-            sale = self.core.sales.get(record["sale_id"])
-            if sale is None:
-                return refused_payment(order_id, UNAVAILABLE, "sale not known here yet; retry")
-            sealed = seal_shipping(shipping, sale.spec.merchant_id)
-            if isinstance(sealed, Rejected):
-                return refused_payment(order_id, sealed.reason, sealed.detail)
-            commitment, box = sealed.commitment_hex, sealed.sealed
-        try:
-            outcome = await self.run(PayOrder(buyer_id, order_id, commitment), box)
-        except ServiceUnavailable as error:
-            return refused_payment(order_id, error.reason, error.detail)
-        if outcome.rejection is not None:
-            return refused_payment(order_id, *outcome.rejection)
-        paid = outcome.index_of("OrderPaid")
-        if paid is None:  # paid before: the first payment's entry
-            fresh = await self._order_record(buyer_id, order_id)
-            paid = (fresh or {}).get("paid_index")
-        return m.PayResult(
-            order_id=order_id, status="paid", ledger_index=-1 if paid is None else paid
-        )
-
     async def receipt(self, buyer_id: str, order_id: str, timeout_s: float) -> bytes | None:
         record = await self._order_record(buyer_id, order_id)
         if record is None:
@@ -737,19 +682,6 @@ class ScaledOrderService:
                     assert isinstance(proof, bytes)
                     return proof
                 await asyncio.sleep(0.2)
-
-    async def units_remaining(self, sale: Sale) -> int:
-        """Redis takes the stock for every web process: its count, not this replica's
-        (which mirrors only the orders this process answered)."""
-        try:
-            remaining = await self.store.remaining(sale.sale_id)
-        except StockStoreUnavailable as error:
-            raise ServiceUnavailable(UNAVAILABLE, str(error)) from None
-        if remaining is None:  # Redis lost its data; the writer rebuilds live sales
-            raise ServiceUnavailable(
-                Reason.STOCK_UNAVAILABLE, "the stock of this sale cannot be read now; retry"
-            )
-        return remaining
 
     async def merchant_orders(
         self, merchant_id: str, sale_id: str | None, limit: int
@@ -780,3 +712,89 @@ class ScaledOrderService:
             if len(orders) >= limit:
                 break
         return orders
+
+    async def accepted_sale(self, buyer_id: str, order_id: str) -> str | None:
+        try:
+            record = await self._order_record(buyer_id, order_id)
+        except (RedisError, OSError) as error:
+            raise ServiceUnavailable(UNAVAILABLE, f"redis: {error}") from None
+        return None if record is None else str(record["sale_id"])
+
+    async def keep_sealed(self, buyer_id: str, order_id: str, sealed: bytes) -> None:
+        """Nothing here: the sealed details go with the payment to the writer, which
+        stores them before it records the payment."""
+        return None
+
+    async def paid_index(self, buyer_id: str, order_id: str) -> int | None:
+        record = await self._order_record(buyer_id, order_id)
+        paid = (record or {}).get("paid_index")
+        return None if paid is None else int(paid)
+
+
+class RedisChallenges:
+    """Challenges live in Redis, so any process can take the answer, once."""
+
+    def __init__(self, client: Any, sessions: SessionAuthority) -> None:
+        self.client = client
+        self.sessions = sessions
+
+    async def issue_challenge(self, now_ms: int) -> Challenge | Rejected:
+        issued = self.sessions.issue_challenge(now_ms)
+        if isinstance(issued, Rejected):
+            return issued
+        self.sessions.withdraw_challenge(issued.challenge)
+        try:
+            await self.client.set(
+                keys.challenge_key(issued.challenge),
+                issued.expires_at_ms,
+                px=self.sessions.challenge_ttl_ms,
+            )
+        except (RedisError, OSError) as error:
+            return Rejected(Reason.CAPACITY, f"redis is unavailable: {error}")
+        return issued
+
+    async def open_session(
+        self, challenge: str, public_key: str, signature: str, now_ms: int
+    ) -> SessionGranted | Rejected:
+        """Claimed from Redis with GETDEL, so a challenge opens at most one session
+        across all processes (unlike one process alone, a forged answer uses it up)."""
+        try:
+            stored = await self.client.getdel(keys.challenge_key(challenge))
+        except (RedisError, OSError) as error:
+            return Rejected(Reason.CAPACITY, f"redis is unavailable: {error}")
+        if stored is None:
+            return Rejected(Reason.UNKNOWN_CHALLENGE, "no such challenge (or already used)")
+        self.sessions.admit_challenge(challenge, int(stored))
+        granted = self.sessions.open_session(challenge, public_key, signature, now_ms)
+        self.sessions.withdraw_challenge(challenge)
+        return granted
+
+
+def scaled_pipeline(
+    redis_url: str,
+    clock_ms: Callable[[], int],
+    limits: OrderLimits | None = None,
+    order_freshness_ms: int = 30_000,
+    confirm_timeout_ms: int = 20_000,
+    connections_max: int = 32,
+    command_timeout_s: float = COMMAND_TIMEOUT_S,
+    session_secret: bytes | None = None,
+) -> OrderPipeline:
+    """A web process's pipeline on Redis (`session_secret`: the one all processes share,
+    `shared_secret`; a random one without it)."""
+    limits = limits or OrderLimits()
+    core = CommerceCore(order_freshness_ms=order_freshness_ms, external_stock=True)
+    store = RedisStockStore.from_url(redis_url, connections_max=connections_max)
+    ledger = WriterLedger(
+        core, store.client, clock_ms, limits, confirm_timeout_ms, command_timeout_s
+    )
+    sessions = SessionAuthority(core.identities, session_secret or secrets.token_bytes(32))
+    return OrderPipeline(
+        core,
+        RedisStock(core, store, clock_ms, ledger, limits),
+        ledger,
+        RedisChallenges(store.client, sessions),
+        sessions,
+        clock_ms,
+        limits,
+    )

@@ -91,7 +91,7 @@ from livecommerce.hub.broker import BrokerUnavailable
 from livecommerce.hub.redis_broker import RedisBroker
 from livecommerce.pipeline.answers import sale_view
 from livecommerce.pipeline.forgetting import ClosedSales
-from livecommerce.pipeline.service import checkpoint_size
+from livecommerce.pipeline.pipeline import checkpoint_size
 from livecommerce.pipeline.shipping import ShippingFull, ShippingStore
 from livecommerce.settings import Settings, ledger_dir, ledger_settings
 from livecommerce.stock.base import StockStoreError

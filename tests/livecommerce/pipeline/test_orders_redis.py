@@ -23,8 +23,8 @@ from livecommerce.commerce.identity import b64url_decode
 from livecommerce.commerce.orders import PayOrder
 from livecommerce.commerce.privacy import open_shipping
 from livecommerce.commerce.results import Rejected
-from livecommerce.pipeline.scaled import ScaledOrderService
-from livecommerce.pipeline.service import ServiceUnavailable
+from livecommerce.pipeline.pipeline import ServiceUnavailable
+from livecommerce.pipeline.scaled import WriterLedger, scaled_pipeline
 from tests.conftest import RedisServer
 from tests.livecommerce.pipeline.cluster import (
     accepted_in,
@@ -332,7 +332,7 @@ async def test_a_command_the_writer_never_answers_says_so(redis_server: RedisSer
     admin = redis.Redis.from_url(redis_server.url)
     await admin.flushdb()
     await admin.aclose()
-    service = ScaledOrderService(redis_server.url, now_ms, command_timeout_s=0.2)
+    service = scaled_pipeline(redis_server.url, now_ms, command_timeout_s=0.2)
     try:  # not started: it sends commands and hears no reply, as with no writer
         with pytest.raises(ServiceUnavailable) as refused:
             await service.run(PayOrder("buyer", "order-1", ""))
@@ -349,7 +349,7 @@ async def test_close_ends_the_background_tasks_even_when_a_cancel_is_lost(
     # Python 3.11 a cancel that comes as a call finishes is lost (CPython gh-86296). Here,
     # right after a command's 0.2 s timeout, the feed task is in such a call (its own
     # poll is every 0.2 s too), and a close that cancelled once waited forever.
-    service = ScaledOrderService(redis_server.url, now_ms, command_timeout_s=0.2)
+    service = scaled_pipeline(redis_server.url, now_ms, command_timeout_s=0.2)
     await service.start()
     with pytest.raises(ServiceUnavailable):
         await service.run(PayOrder("buyer", "order-1", ""))
@@ -357,7 +357,8 @@ async def test_close_ends_the_background_tasks_even_when_a_cancel_is_lost(
     done, _ = await asyncio.wait({closing}, timeout=3)
     ended = closing in done
     while not closing.done():  # end what a failed close left running
-        for task in service._tasks:
+        assert isinstance(service.ledger, WriterLedger)
+        for task in service.ledger._tasks:
             task.cancel()
         await asyncio.wait({closing}, timeout=0.1)
     assert ended, "close() waited on a task whose cancel was lost"
