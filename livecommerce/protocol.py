@@ -112,13 +112,25 @@ class PlaceOrder(_Client, tag="order/v1", frozen=True):
     signature: ShortText
 
 
+class CardDetails(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """What the buyer types: held only for the provider's authorization, never stored."""
+
+    number: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{12,19}$")]
+    exp_month: Annotated[int, msgspec.Meta(ge=1, le=12)]
+    exp_year: Annotated[int, msgspec.Meta(ge=2000, le=2199)]
+    cvc: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{3,4}$")]
+
+
 class Pay(_Client, tag="pay/v1", frozen=True):
-    """Simulated payment of a held order, with the buyer's session token. `shipping` is
-    sealed to the merchant before anything is stored; the ledger gets a commitment."""
+    """Payment of a held order, with the buyer's session token: the provider authorizes
+    `card` (the test provider's card that succeeds when none is given) and the money is
+    held in escrow. `shipping` is sealed to the merchant before anything is stored; the
+    ledger gets a commitment."""
 
     order_id: ShortText
     token: ShortText
     shipping: Annotated[dict[str, ShippingValue], msgspec.Meta(max_length=12)] | None = None
+    card: CardDetails | None = None
 
 
 OrderMessage = PlaceOrder | Pay
@@ -393,7 +405,7 @@ class OrderReceipt(msgspec.Struct, tag_field="type", tag="receipt/v1", frozen=Tr
 
 class PayResult(msgspec.Struct, tag_field="type", tag="pay.result/v1", frozen=True):
     order_id: str
-    status: str  # "paid" or "refused"
+    status: str  # "paid", "pending" (the card's bank answers later) or "refused"
     reason: str = ""
     detail: str = ""
     ledger_index: int = -1
@@ -401,3 +413,16 @@ class PayResult(msgspec.Struct, tag_field="type", tag="pay.result/v1", frozen=Tr
 
 def encode(message: msgspec.Struct) -> bytes:
     return event_encoder.encode(message)
+
+
+class StepResult(msgspec.Struct, tag_field="type", tag="order.step.result/v1", frozen=True):
+    """The answer to a signed step of an order's life (POST /api/orders/{id}/steps): `taken`
+    (with the ledger index of its entry), `repeated` (the same step again) or `refused`."""
+
+    order_id: str
+    step: str
+    status: str
+    stage: str = ""
+    reason: str = ""
+    detail: str = ""
+    ledger_index: int = -1

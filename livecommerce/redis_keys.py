@@ -28,6 +28,8 @@ command travels between them. docs/operations.md has the same table in prose.
   box (also kept on the writer's disk).
 - `lc:buyer:{<buyer_id>}` (hash, writer): `<order_id>` to its sale id.
 - `lc:session_secret` (string, the first web process): the key of session tokens.
+- `lc:webhook_secret` (string, the first web process): the key the payment provider signs
+  webhooks with.
 - `lc:challenge:<challenge>` (string with a TTL, web processes): an open session
   challenge, claimed once with GETDEL by whichever process gets the answer.
 
@@ -45,6 +47,7 @@ import orjson
 
 from livecommerce.commerce.catalog import AddStock, ListProduct
 from livecommerce.commerce.core import Command
+from livecommerce.commerce.escrow import OrderStep, ProviderResult, RunPayouts
 from livecommerce.commerce.identity import Register
 from livecommerce.commerce.orders import PayOrder
 from livecommerce.commerce.rooms import LinkRoom
@@ -60,13 +63,25 @@ CONFIRM_CHANNEL: Final = "lc:confirm"
 RECEIPTS_CHANNEL: Final = "lc:receipts"
 RECEIPTS_THROUGH: Final = "lc:receipts:through"
 SESSION_SECRET: Final = "lc:session_secret"
+WEBHOOK_SECRET: Final = "lc:webhook_secret"
 # Entries the web processes need in their core: everything but orders and stock counts.
 FEED_ENTRY_TYPES: Final = frozenset(
     {"identity/v1", "product/v1", "inventory/v1", "room/v1", "sale/v1"}
 )
 COMMAND_TYPES: Final[dict[str, type[Command]]] = {
     kind.__name__: kind
-    for kind in (Register, ListProduct, AddStock, LinkRoom, ScheduleSale, StopSale, PayOrder)
+    for kind in (
+        Register,
+        ListProduct,
+        AddStock,
+        LinkRoom,
+        ScheduleSale,
+        StopSale,
+        PayOrder,
+        OrderStep,
+        ProviderResult,
+        RunPayouts,
+    )
 }
 
 

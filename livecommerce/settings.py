@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from ledger import LedgerSettings
+from livecommerce.commerce.escrow import EscrowRules
 
 ENVIRONMENT_PREFIX = "LIVECOMMERCE_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 # Settings where 0 has a meaning: any port, or "off".
-ZERO_ALLOWED = frozenset({"port", "gc_freeze_interval_ms"})
+ZERO_ALLOWED = frozenset(
+    {"port", "gc_freeze_interval_ms", "platform_fee_bps", "payout_interval_ms"}
+)
 
 
 class SettingsError(ValueError):
@@ -102,6 +105,23 @@ class Settings:
     # before telling the buyer to retry (the order is kept and recorded later).
     order_confirm_timeout_ms: int = 20_000
 
+    # After the sale (livecommerce/commerce/escrow.py). These rules go on the ledger
+    # (rules/v1) when they change, so a replay applies the ones in force at each step.
+    # An order is confirmed by the clock this long after shipping (or delivery) if its
+    # buyer does not confirm it; a payment's authorization lapses this long after payment
+    # if nothing ships; the platform keeps fee_bps (1/100 %) of what settles; arbiters
+    # (comma-separated identity ids) may resolve disputes and start payout batches.
+    order_confirm_after_ms: int = 7 * 24 * 3600 * 1000
+    payment_authorization_valid_ms: int = 7 * 24 * 3600 * 1000
+    platform_fee_bps: int = 500
+    arbiter_ids: str = ""
+    # The payment provider: "test" is the built-in one that moves no money
+    # (livecommerce/payments/sandbox.py); its late answers come this long after.
+    payment_provider: str = "test"
+    payment_late_answer_ms: int = 2_000
+    # A payout batch of every merchant's available balance this often (0: only on request).
+    payout_interval_ms: int = 24 * 3600 * 1000
+
     # Live video (streaming/). ICE servers: comma-separated stun:/turn: URLs, empty for host
     # candidates only (a server with a public address, or loopback). Behind NAT see
     # docs/video.md.
@@ -126,6 +146,13 @@ class Settings:
                 raise SettingsError(f"{item.name} must be positive, got {value}")
             if item.name in ZERO_ALLOWED and value < 0:
                 raise SettingsError(f"{item.name} must not be negative, got {value}")
+        if self.platform_fee_bps > 10_000:
+            raise SettingsError(f"platform_fee_bps is at most 10000, got {self.platform_fee_bps}")
+        if self.payment_provider != "test":
+            raise SettingsError(
+                f"payment_provider: only the built-in 'test' provider exists, got "
+                f"{self.payment_provider!r}"
+            )
         if self.viewer_buffer_bytes_soft > self.viewer_buffer_bytes_max:
             raise SettingsError("viewer_buffer_bytes_soft must not exceed viewer_buffer_bytes_max")
 
@@ -188,3 +215,13 @@ def ledger_settings(settings: Settings) -> LedgerSettings:
 
 def ledger_dir(data_dir: Path) -> Path:
     return data_dir / "ledger"
+
+
+def escrow_rules(settings: Settings) -> EscrowRules:
+    """The rules after the sale, from the settings (they go on the ledger: rules/v1)."""
+    return EscrowRules(
+        confirm_after_ms=settings.order_confirm_after_ms,
+        authorization_valid_ms=settings.payment_authorization_valid_ms,
+        fee_bps=settings.platform_fee_bps,
+        arbiter_ids=frozenset(a.strip() for a in settings.arbiter_ids.split(",") if a.strip()),
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 
@@ -15,18 +15,21 @@ from ledger.http import create_app as create_ledger_app
 from livecommerce.api.sockets import SocketOrders
 from livecommerce.clock import wall_clock_ms
 from livecommerce.commerce.core import CommerceCore
+from livecommerce.commerce.escrow import RunPayouts, SetRules
 from livecommerce.commerce.identity import SessionAuthority
 from livecommerce.gc_pauses import young_generation_threshold
 from livecommerce.hub.hub import Hub
 from livecommerce.keyfiles import load_or_create_secret
+from livecommerce.payments.sandbox import TestPaymentProvider
+from livecommerce.payments.webhooks import WebhookRefused
 from livecommerce.pipeline.answers import sale_view
 from livecommerce.pipeline.forgetting import ClosedSales
 from livecommerce.pipeline.local import CoreStock, LocalChallenges, LocalLedger
-from livecommerce.pipeline.pipeline import OrderLimits, OrderPipeline
+from livecommerce.pipeline.pipeline import OrderLimits, OrderPipeline, ServiceUnavailable
 from livecommerce.pipeline.shipping import ShippingStore
 from livecommerce.pipeline.stats import OrderStats
 from livecommerce.pipeline.verifying import SignatureVerifier
-from livecommerce.settings import Settings, ledger_dir, ledger_settings
+from livecommerce.settings import Settings, escrow_rules, ledger_dir, ledger_settings
 
 log = logging.getLogger("livecommerce.orders")
 
@@ -110,6 +113,10 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
         )
         limits = order_limits(settings)
         closed = ClosedSales(limits.closed_sale_forget_ms)
+        webhook_secret = load_or_create_secret(settings.data_dir / "webhook_secret")
+        provider = TestPaymentProvider(
+            webhook_secret, wall_clock_ms, settings.payment_late_answer_ms
+        )
         service = OrderPipeline(
             core,
             CoreStock(core, closed),
@@ -119,8 +126,18 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
             wall_clock_ms,
             limits,
             verifier,
+            provider,
+            webhook_secret,
         )
+        provider.deliver = webhook_delivery(service)
         await service.start()
+        # The rules after the sale from the settings, on the ledger if they changed.
+        await service.run(SetRules(escrow_rules(settings)))
+        payouts = (
+            asyncio.create_task(payouts_forever(service, settings.payout_interval_ms))
+            if settings.payout_interval_ms
+            else None
+        )
         app.state.order_stats = OrderStats()
         hub.order_handler = SocketOrders(service, sessions, app.state.order_stats)
         hub.room_created_listeners.append(announce_sales(service, hub))
@@ -132,19 +149,51 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
             yield
         finally:
             hub.order_handler = None
+            if payouts is not None:
+                payouts.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await payouts
+            await provider.close()
             await service.close()
     finally:
         await ledger.close()
 
 
+def webhook_delivery(service: OrderPipeline) -> Callable[[bytes, str], Awaitable[None]]:
+    """Where the test provider's late answers go: the same handler as
+    `POST /api/payments/webhook` (a refused one is logged, as the endpoint answers 400)."""
+
+    async def deliver(body: bytes, signature: str) -> None:
+        try:
+            await service.webhook(body, signature)
+        except WebhookRefused as refused:
+            log.warning("a webhook was refused: %s", refused)
+
+    return deliver
+
+
+async def payouts_forever(service: OrderPipeline, interval_ms: int) -> None:
+    """A payout batch of every merchant's available balance every `interval_ms`, its id
+    the interval's number (so a restart within an interval starts no second batch)."""
+    while True:
+        now_ms = wall_clock_ms()
+        await asyncio.sleep((interval_ms - now_ms % interval_ms) / 1000)
+        try:
+            await service.run(RunPayouts(f"auto-{wall_clock_ms() // interval_ms}"))
+        except ServiceUnavailable as problem:
+            log.warning("payout batch not started: %s", problem.detail)
+
+
 @contextlib.asynccontextmanager
 async def scaled_lifespan(app: Starlette, settings: Settings, hub: Hub) -> AsyncIterator[None]:
     from livecommerce.pipeline.scaled import scaled_pipeline, shared_secret
+    from livecommerce.redis_keys import WEBHOOK_SECRET
     from livecommerce.stock.redis_lua import RedisStockStore
 
     secrets_store = RedisStockStore.from_url(settings.redis_url, connections_max=1)
     try:
         secret = await shared_secret(secrets_store.client)
+        webhook_secret = await shared_secret(secrets_store.client, WEBHOOK_SECRET)
     finally:
         await secrets_store.close()
     service = scaled_pipeline(
@@ -154,7 +203,11 @@ async def scaled_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Async
         order_freshness_ms=settings.order_freshness_ms,
         confirm_timeout_ms=settings.order_confirm_timeout_ms,
         session_secret=secret,
+        webhook_secret=webhook_secret,
+        late_answer_ms=settings.payment_late_answer_ms,
     )
+    assert isinstance(service.provider, TestPaymentProvider)
+    service.provider.deliver = webhook_delivery(service)
     await service.start()
     try:
         sessions = service.sessions

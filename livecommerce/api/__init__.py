@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from livecommerce.api import catalog, identities, orders, rooms, sales
+from livecommerce.api import catalog, identities, orders, payments, rooms, sales
 
 
 def routes() -> list[BaseRoute]:
@@ -16,4 +16,5 @@ def routes() -> list[BaseRoute]:
         *rooms.routes(),
         *sales.routes(),
         *orders.routes(),
+        *payments.routes(),
     ]

@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from livecommerce import __version__
 from livecommerce import protocol as m
-from livecommerce.api import catalog, common, identities, orders, rooms, sales
+from livecommerce.api import catalog, common, identities, orders, payments, rooms, sales
 
 OPENAPI_VERSION = "3.1.0"
 # Ids are made by clients or the server from these characters (docs/commerce.md).
@@ -138,6 +138,7 @@ def _signed(created: Answer, **more: Answer) -> dict[int, Answer]:
 
 ORDER_ANSWER = json_of(m.OrderResult)
 PAY_ANSWER = json_of(m.PayResult)
+STEP_ANSWER = json_of(m.StepResult)
 SALE = JSON_OBJECT  # the sale's state, docs/protocol.md
 SDP_ERRORS = {
     400: Answer("the offer is not an SDP offer this server can use", TEXT),
@@ -340,9 +341,12 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "POST",
         "/api/orders/{order_id}/pay",
-        "pay a held order (simulated), with the buyer's session token",
+        "pay a held order with a card (the test provider's that succeeds if none), with the "
+        "buyer's session token; the money is held in escrow",
         {
             200: Answer("paid", PAY_ANSWER),
+            202: Answer("pending: the card's bank answers later (a webhook)", PAY_ANSWER),
+            402: Answer("payment_declined: the provider's reason in detail", PAY_ANSWER),
             400: Answer("invalid_request or bad_field", json_of(ErrorBody, m.PayResult)),
             401: Answer("no token, bad_token or token_expired", json_of(ErrorBody, m.PayResult)),
             403: Answer("not_your_order", PAY_ANSWER),
@@ -379,6 +383,96 @@ OPERATIONS: tuple[Operation, ...] = (
             Query("limit", "at most this many (1..1000)"),
         ),
         tag="orders",
+    ),
+    Operation(
+        "GET",
+        "/api/orders/{order_id}",
+        "an accepted order's life after the sale, with the ledger index of each step",
+        {200: Answer("the order", JSON_OBJECT), 404: Answer("unknown_order"), 503: RETRY},
+        query=(Query("buyer_id", "the buyer's identity id"),),
+        tag="orders",
+    ),
+    Operation(
+        "POST",
+        "/api/orders/{order_id}/steps",
+        "a signed step of the order's life: cancel, ship, deliver, confirm, refund_request, "
+        "refund_answer, dispute, resolve",
+        {
+            200: Answer("taken or repeated", STEP_ANSWER),
+            400: Answer(
+                "invalid_request, bad_field or bad_amount", json_of(ErrorBody, m.StepResult)
+            ),
+            401: Answer("bad_signature", STEP_ANSWER),
+            403: Answer("not_your_order, not_merchant or not_arbiter", STEP_ANSWER),
+            404: Answer("unknown_order or unknown_identity", STEP_ANSWER),
+            409: Answer("refused: wrong_stage, stale, payment_pending…", STEP_ANSWER),
+            413: TOO_LARGE,
+            503: Answer("capacity or unavailable: retry", json_of(ErrorBody, m.StepResult)),
+        },
+        request=json_of(orders.StepBody),
+        tag="orders",
+    ),
+    Operation(
+        "GET",
+        "/api/merchant/money",
+        "the merchant's balances per currency and its orders by stage",
+        {200: Answer("balances", JSON_OBJECT), 401: BAD_TOKEN, 503: RETRY},
+        security="session",
+        tag="orders",
+    ),
+    Operation(
+        "GET",
+        "/api/merchant/statement.csv",
+        "every transfer of the merchant's money in a period, as CSV",
+        {
+            200: Answer("the statement", Body("text/csv", schema={"type": "string"})),
+            400: Answer("invalid_request: from_ms < to_ms"),
+            401: BAD_TOKEN,
+            503: RETRY,
+        },
+        security="session",
+        query=(
+            Query("from_ms", "the period's start, ms (default 0)"),
+            Query("to_ms", "the period's end, ms, not included (default now)"),
+        ),
+        tag="orders",
+    ),
+    # Payments
+    Operation(
+        "POST",
+        "/api/payments/webhook",
+        "a result from the payment provider, signed (Livecommerce-Signature: t=..,v1=..)",
+        {
+            200: Answer("taken", JSON_OBJECT),
+            400: Answer("bad_webhook: not signed, too old or malformed"),
+            413: TOO_LARGE,
+        },
+        request=JSON_OBJECT,
+        tag="payments",
+    ),
+    Operation(
+        "GET",
+        "/api/payments/provider",
+        "the payment provider; with the test provider, its cards",
+        {200: Answer("name, test, cards", JSON_OBJECT), 404: Answer("no_provider")},
+        tag="payments",
+    ),
+    Operation(
+        "POST",
+        "/api/payouts",
+        "start a payout batch of every merchant's available balance (signed by an arbiter)",
+        {
+            200: Answer("the same batch again", JSON_OBJECT),
+            201: Answer("started", JSON_OBJECT),
+            400: Answer("invalid_request"),
+            401: Answer("bad_signature"),
+            403: Answer("not_arbiter"),
+            409: Answer("stale"),
+            413: TOO_LARGE,
+            503: RETRY,
+        },
+        request=json_of(payments.PayoutsBody),
+        tag="payments",
     ),
     # Live video (streaming/service.py): WHIP (RFC 9725) and WHEP.
     Operation(

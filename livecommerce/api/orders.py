@@ -1,4 +1,5 @@
-"""Orders over HTTP: place, pay, the receipt, and a merchant's orders."""
+"""Orders over HTTP: place, pay, take a step of the order's life, read it, its receipt;
+a merchant's orders, money and statement."""
 
 from __future__ import annotations
 
@@ -18,10 +19,16 @@ from livecommerce.api.common import (
     endpoint,
     error,
     identity_of,
+    refused,
+    run,
     service_of,
     stats_of,
 )
+from livecommerce.commerce.escrow import OrderStep
 from livecommerce.commerce.orders import PlaceOrder
+from livecommerce.payments.provider import Card
+from livecommerce.pipeline.pipeline import ServiceUnavailable
+from livecommerce.pipeline.views import statement_csv
 
 RECEIPT_WAIT_S = 5.0
 
@@ -41,6 +48,37 @@ class OrderBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class PayBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     shipping: dict[str, Short] | None = None
+    card: m.CardDetails | None = None
+
+
+class StepBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A signed step of the order's life (docs/commerce.md, "After the sale")."""
+
+    step: Short
+    step_id: Short
+    buyer_id: Short
+    signer_id: Short
+    time_ms: int
+    signature: Short
+    carrier: Short = ""
+    tracking: Short = ""
+    amount_cents: int = 0
+    decision: Short = ""
+    reason: Short = ""
+
+
+def card_of(details: m.CardDetails | None) -> Card | None:
+    if details is None:
+        return None
+    return Card(details.number, details.exp_month, details.exp_year, details.cvc)
+
+
+def pay_status(result: m.PayResult) -> int:
+    if result.status == "paid":
+        return 200
+    if result.status == "pending":
+        return 202
+    return STATUS_OF_REASON.get(result.reason, 409)
 
 
 def order_command(body: OrderBody | m.PlaceOrder) -> PlaceOrder:
@@ -71,9 +109,93 @@ async def place_order(request: Request) -> Response:
 async def pay(request: Request) -> Response:
     buyer_id = await identity_of(request, bearer(request))
     body = await body_of(request, PayBody)
-    result = await service_of(request).pay(buyer_id, request.path_params["order_id"], body.shipping)
-    status = 200 if result.status == "paid" else STATUS_OF_REASON.get(result.reason, 409)
+    result = await service_of(request).pay(
+        buyer_id, request.path_params["order_id"], body.shipping, card_of(body.card)
+    )
+    return Response(m.encode(result), status_code=pay_status(result), media_type="application/json")
+
+
+@endpoint
+async def take_step(request: Request) -> Response:
+    """A signed step: cancel, ship, deliver, confirm, refund_request, refund_answer,
+    dispute, resolve. The signature names who asks; the core decides whether they may."""
+    body = await body_of(request, StepBody)
+    order_id = request.path_params["order_id"]
+    step = OrderStep(
+        body.step, body.step_id, body.buyer_id, order_id, body.signer_id, body.time_ms,
+        body.carrier, body.tracking, body.amount_cents, body.decision, body.reason,
+        body.signature,
+    )  # fmt: skip
+    service = service_of(request)
+    outcome = await run(request, step)
+    life = await service.order_life(body.buyer_id, order_id)
+    stage = str(life["stage"]) if life else ""
+    if outcome.rejection is not None:
+        reason, detail = outcome.rejection
+        result = m.StepResult(order_id, body.step, "refused", stage, reason, detail)
+        status = STATUS_OF_REASON.get(reason, 409)
+    else:
+        index = outcome.index_of("StepTaken")
+        if index is None:
+            index = outcome.index_of("OrderExpired")  # an unpaid hold, cancelled
+        taken = "taken" if index is not None else "repeated"
+        result = m.StepResult(
+            order_id, body.step, taken, stage, ledger_index=-1 if index is None else index
+        )
+        status = 200
     return Response(m.encode(result), status_code=status, media_type="application/json")
+
+
+@endpoint
+async def order_life(request: Request) -> Response:
+    """An accepted order's life: stage, amounts, tracking, and its timeline of ledger
+    entries (each with the index to prove it at /ledger/proof/<index>). Public, as the
+    ledger is: it holds no personal data."""
+    buyer_id = request.query_params.get("buyer_id", "")
+    try:
+        view = await service_of(request).order_life(buyer_id, request.path_params["order_id"])
+    except ServiceUnavailable as problem:
+        return refused(problem.reason, problem.detail)
+    if view is None:
+        return error(404, "unknown_order", "no accepted order with this buyer_id and id")
+    return JSONResponse(view)
+
+
+@endpoint
+async def merchant_money(request: Request) -> Response:
+    """The merchant's balances per currency (pending in escrow, available, paying out,
+    paid out) and its orders by stage."""
+    merchant_id = await identity_of(request, bearer(request))
+    try:
+        return JSONResponse(await service_of(request).merchant_money(merchant_id))
+    except ServiceUnavailable as problem:
+        return refused(problem.reason, problem.detail)
+
+
+def _millis(text: str | None, default: int) -> int | None:
+    if text is None:
+        return default
+    return int(text) if text.isdigit() and len(text) <= 16 else None
+
+
+@endpoint
+async def statement(request: Request) -> Response:
+    """Every transfer of the merchant's money from `from_ms` to `to_ms` (a period), CSV."""
+    merchant_id = await identity_of(request, bearer(request))
+    service = service_of(request)
+    from_ms = _millis(request.query_params.get("from_ms"), 0)
+    to_ms = _millis(request.query_params.get("to_ms"), service.clock_ms() + 1)
+    if from_ms is None or to_ms is None or from_ms >= to_ms:
+        return error(400, "invalid_request", "from_ms < to_ms, both integers (ms)")
+    try:
+        rows = await service.statement(merchant_id, from_ms, to_ms)
+    except ServiceUnavailable as problem:
+        return refused(problem.reason, problem.detail)
+    return Response(
+        statement_csv(rows),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="statement-{from_ms}-{to_ms}.csv"'},
+    )
 
 
 @endpoint
@@ -107,5 +229,9 @@ def routes() -> list[BaseRoute]:
         Route("/api/orders", place_order, methods=["POST"]),
         Route("/api/orders/{order_id}/pay", pay, methods=["POST"]),
         Route("/api/orders/{order_id}/receipt", receipt, methods=["GET"]),
+        Route("/api/orders/{order_id}", order_life, methods=["GET"]),
+        Route("/api/orders/{order_id}/steps", take_step, methods=["POST"]),
         Route("/api/merchant/orders", merchant_orders, methods=["GET"]),
+        Route("/api/merchant/money", merchant_money, methods=["GET"]),
+        Route("/api/merchant/statement.csv", statement, methods=["GET"]),
     ]

@@ -7,7 +7,7 @@ import logging
 import time
 
 from livecommerce import protocol as m
-from livecommerce.api.orders import order_command
+from livecommerce.api.orders import card_of, order_command
 from livecommerce.commerce.identity import SessionAuthority
 from livecommerce.commerce.results import Rejected
 from livecommerce.hub.hub import Connection
@@ -53,7 +53,9 @@ class SocketOrders:
             connection.send(refused_payment(message.order_id, checked.reason, checked.detail))
             return
         try:
-            result = await self.service.pay(checked.identity_id, message.order_id, message.shipping)
+            result = await self.service.pay(
+                checked.identity_id, message.order_id, message.shipping, card_of(message.card)
+            )
         except Exception:
             log.exception("payment failed")
             result = refused_payment(message.order_id, UNAVAILABLE, "the payment failed; retry")

@@ -8,7 +8,13 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from livecommerce.commerce.canonical import DOMAIN_LISTING, DOMAIN_STOCK, signing_bytes
+from livecommerce.commerce.canonical import (
+    DOMAIN_LISTING,
+    DOMAIN_PAYOUTS,
+    DOMAIN_STOCK,
+    signing_bytes,
+)
+from livecommerce.commerce.escrow import OrderStep
 from livecommerce.commerce.identity import b64url_encode, registration_bytes, session_bytes
 from livecommerce.commerce.orders import PlaceOrder
 
@@ -90,3 +96,30 @@ class KeyPair:
         body = {key: value for key, value in signed.items() if key != "product_id"}
         body["signature"] = self.sign(signing_bytes(DOMAIN_STOCK, signed))
         return body
+
+    def step(
+        self,
+        step: str,
+        step_id: str,
+        buyer_id: str,
+        order_id: str,
+        time_ms: int,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Body of POST /api/orders/{order_id}/steps, signed by this key (docs/commerce.md,
+        "After the sale"): `fields` are carrier, tracking, amount_cents, decision, reason."""
+        unsigned = OrderStep(step, step_id, buyer_id, order_id, self.identity_id, time_ms, **fields)
+        body = unsigned.signed_fields()
+        del body["order_id"]
+        body["signature"] = self.sign(unsigned.signing_bytes())
+        return body
+
+    def payouts(self, batch_id: str, time_ms: int) -> dict[str, Any]:
+        """Body of POST /api/payouts, signed by this (arbiter's) key."""
+        fields: dict[str, Any] = {
+            "batch_id": batch_id,
+            "signer_id": self.identity_id,
+            "time_ms": time_ms,
+        }
+        fields["signature"] = self.sign(signing_bytes(DOMAIN_PAYOUTS, fields))
+        return fields

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import heapq
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -244,6 +245,10 @@ class Funds:
         if pending is None or pending.status is not PendingStatus.PENDING:
             return 0
         return pending.amount
+
+    def transfers(self) -> Iterator[TransferRecorded]:
+        """Every transfer recorded, oldest first."""
+        return iter(self._transfers.values())
 
     def transfers_recorded(self) -> int:
         return len(self._transfers)

@@ -12,18 +12,21 @@ the numbers; any expiry in the future, any 3-digit code):
 | 4000 0000 0000 3097 | pending, then declined      | by webhook after a delay    |
 
 Any other card is declined (`not_a_test_card`). Answers are idempotent by the caller's
-reference. Late answers arrive as signed webhooks (webhooks.py), delivered in this
-process to `deliver` after `late_answer_ms`, as a real provider would POST them.
+reference, and the same in every process (the provider keeps no state). Late answers
+arrive as signed webhooks (webhooks.py), delivered in this process to `deliver` after
+`late_answer_ms`, as a real provider would POST them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Final
 
 from livecommerce.payments.provider import AnswerStatus, Card, ProviderAnswer
@@ -38,20 +41,12 @@ INSUFFICIENT_FUNDS: Final = "4000000000009995"
 CAPTURE_FAILS: Final = "4000000000000341"
 LATE_SUCCEEDS: Final = "4000000000003063"
 LATE_DECLINED: Final = "4000000000003097"
-RECORDS_MAX: Final = 1_000_000
 LATE_ANSWERS_MAX: Final = 10_000
 
 Deliver = Callable[[bytes, str], Awaitable[None]]
 
 
-@dataclass
-class _Authorization:
-    amount_cents: int
-    currency: str
-    capture_fails: bool
-    captured_cents: int = 0
-    refunded_cents: int = 0
-    cancelled: bool = False
+AUTHORIZATION = re.compile(r"auth_([sx])([0-9]{1,16})([A-Z]{3})_([0-9a-f]{16})")
 
 
 def _failed(reason: str) -> ProviderAnswer:
@@ -59,7 +54,12 @@ def _failed(reason: str) -> ProviderAnswer:
 
 
 class TestPaymentProvider:
-    """A provider in this process, named `test` on the ledger and in the pages."""
+    """A provider in this process, named `test` on the ledger and in the pages.
+
+    It keeps no state: every answer follows from the call's own arguments (and the
+    authorization id, which names the card's behaviour and the amount authorized), so
+    every process of a scaled-out deployment answers alike, the ledger writer's too, and
+    a call asked again gets the same answer (its ids are an HMAC of the reference)."""
 
     __test__ = False  # not a pytest class, whatever its name
 
@@ -75,8 +75,6 @@ class TestPaymentProvider:
         self.clock_ms = clock_ms
         self.late_answer_ms = late_answer_ms
         self.deliver = deliver
-        self._answers: dict[tuple[str, str], ProviderAnswer] = {}  # (operation, reference)
-        self._authorizations: dict[str, _Authorization] = {}
         self._late: set[asyncio.Task[None]] = set()
         self.calls = 0
 
@@ -88,100 +86,68 @@ class TestPaymentProvider:
     def test(self) -> bool:
         return True
 
-    def _remember(self, operation: str, reference: str, answer: ProviderAnswer) -> ProviderAnswer:
-        if len(self._answers) < RECORDS_MAX:
-            self._answers[(operation, reference)] = answer
-        return answer
+    def _id(self, prefix: str, reference: str) -> str:
+        digest = hmac.new(self.webhook_secret, reference.encode(), hashlib.sha256).hexdigest()
+        return f"{prefix}_{digest[:16]}"
 
     async def authorize(
         self, reference: str, amount_cents: int, currency: str, card: Card
     ) -> ProviderAnswer:
         self.calls += 1
-        seen = self._answers.get(("authorize", reference))
-        if seen is not None:
-            return seen
-        if len(self._authorizations) >= RECORDS_MAX:
-            return _failed("capacity")
         number = card.number
         if number in (DECLINED, LATE_DECLINED):
             answer = _failed("card_declined")
         elif number == INSUFFICIENT_FUNDS:
             answer = _failed("insufficient_funds")
         elif number in (SUCCEEDS, CAPTURE_FAILS, LATE_SUCCEEDS):
-            authorization_id = f"auth_{secrets.token_hex(8)}"
-            self._authorizations[authorization_id] = _Authorization(
-                amount_cents, currency, capture_fails=number == CAPTURE_FAILS
+            kind = "x" if number == CAPTURE_FAILS else "s"
+            token = self._id("", reference).removeprefix("_")
+            answer = ProviderAnswer(
+                AnswerStatus.SUCCEEDED, f"auth_{kind}{amount_cents}{currency}_{token}"
             )
-            answer = ProviderAnswer(AnswerStatus.SUCCEEDED, authorization_id)
         else:
             answer = _failed("not_a_test_card")
         if number in (LATE_SUCCEEDS, LATE_DECLINED):
             self._answer_late("authorization", reference, answer, amount_cents, currency)
-            answer = ProviderAnswer(AnswerStatus.PENDING, answer.provider_ref)
-        return self._remember("authorize", reference, answer)
+            return ProviderAnswer(AnswerStatus.PENDING, answer.provider_ref)
+        return answer
 
     async def capture(
         self, reference: str, authorization_id: str, amount_cents: int, currency: str
     ) -> ProviderAnswer:
         self.calls += 1
-        seen = self._answers.get(("capture", reference))
-        if seen is not None:
-            return seen
-        held = self._authorizations.get(authorization_id)
+        held = AUTHORIZATION.fullmatch(authorization_id)
         if held is None:
-            answer = _failed("unknown_authorization")
-        elif held.cancelled:
-            answer = _failed("authorization_cancelled")
-        elif held.capture_fails:
-            answer = _failed("capture_declined")
-        elif amount_cents > held.amount_cents or currency != held.currency:
-            answer = _failed("more_than_authorized")
-        else:
-            held.captured_cents = amount_cents
-            answer = ProviderAnswer(AnswerStatus.SUCCEEDED, f"cap_{secrets.token_hex(8)}")
-        return self._remember("capture", reference, answer)
+            return _failed("unknown_authorization")
+        kind, authorized, authorized_currency, _ = held.groups()
+        if kind == "x":
+            return _failed("capture_declined")
+        if amount_cents > int(authorized) or currency != authorized_currency:
+            return _failed("more_than_authorized")
+        return ProviderAnswer(AnswerStatus.SUCCEEDED, self._id("cap", reference))
 
     async def cancel(self, reference: str, authorization_id: str) -> ProviderAnswer:
         self.calls += 1
-        seen = self._answers.get(("cancel", reference))
-        if seen is not None:
-            return seen
-        held = self._authorizations.get(authorization_id)
-        if held is None:
-            answer = _failed("unknown_authorization")
-        elif held.captured_cents:
-            answer = _failed("already_captured")
-        else:
-            held.cancelled = True
-            answer = ProviderAnswer(AnswerStatus.SUCCEEDED, f"can_{secrets.token_hex(8)}")
-        return self._remember("cancel", reference, answer)
+        if AUTHORIZATION.fullmatch(authorization_id) is None:
+            return _failed("unknown_authorization")
+        return ProviderAnswer(AnswerStatus.SUCCEEDED, self._id("can", reference))
 
     async def refund(
         self, reference: str, authorization_id: str, amount_cents: int, currency: str
     ) -> ProviderAnswer:
         self.calls += 1
-        seen = self._answers.get(("refund", reference))
-        if seen is not None:
-            return seen
-        held = self._authorizations.get(authorization_id)
+        held = AUTHORIZATION.fullmatch(authorization_id)
         if held is None:
-            answer = _failed("unknown_authorization")
-        elif held.refunded_cents + amount_cents > held.captured_cents:
-            answer = _failed("more_than_captured")
-        else:
-            held.refunded_cents += amount_cents
-            answer = ProviderAnswer(AnswerStatus.SUCCEEDED, f"re_{secrets.token_hex(8)}")
-        return self._remember("refund", reference, answer)
+            return _failed("unknown_authorization")
+        if amount_cents > int(held.group(2)) or currency != held.group(3):
+            return _failed("more_than_captured")
+        return ProviderAnswer(AnswerStatus.SUCCEEDED, self._id("re", reference))
 
     async def payout(
         self, reference: str, merchant_id: str, amount_cents: int, currency: str
     ) -> ProviderAnswer:
         self.calls += 1
-        seen = self._answers.get(("payout", reference))
-        if seen is not None:
-            return seen
-        answer = ProviderAnswer(AnswerStatus.SUCCEEDED, f"po_{secrets.token_hex(8)}")
-        return self._remember("payout", reference, answer)
+        return ProviderAnswer(AnswerStatus.SUCCEEDED, self._id("po", reference))
 
     # Late answers, as signed webhooks
 

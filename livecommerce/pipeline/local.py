@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from ledger.log import describe_failure
 from livecommerce import protocol as m
 from livecommerce.commerce.core import CommerceCore
+from livecommerce.commerce.escrow import ProviderCall
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import Challenge, SessionAuthority, SessionGranted
 from livecommerce.commerce.orders import CheckedOrder, OrderAccepted, OrderPaid, OrderRepeated
@@ -60,6 +61,7 @@ from livecommerce.pipeline.forgetting import ClosedSales
 from livecommerce.pipeline.pipeline import (
     RECEIPT_TURN_PAUSE_S,
     RECEIPTS_PER_TURN_MAX,
+    AcceptedView,
     CommandOutcome,
     Fail,
     Job,
@@ -75,6 +77,14 @@ from livecommerce.pipeline.pipeline import (
     stopped_by_ledger,
 )
 from livecommerce.pipeline.shipping import ShippingFull, ShippingStore
+from livecommerce.pipeline.views import (
+    TIMELINE_ENTRIES,
+    TIMELINE_EVENTS,
+    Timelines,
+    merchant_money,
+    order_life_view,
+    statement_rows,
+)
 
 log = logging.getLogger("livecommerce.orders")
 
@@ -181,6 +191,7 @@ class LocalLedger:
         self.limits = limits or OrderLimits()
         self._wake: Wake = lambda: None
         self._fail: Fail = lambda reason: None
+        self._calls: Callable[[list[ProviderCall]], None] = lambda calls: None
         self._batches_in_flight = 0  # with the ledger, not yet durable
         self._no_batches_in_flight = asyncio.Event()
         self._no_batches_in_flight.set()
@@ -196,9 +207,13 @@ class LocalLedger:
         self._effects: asyncio.Queue[list[Event]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._shipping_failed = False  # the last shipping write failed (logged once)
+        self.timelines = Timelines()
 
     def attach(self, wake: Wake, fail: Fail) -> None:
         self._wake, self._fail = wake, fail
+
+    def attach_calls(self, calls: Callable[[list[ProviderCall]], None]) -> None:
+        self._calls = calls
 
     @property
     def runs_clock(self) -> bool:
@@ -248,6 +263,8 @@ class LocalLedger:
                         self._index_of[key] = index
                     elif fields.get("action") == "paid":
                         self._paid_index_of[key] = index
+                if entry_type in TIMELINE_ENTRIES and fields.get("action") != "accepted":
+                    self.timelines.add(entry_type, fields, index)
             finish(core)
         finally:
             core.verify_signatures = True
@@ -331,11 +348,14 @@ class LocalLedger:
         """Answer a durable batch: each job's outcome, with its entries' ledger indexes."""
         position = 0
         changed: list[Event] = []
+        calls: list[ProviderCall] = []
         for (job, events), flags in zip(placed, recorded, strict=True):
             event_indexes: list[int | None] = []
             for event, has_entry in zip(events, flags, strict=True):
                 if not has_entry:
                     event_indexes.append(None)
+                    if isinstance(event, ProviderCall):
+                        calls.append(event)
                     continue
                 index = indexes[position]
                 position += 1
@@ -348,6 +368,8 @@ class LocalLedger:
                     changed.append(event)
                 if isinstance(event, SaleClosed):
                     self.closed.closed(event.sale_id, event.time_ms)
+                elif isinstance(event, TIMELINE_EVENTS):
+                    self.timelines.add_event(event, index)
             try:
                 if isinstance(job, OrderJob):
                     self._answer_order(job, events)
@@ -360,6 +382,8 @@ class LocalLedger:
                 log.exception("an order answer failed")
         if changed:
             self._effects.put_nowait(changed)
+        if calls:  # asked only now: the entries that ask for them are durable
+            self._calls(calls)
 
     def _answer_order(self, job: OrderJob, events: list[Event]) -> None:
         answer = order_answer(events)
@@ -373,9 +397,12 @@ class LocalLedger:
 
     # Reads
 
-    async def accepted_sale(self, buyer_id: str, order_id: str) -> str | None:
+    async def accepted_order(self, buyer_id: str, order_id: str) -> AcceptedView | None:
         accepted = self.core.orders.accepted(buyer_id, order_id)
-        return None if accepted is None else accepted.sale_id
+        if accepted is None:
+            return None
+        amount = accepted.quantity * accepted.price_cents
+        return AcceptedView(accepted.sale_id, amount, accepted.currency)
 
     async def keep_sealed(self, buyer_id: str, order_id: str, sealed: bytes) -> None:
         """Stored durably in the shipping store before the payment is in the core."""
@@ -422,6 +449,19 @@ class LocalLedger:
             if len(orders) >= limit:
                 break
         return orders
+
+    async def order_life(self, buyer_id: str, order_id: str) -> dict[str, Any] | None:
+        key = (buyer_id, order_id)
+        view = order_life_view(self.core, buyer_id, order_id, self.timelines.of(key))
+        if view is not None:
+            view["ledger_index"] = self._index_of.get(key)
+        return view
+
+    async def merchant_money(self, merchant_id: str) -> dict[str, Any]:
+        return merchant_money(self.core, merchant_id)
+
+    async def statement(self, merchant_id: str, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
+        return statement_rows(self.core, merchant_id, from_ms, to_ms)
 
     # What viewers see: sale events (numbered) and stock (coalesced by the hub)
 

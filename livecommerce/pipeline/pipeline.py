@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import functools
 import logging
+import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,13 +40,29 @@ from typing import Any, Protocol
 
 from livecommerce import protocol as m
 from livecommerce.commerce.core import Command, CommerceCore
+from livecommerce.commerce.escrow import ProviderCall
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import Challenge, SessionAuthority, SessionGranted
 from livecommerce.commerce.orders import PayOrder, PlaceOrder, SignatureCheck
 from livecommerce.commerce.privacy import seal_shipping
 from livecommerce.commerce.results import Reason, Rejected
 from livecommerce.commerce.sales import Sale
+from livecommerce.payments.provider import (
+    AnswerStatus,
+    Card,
+    CardError,
+    PaymentProvider,
+    check_card,
+)
+from livecommerce.payments.sandbox import SUCCEEDS
+from livecommerce.payments.webhooks import WebhookRefused
 from livecommerce.pipeline.answers import BUSY, UNAVAILABLE, refused_order, refused_payment
+from livecommerce.pipeline.payments import (
+    PendingPayment,
+    ProviderCaller,
+    Webhooks,
+    payment_reference,
+)
 from livecommerce.pipeline.verifying import SignatureVerifier
 
 log = logging.getLogger("livecommerce.orders")
@@ -58,6 +76,8 @@ Reply = Callable[[m.OrderResult], None]
 RECEIPTS_PER_TURN_MAX = 32
 RECEIPT_TURN_PAUSE_S = 0.002
 SHUTTING_DOWN = "the server is shutting down"
+# What a payment without card details uses, with the test provider only.
+TEST_CARD = Card(SUCCEEDS, 12, 2099, "123")
 
 
 @dataclass(frozen=True)
@@ -239,6 +259,15 @@ class OrderJob(Job):
 Placed = list[tuple[Job, list[Event]]]  # jobs with the events the core made for them
 
 
+@dataclass(frozen=True, slots=True)
+class AcceptedView:
+    """An accepted order, as a payment needs it."""
+
+    sale_id: str
+    amount_cents: int
+    currency: str
+
+
 # The parts
 
 
@@ -274,6 +303,11 @@ class LedgerPart(Protocol):
         """`wake()` when there is room again; `fail(reason)` once it fails for good."""
         ...
 
+    def attach_calls(self, calls: Callable[[list[ProviderCall]], None]) -> None:
+        """Where the escrow's provider calls go once durable (where the core owns the
+        escrow; scaled out the ledger writer makes them)."""
+        ...
+
     @property
     def runs_clock(self) -> bool:
         """Whether this process's core runs the clock (ticks go through the pipeline)."""
@@ -304,8 +338,8 @@ class LedgerPart(Protocol):
         """Let what is with the ledger finish (bounded), refuse the rest with `reason`."""
         ...
 
-    async def accepted_sale(self, buyer_id: str, order_id: str) -> str | None:
-        """The sale of an accepted order (None: no such accepted order)."""
+    async def accepted_order(self, buyer_id: str, order_id: str) -> AcceptedView | None:
+        """What a payment needs of an accepted order (None: no such accepted order)."""
         ...
 
     async def keep_sealed(self, buyer_id: str, order_id: str, sealed: bytes) -> None:
@@ -322,6 +356,16 @@ class LedgerPart(Protocol):
 
     async def merchant_orders(
         self, merchant_id: str, sale_id: str | None, limit: int
+    ) -> list[dict[str, Any]]: ...
+
+    async def order_life(self, buyer_id: str, order_id: str) -> dict[str, Any] | None:
+        """An accepted order's life after the sale, with its timeline (views.py)."""
+        ...
+
+    async def merchant_money(self, merchant_id: str) -> dict[str, Any]: ...
+
+    async def statement(
+        self, merchant_id: str, from_ms: int, to_ms: int
     ) -> list[dict[str, Any]]: ...
 
 
@@ -349,6 +393,8 @@ class OrderPipeline:
         clock_ms: Callable[[], int],
         limits: OrderLimits | None = None,
         verifier: SignatureVerifier | None = None,
+        provider: PaymentProvider | None = None,
+        webhook_secret: bytes = b"",
     ) -> None:
         # The core this process reads from (embedded: the owner; scaled out: a replica
         # that follows the writer's feed). Endpoints only read it.
@@ -373,6 +419,19 @@ class OrderPipeline:
         self.orders_rejected = 0
         stock.attach(self.pump_soon)
         ledger.attach(self.pump_soon, self.fail)
+        # The payment provider: authorizations here; its webhooks reach any process; the
+        # calls the escrow asks for are made where the core that owns the escrow is.
+        self.provider = provider
+        self.webhooks = (
+            Webhooks(provider, webhook_secret, self._submit, clock_ms) if provider else None
+        )
+        self.caller = (
+            ProviderCaller(provider, self._submit, core.escrow.outstanding_calls)
+            if provider is not None and ledger.runs_clock
+            else None
+        )
+        if self.caller is not None:
+            ledger.attach_calls(self.caller.call_soon)
 
     # Life cycle
 
@@ -380,6 +439,8 @@ class OrderPipeline:
         await self.ledger.start()
         if self.verifier is not None:
             await self.verifier.start()
+        if self.caller is not None:
+            await self.caller.start()  # after the replay: it asks what is outstanding
         if self.ledger.runs_clock:
             self._tasks.append(asyncio.create_task(self._tick_forever(), name="orders-ticker"))
 
@@ -399,6 +460,8 @@ class OrderPipeline:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.caller is not None:
+            await self.caller.close()
         await self.ledger.close(self._failure)
         await self.stock.close()
 
@@ -475,23 +538,42 @@ class OrderPipeline:
     # Payment
 
     async def pay(
-        self, buyer_id: str, order_id: str, shipping: dict[str, str] | None
+        self,
+        buyer_id: str,
+        order_id: str,
+        shipping: dict[str, str] | None,
+        card: Card | None = None,
     ) -> m.PayResult:
-        """The sealed shipping details kept off-ledger first, then the payment (with their
-        commitment) on the ledger. Refused at once while the pipeline is stopped, and when
-        the details cannot be kept (nothing changed then: the payment is not in the core)."""
+        """The provider authorizes the amount on the buyer's card, then the payment goes
+        on the ledger, its money held in escrow (escrow.py). Before the card is asked, the
+        sealed shipping details are kept off-ledger (their commitment goes with the
+        payment). Refused at once while the pipeline is stopped, for a card that cannot be
+        one, and when the details cannot be kept (nothing changed then). A card whose
+        bank answers later gets `pending`: the webhook finishes the payment (payments.py).
+        Without `card`, the test provider takes its card that succeeds."""
         refusal = self._refusal()
         if refusal is not None:
             return refused_payment(order_id, UNAVAILABLE, refusal)
+        if self.provider is None or self.webhooks is None:
+            return refused_payment(order_id, UNAVAILABLE, "no payment provider is set up")
+        if card is None:
+            if not self.provider.test:
+                return refused_payment(order_id, Reason.BAD_FIELD, "card details are needed")
+            card = TEST_CARD
+        now = datetime.datetime.fromtimestamp(self.clock_ms() / 1000, datetime.UTC)
         try:
-            sale_id = await self.ledger.accepted_sale(buyer_id, order_id)
+            check_card(card, now.year, now.month)
+        except CardError as error:
+            return refused_payment(order_id, Reason.BAD_FIELD, str(error))
+        try:
+            accepted = await self.ledger.accepted_order(buyer_id, order_id)
         except ServiceUnavailable as problem:
             return refused_payment(order_id, problem.reason, problem.detail)
-        if sale_id is None:
+        if accepted is None:
             return refused_payment(order_id, Reason.UNKNOWN_ORDER, "no such accepted order")
         commitment, box = "", None
         if shipping:
-            sale = self.core.sales.get(sale_id)
+            sale = self.core.sales.get(accepted.sale_id)
             if sale is None:
                 return refused_payment(order_id, UNAVAILABLE, "sale not known here yet; retry")
             sealed = seal_shipping(shipping, sale.spec.merchant_id)
@@ -502,11 +584,30 @@ class OrderPipeline:
             except ServiceUnavailable as problem:
                 return refused_payment(order_id, problem.reason, problem.detail)
             commitment, box = sealed.commitment_hex, sealed.sealed
+        reference = payment_reference(buyer_id, order_id, secrets.token_hex(6))
         try:
-            outcome = await self.run(PayOrder(buyer_id, order_id, commitment), box)
+            answer = await self.provider.authorize(
+                reference, accepted.amount_cents, accepted.currency, card
+            )
+        except (OSError, TimeoutError) as error:
+            return refused_payment(order_id, UNAVAILABLE, f"the payment provider: {error}")
+        if answer.status is AnswerStatus.FAILED:
+            return refused_payment(order_id, Reason.PAYMENT_DECLINED, answer.reason)
+        if answer.status is AnswerStatus.PENDING:
+            self.webhooks.remember(reference, PendingPayment(buyer_id, order_id, commitment, box))
+            return m.PayResult(
+                order_id=order_id,
+                status="pending",
+                detail="the card's bank answers later; the order stays held meanwhile",
+            )
+        command = PayOrder(buyer_id, order_id, commitment, self.provider.name, answer.provider_ref)
+        try:
+            outcome = await self.run(command, box)
         except ServiceUnavailable as problem:
+            self.webhooks.cancel_soon(reference, answer.provider_ref)
             return refused_payment(order_id, problem.reason, problem.detail)
         if outcome.rejection is not None:
+            self.webhooks.cancel_soon(reference, answer.provider_ref)
             return refused_payment(order_id, *outcome.rejection)
         paid = outcome.index_of("OrderPaid")
         if paid is None:  # paid before: the first payment's entry
@@ -514,6 +615,19 @@ class OrderPipeline:
         return m.PayResult(
             order_id=order_id, status="paid", ledger_index=-1 if paid is None else paid
         )
+
+    async def _submit(self, command: Command, sealed: bytes | None) -> tuple[str, str] | None:
+        """For the provider's side: run a command; its refusal, or None."""
+        try:
+            return (await self.run(command, sealed)).rejection
+        except ServiceUnavailable as problem:
+            return problem.reason, problem.detail
+
+    async def webhook(self, body: bytes, signature: str) -> None:
+        """A webhook from the provider (WebhookRefused: not one to act on)."""
+        if self.webhooks is None:
+            raise WebhookRefused("no payment provider is set up")
+        await self.webhooks.receive(body, signature)
 
     # Reads the endpoints make
 
@@ -529,6 +643,15 @@ class OrderPipeline:
         """The merchant's accepted orders (oldest first), each with its sealed shipping
         details (base64url, only the merchant's key opens them) once paid."""
         return await self.ledger.merchant_orders(merchant_id, sale_id, limit)
+
+    async def order_life(self, buyer_id: str, order_id: str) -> dict[str, Any] | None:
+        return await self.ledger.order_life(buyer_id, order_id)
+
+    async def merchant_money(self, merchant_id: str) -> dict[str, Any]:
+        return await self.ledger.merchant_money(merchant_id)
+
+    async def statement(self, merchant_id: str, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
+        return await self.ledger.statement(merchant_id, from_ms, to_ms)
 
     # The pump
 

@@ -41,6 +41,7 @@ from ledger import decode_entry
 from livecommerce import protocol as m
 from livecommerce import redis_keys as keys
 from livecommerce.commerce.core import Command, CommerceCore
+from livecommerce.commerce.escrow import ProviderCall
 from livecommerce.commerce.identity import (
     Challenge,
     SessionAuthority,
@@ -57,11 +58,13 @@ from livecommerce.commerce.orders import (
 from livecommerce.commerce.replay import apply_entry
 from livecommerce.commerce.results import Reason, Rejected
 from livecommerce.commerce.sales import Sale
+from livecommerce.payments.sandbox import TestPaymentProvider
 from livecommerce.pipeline.answers import UNAVAILABLE, order_answer, order_result, refused_order
 from livecommerce.pipeline.forgetting import ClosedSales
 from livecommerce.pipeline.pipeline import (
     RECEIPT_TURN_PAUSE_S,
     RECEIPTS_PER_TURN_MAX,
+    AcceptedView,
     CommandJob,
     CommandOutcome,
     Fail,
@@ -103,10 +106,10 @@ class _Waiter:
     jobs: list[tuple[OrderJob, bool]] = field(default_factory=list)  # (job, repeated)
 
 
-async def shared_secret(client: Any) -> bytes:
-    """The session-token key all web processes share, made once per Redis."""
-    await client.set(keys.SESSION_SECRET, secrets.token_bytes(32), nx=True)
-    secret = await client.get(keys.SESSION_SECRET)
+async def shared_secret(client: Any, key: str = keys.SESSION_SECRET) -> bytes:
+    """A key all processes share (session tokens, webhooks), made once per Redis."""
+    await client.set(key, secrets.token_bytes(32), nx=True)
+    secret = await client.get(key)
     assert isinstance(secret, bytes)
     assert len(secret) == 32
     return secret
@@ -292,6 +295,9 @@ class WriterLedger:
 
     def attach(self, wake: Wake, fail: Fail) -> None:
         self._wake = wake  # the writer's failures are its own: this process goes on
+
+    def attach_calls(self, calls: Callable[[list[ProviderCall]], None]) -> None:
+        return None  # the writer makes the provider calls its core asks for
 
     @property
     def runs_clock(self) -> bool:
@@ -713,12 +719,56 @@ class WriterLedger:
                 break
         return orders
 
-    async def accepted_sale(self, buyer_id: str, order_id: str) -> str | None:
+    async def query(self, what: str, **arguments: Any) -> Any:
+        """A read of the writer's core (the escrow lives there), answered after the
+        entries read with it are durable."""
+        if self.stopped is not None:
+            raise ServiceUnavailable(UNAVAILABLE, self.stopped)
+        self._request_number += 1
+        request = f"{self.process_id}:{self._request_number}"
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._requests[request] = future
+        fields: dict[Any, Any] = {
+            "request": request,
+            "reply": keys.reply_channel(self.process_id),
+            "query": orjson.dumps({"what": what, "arguments": arguments}),
+        }
+        try:
+            await self.client.xadd(keys.COMMANDS, fields, maxlen=100_000, approximate=True)
+            reply = await asyncio.wait_for(future, self.command_timeout_s)
+        except TimeoutError:
+            raise ServiceUnavailable(UNAVAILABLE, "the ledger writer did not answer") from None
+        except (RedisError, OSError) as error:
+            raise ServiceUnavailable(UNAVAILABLE, f"redis: {error!r}") from None
+        finally:
+            self._requests.pop(request, None)
+        return reply["data"]
+
+    async def order_life(self, buyer_id: str, order_id: str) -> dict[str, Any] | None:
+        view: dict[str, Any] | None = await self.query(
+            "order_life", buyer_id=buyer_id, order_id=order_id
+        )
+        return view
+
+    async def merchant_money(self, merchant_id: str) -> dict[str, Any]:
+        money: dict[str, Any] = await self.query("merchant_money", merchant_id=merchant_id)
+        return money
+
+    async def statement(self, merchant_id: str, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self.query(
+            "statement", merchant_id=merchant_id, from_ms=from_ms, to_ms=to_ms
+        )
+        return rows
+
+    async def accepted_order(self, buyer_id: str, order_id: str) -> AcceptedView | None:
         try:
             record = await self._order_record(buyer_id, order_id)
         except (RedisError, OSError) as error:
             raise ServiceUnavailable(UNAVAILABLE, f"redis: {error}") from None
-        return None if record is None else str(record["sale_id"])
+        if record is None:
+            return None
+        amount = int(record["quantity"]) * int(record["price_cents"])
+        return AcceptedView(str(record["sale_id"]), amount, str(record["currency"]))
 
     async def keep_sealed(self, buyer_id: str, order_id: str, sealed: bytes) -> None:
         """Nothing here: the sealed details go with the payment to the writer, which
@@ -779,9 +829,12 @@ def scaled_pipeline(
     connections_max: int = 32,
     command_timeout_s: float = COMMAND_TIMEOUT_S,
     session_secret: bytes | None = None,
+    webhook_secret: bytes | None = None,
+    late_answer_ms: int = 2_000,
 ) -> OrderPipeline:
-    """A web process's pipeline on Redis (`session_secret`: the one all processes share,
-    `shared_secret`; a random one without it)."""
+    """A web process's pipeline on Redis (`session_secret`, `webhook_secret`: the ones all
+    processes share, `shared_secret`; random ones without them). The payment provider's
+    calls are the writer's; here, authorizations and webhooks."""
     limits = limits or OrderLimits()
     core = CommerceCore(order_freshness_ms=order_freshness_ms, external_stock=True)
     store = RedisStockStore.from_url(redis_url, connections_max=connections_max)
@@ -789,6 +842,7 @@ def scaled_pipeline(
         core, store.client, clock_ms, limits, confirm_timeout_ms, command_timeout_s
     )
     sessions = SessionAuthority(core.identities, session_secret or secrets.token_bytes(32))
+    webhook_secret = webhook_secret or secrets.token_bytes(32)
     return OrderPipeline(
         core,
         RedisStock(core, store, clock_ms, ledger, limits),
@@ -797,4 +851,6 @@ def scaled_pipeline(
         sessions,
         clock_ms,
         limits,
+        provider=TestPaymentProvider(webhook_secret, clock_ms, late_answer_ms),
+        webhook_secret=webhook_secret,
     )

@@ -67,7 +67,8 @@ from ledger.log import describe_failure
 from livecommerce import protocol as m
 from livecommerce import redis_keys as keys
 from livecommerce.clock import wall_clock_ms
-from livecommerce.commerce.core import CommandRejected, CommerceCore
+from livecommerce.commerce.core import Command, CommandRejected, CommerceCore
+from livecommerce.commerce.escrow import ProviderCall, RunPayouts, SetRules
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import b64url_decode
 from livecommerce.commerce.orders import (
@@ -76,7 +77,7 @@ from livecommerce.commerce.orders import (
     OrderPaid,
     PayOrder,
 )
-from livecommerce.commerce.replay import apply_entry, order_records
+from livecommerce.commerce.replay import apply_entry, finish, order_records
 from livecommerce.commerce.sales import (
     Sale,
     SaleClosed,
@@ -89,11 +90,22 @@ from livecommerce.commerce.sales import (
 from livecommerce.gc_pauses import freeze_survivors_forever, young_generation_threshold
 from livecommerce.hub.broker import BrokerUnavailable
 from livecommerce.hub.redis_broker import RedisBroker
+from livecommerce.keyfiles import load_or_create_secret
+from livecommerce.payments.sandbox import TestPaymentProvider
 from livecommerce.pipeline.answers import sale_view
 from livecommerce.pipeline.forgetting import ClosedSales
+from livecommerce.pipeline.payments import ProviderCaller
 from livecommerce.pipeline.pipeline import checkpoint_size
 from livecommerce.pipeline.shipping import ShippingFull, ShippingStore
-from livecommerce.settings import Settings, ledger_dir, ledger_settings
+from livecommerce.pipeline.views import (
+    TIMELINE_ENTRIES,
+    TIMELINE_EVENTS,
+    Timelines,
+    merchant_money,
+    order_life_view,
+    statement_rows,
+)
+from livecommerce.settings import Settings, escrow_rules, ledger_dir, ledger_settings
 from livecommerce.stock.base import StockStoreError
 from livecommerce.stock.redis_lua import RedisStockStore, accepted_stream_key
 from livecommerce.stopping import cancel_and_wait
@@ -144,6 +156,7 @@ class _Pending:
     )  # channel, req, first, end
     positions: dict[str, str] = field(default_factory=dict)
     reconfirm: list[OrderAccepted] = field(default_factory=list)
+    queries: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
 class WriterStopped(Exception):
@@ -158,6 +171,17 @@ class LedgerWriter:
         self.core = CommerceCore(order_freshness_ms=settings.order_freshness_ms)
         self.ledger: Ledger | None = None
         self.shipping: ShippingStore | None = None
+        self.timelines = Timelines()
+        # The provider calls the escrow asks for are made here, where its core is; their
+        # results come back as commands on the stream, as the web processes' do.
+        self.provider = TestPaymentProvider(
+            load_or_create_secret(settings.data_dir / "webhook_secret"),
+            clock_ms,
+            settings.payment_late_answer_ms,
+        )
+        self.caller = ProviderCaller(
+            self.provider, self._submit_command, self.core.escrow.outstanding_calls
+        )
         self.client = redis.Redis.from_url(
             settings.redis_url, socket_timeout=5, socket_connect_timeout=5
         )
@@ -204,6 +228,7 @@ class LedgerWriter:
         if mirrored.exists():
             self._mirrored_size = int(mirrored.read_text() or 0)
         await asyncio.to_thread(self._replay)
+        await self._apply_rules()
         for sale in self._all_sales():
             self._streams[sale.sale_id] = None if sale.state is not SaleState.CLOSED else 0
             if sale.state is not SaleState.CLOSED:
@@ -211,14 +236,47 @@ class LedgerWriter:
 
     def _replay(self) -> None:
         assert self.ledger is not None
-        for index in range(self.ledger.size):
-            entry = self.ledger.entry(index)
-            entry_type, fields = decode_entry(entry)
-            apply_entry(self.core, (entry_type, fields))
-            self._remember(index, entry_type, fields, entry)
-            if entry_type == "sale/v1" and fields.get("action") == "closed":
-                self._closed.closed(fields["sale_id"], fields["time_ms"])
+        # Its own ledger: the steps in it were checked when taken (an audit checks again).
+        self.core.verify_signatures = False
+        try:
+            for index in range(self.ledger.size):
+                entry = self.ledger.entry(index)
+                entry_type, fields = decode_entry(entry)
+                apply_entry(self.core, (entry_type, fields))
+                self._remember(index, entry_type, fields, entry)
+                if entry_type == "sale/v1" and fields.get("action") == "closed":
+                    self._closed.closed(fields["sale_id"], fields["time_ms"])
+                if entry_type in TIMELINE_ENTRIES and fields.get("action") != "accepted":
+                    self.timelines.add(entry_type, fields, index)
+            finish(self.core)
+        finally:
+            self.core.verify_signatures = True
         log.info("replayed %d ledger entries", self.ledger.size)
+
+    async def _apply_rules(self) -> None:
+        """The settings' rules after the sale, on the ledger if they changed."""
+        assert self.ledger is not None
+        events = self.core.handle(SetRules(escrow_rules(self.settings)), self.clock_ms())
+        entries = [encode_entry(*entry) for e in events if (entry := e.to_entry()) is not None]
+        if entries:
+            await self.ledger.append_many(entries)
+
+    async def _submit_command(self, command: Command, sealed: bytes | None) -> None:
+        """A provider's result, to this writer's own command stream (read in order)."""
+        await self.client.xadd(
+            keys.COMMANDS, {"command": keys.encode_command(command)}, maxlen=100_000,
+            approximate=True,
+        )  # fmt: skip
+
+    async def _payouts_forever(self) -> None:
+        interval_ms = self.settings.payout_interval_ms
+        while True:
+            now_ms = self.clock_ms()
+            await asyncio.sleep((interval_ms - now_ms % interval_ms) / 1000)
+            with contextlib.suppress(RedisError, OSError):
+                await self._submit_command(
+                    RunPayouts(f"auto-{self.clock_ms() // interval_ms}"), None
+                )
 
     def _remember(self, index: int, entry_type: str, fields: dict[str, Any], entry: bytes) -> None:
         if entry_type in keys.FEED_ENTRY_TYPES:
@@ -353,6 +411,9 @@ class LedgerWriter:
             asyncio.create_task(self._receipts_forever(), name="writer-receipts"),
             asyncio.create_task(self._stock_forever(), name="writer-stock"),
         ]
+        if self.settings.payout_interval_ms:
+            self._tasks.append(asyncio.create_task(self._payouts_forever(), name="payouts"))
+        await self.caller.start()
         if self.settings.gc_freeze_interval_ms:
             self._tasks.append(
                 asyncio.create_task(
@@ -409,6 +470,7 @@ class LedgerWriter:
         self._stopping = True
         # Not one cancel and an await: a Redis call can swallow a cancel (stopping.py).
         await cancel_and_wait(self._tasks)
+        await self.caller.close()
         if self.ledger is not None:
             await self.ledger.close()
         with contextlib.suppress(RedisError, OSError):
@@ -484,6 +546,10 @@ class LedgerWriter:
     def _apply_command(self, fields: dict[bytes, bytes], pending: _Pending, now_ms: int) -> None:
         request = fields.get(b"request", b"").decode()
         channel = fields.get(b"reply", b"").decode()
+        if b"query" in fields:  # answered once what came before it is durable
+            with contextlib.suppress(ValueError):
+                pending.queries.append((channel, request, orjson.loads(fields[b"query"])))
+            return
         try:
             command = keys.decode_command(fields[b"command"])
         except (ValueError, TypeError, KeyError) as error:
@@ -568,10 +634,13 @@ class LedgerWriter:
         confirmations: list[list[Any]] = []
         records: list[tuple[OrderAccepted, str]] = []
         sale_events: list[Event] = []
+        calls = [event for event in pending.events if isinstance(event, ProviderCall)]
         async with self.client.pipeline(transaction=False) as pipe:
             for event, index, at in zip(pending.events, event_index, positions, strict=True):
                 if index is None or at is None:
                     continue
+                if isinstance(event, TIMELINE_EVENTS):
+                    self.timelines.add_event(event, index)
                 if isinstance(event, OrderAccepted):
                     self._index_of[(event.buyer_id, event.order_id)] = index
                     confirmations.append(self._confirmation(event, index))
@@ -616,6 +685,9 @@ class LedgerWriter:
             for channel, request, first, end in pending.replies:
                 reply = self._reply(request, pending.events, event_index, first, end)
                 pipe.publish(channel, reply)
+            for channel, request, query in pending.queries:
+                answer = {"request": request, "data": self._answer_query(query)}
+                pipe.publish(channel, orjson.dumps(answer))
             assert self.ledger is not None
             size = self.ledger.size
             grown = str(size) != self._redis_size
@@ -632,8 +704,33 @@ class LedgerWriter:
         self._positions.update(pending.positions)
         if self._receipts:
             self._receipt_wake.set()
+        if calls:  # asked only now: the entries that ask for them are durable
+            self.caller.call_soon(calls)
         for event in sale_events:
             await self._publish_sale(event)
+
+    def _answer_query(self, query: dict[str, Any]) -> Any:
+        """A web process's read of the escrow (views.py), from this core."""
+        what, arguments = query.get("what"), query.get("arguments") or {}
+        try:
+            if what == "order_life":
+                key = (str(arguments["buyer_id"]), str(arguments["order_id"]))
+                view = order_life_view(self.core, *key, self.timelines.of(key))
+                if view is not None:
+                    view["ledger_index"] = self._index_of.get(key)
+                return view
+            if what == "merchant_money":
+                return merchant_money(self.core, str(arguments["merchant_id"]))
+            if what == "statement":
+                return statement_rows(
+                    self.core,
+                    str(arguments["merchant_id"]),
+                    int(arguments["from_ms"]),
+                    int(arguments["to_ms"]),
+                )
+        except (KeyError, TypeError, ValueError) as error:
+            log.error("a bad query: %r", error)
+        return None
 
     def _confirmation(self, accepted: OrderAccepted, index: int) -> list[Any]:
         return [

@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "stopping": set(),
     "gc_pauses": set(),
     "slow_headers": set(),
-    "settings": set(),
+    "settings": {"commerce"},
     "redis_keys": {"commerce"},
     "stock": {"commerce"},
     "hub": {"protocol", "stopping"},
