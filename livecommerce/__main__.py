@@ -4,6 +4,7 @@ python -m livecommerce serve [--host H] [--port P] [--data DIR] [--demo] [--redi
 python -m livecommerce ledger-writer --redis URL [--data DIR] [--host H --port P]
 python -m livecommerce buy [--url URL] [--room ID] [--quantity N]
 python -m livecommerce audit SOURCE --vkey KEY [--accounts]
+python -m livecommerce arbiter key|resolve|payouts --key-file FILE [--url URL] ...
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("source", help="a ledger URL (…/ledger) or a ledger directory")
     audit.add_argument("--vkey", required=True, help="the ledger's verifier key, or a file")
     audit.add_argument("--accounts", action="store_true", help="list every account")
+    arbiter = commands.add_parser("arbiter", help="the platform's arbiter: disputes, payouts")
+    arbiter.add_argument("action", choices=["key", "resolve", "payouts"])
+    arbiter.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
+    arbiter.add_argument("--key-file", type=Path, required=True, help="the arbiter's key")
+    arbiter.add_argument("--buyer", help="resolve: the order's buyer id")
+    arbiter.add_argument("--order", help="resolve: the order id")
+    arbiter.add_argument("--refund-cents", type=int, default=0, help="resolve: back to the buyer")
+    arbiter.add_argument("--batch", help="payouts: the batch id (default: a new one)")
     return parser
 
 
@@ -59,6 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         extra = ["--accounts"] if arguments["accounts"] else []
         return audit_main([arguments["source"], "--vkey", arguments["vkey"], *extra])
+    if command == "arbiter":
+        from livecommerce.clients.arbiter import main as arbiter_main
+
+        if arguments["action"] == "resolve" and not (arguments["buyer"] and arguments["order"]):
+            print("livecommerce: resolve needs --buyer and --order", file=sys.stderr)
+            return 2
+        return arbiter_main(
+            arguments.pop("action"), arguments.pop("url"), arguments.pop("key_file"), **arguments
+        )
     if command == "buy":
         from livecommerce.clients.buy import main as buy_main
 

@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "redis_keys": {"commerce"},
     "stock": {"commerce"},
     "hub": {"protocol", "stopping"},
-    "clients": {"commerce", "protocol", "clock"},
+    "clients": {"commerce", "protocol", "clock", "keyfiles"},
     "pipeline": {
         "commerce", "stock", "payments", "protocol", "redis_keys", "clock", "stopping",
     },

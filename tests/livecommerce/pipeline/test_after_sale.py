@@ -16,11 +16,12 @@ from typing import Any
 import httpx
 
 from livecommerce.clients.signing import KeyPair
+from livecommerce.keyfiles import load_or_create_secret
 from livecommerce.payments import sandbox
 from livecommerce.payments.webhooks import WebhookEvent, encode_event, signature_header
 from livecommerce.pipeline.payments import payment_reference
 from tests.livecommerce.pipeline.flows import SaleSetup, now_ms, register, room_with_sale, session
-from tests.livecommerce.server import RunningServer, running_server
+from tests.livecommerce.server import running_server
 from tests.support import ROOT
 
 Json = dict[str, Any]
@@ -33,17 +34,13 @@ def card(number: str) -> Json:
 
 
 class Shop:
-    """A running server with a sale, its merchant, an arbiter and buyers."""
+    """A server (or a web process) with a sale, its merchant, an arbiter and buyers."""
 
-    def __init__(self, server: RunningServer, client: httpx.AsyncClient, setup: SaleSetup):
-        self.server = server
+    def __init__(self, base: str, client: httpx.AsyncClient, setup: SaleSetup):
+        self.base = base
         self.client = client
         self.setup = setup
         self.steps = 0
-
-    @property
-    def base(self) -> str:
-        return self.server.http
 
     async def buyer(self, name: str) -> tuple[KeyPair, str]:
         buyer = KeyPair()
@@ -120,7 +117,7 @@ async def test_one_order_from_the_card_to_the_payout_and_an_audit_of_it(tmp_path
     async with running_server(tmp_path, **settings) as server, httpx.AsyncClient() as client:
         setup = await room_with_sale(client, server.http, units_offered=10)
         await register(client, server.http, arbiter, "Platform")
-        shop = Shop(server, client, setup)
+        shop = Shop(server.http, client, setup)
         provider = (await client.get(f"{server.http}/api/payments/provider")).json()
         assert (provider["name"], provider["test"]) == ("test", True)
         assert sandbox.SUCCEEDS in [c["number"] for c in provider["cards"]]
@@ -191,7 +188,7 @@ async def test_cancel_refund_dispute_and_late_or_repeated_webhooks(tmp_path: Pat
             client, server.http, units_offered=20, per_buyer_limit=10, inventory=40
         )
         await register(client, server.http, arbiter, "Platform")
-        shop = Shop(server, client, setup)
+        shop = Shop(server.http, client, setup)
         merchant = setup.merchant
         ann, token = await shop.buyer("Ann")
         # Cancelled before shipping: voided, the units back in the product's inventory.
@@ -284,7 +281,7 @@ async def test_cancel_refund_dispute_and_late_or_repeated_webhooks(tmp_path: Pat
 async def test_a_restart_finds_every_order_where_it_was(tmp_path: Path) -> None:
     async with running_server(tmp_path) as server, httpx.AsyncClient() as client:
         setup = await room_with_sale(client, server.http, units_offered=5)
-        shop = Shop(server, client, setup)
+        shop = Shop(server.http, client, setup)
         ann, token = await shop.buyer("Ann")
         await shop.order(ann, "o1")
         await shop.pay(token, "o1")
@@ -294,9 +291,34 @@ async def test_a_restart_finds_every_order_where_it_was(tmp_path: Path) -> None:
         before = await shop.life(ann, "o1")
         money = await shop.money()
     async with running_server(tmp_path) as server, httpx.AsyncClient() as client:
-        shop = Shop(server, client, setup)
+        shop = Shop(server.http, client, setup)
         shop.steps = 100  # step ids are the client's: never the same for another step
         assert await shop.life(ann, "o1") == before
         assert await shop.money() == money
         confirmed = await shop.step(ann, "confirm", ann, "o1")
         assert confirmed.json()["stage"] == "settled", confirmed.text
+
+
+async def test_the_arbiter_cli_registers_its_key_and_starts_payouts(tmp_path: Path) -> None:
+    key_file = tmp_path / "arbiter.key"
+    arbiter = KeyPair(load_or_create_secret(key_file))
+    async with running_server(tmp_path, arbiter_ids=arbiter.identity_id) as server:
+
+        def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "livecommerce", "arbiter", *arguments,
+                 "--url", server.http, "--key-file", str(key_file)],
+                cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+
+        registered = await asyncio.to_thread(cli, "key")
+        assert registered.returncode == 0, registered.stderr
+        assert registered.stdout.strip() == arbiter.identity_id
+        started = await asyncio.to_thread(cli, "payouts", "--batch", "by-hand")
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert json.loads(started.stdout)["batch_id"] == "by-hand"
+        unknown = await asyncio.to_thread(
+            cli, "resolve", "--buyer", arbiter.identity_id, "--order", "nothing"
+        )
+        assert unknown.returncode == 1
+        assert json.loads(unknown.stdout)["reason"] == "unknown_order"
