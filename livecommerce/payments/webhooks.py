@@ -75,6 +75,8 @@ def verify_webhook(
         event = msgspec.json.decode(body, type=WebhookEvent)
     except (msgspec.ValidationError, msgspec.DecodeError) as error:
         raise WebhookRefused(f"not a webhook event: {error}") from None
+    except RecursionError:
+        raise WebhookRefused("not a webhook event: JSON nested too deeply") from None
     if event.type not in EVENT_TYPES:
         raise WebhookRefused(f"unknown event type {event.type!r}")
     return event

@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 
 from livecommerce.api.openapi import document
+from livecommerce.clock import wall_clock_ms as now_ms
+from livecommerce.payments.webhooks import SIGNATURE_HEADER, signature_header
 from tests.faults.world import World, differences, observe, populated
 from tests.livecommerce.server import running_server
 
@@ -300,8 +302,10 @@ def nested(depth: int) -> bytes:
 async def test_json_nested_too_deeply_is_a_400_in_every_body(tmp_path: Path) -> None:
     """A member nested 3,000 deep ahead of the one the decoder dispatches on made msgspec
     raise RecursionError, which the host route did not catch: a 500 (the socket: see
-    test_socket_fuzz.py). Every JSON body, with the right credential, gets a 400."""
+    test_socket_fuzz.py). Every JSON body, with the right credential, gets a 400 (the
+    webhook, signed with the provider's secret, its own `bad_webhook`)."""
     async with running_server(tmp_path) as server, httpx.AsyncClient() as client:
+        webhook_secret = (tmp_path / "webhook_secret").read_bytes()
         world = await populated(server)
         before = observe(world)
         for method, template in json_body_operations():
@@ -313,13 +317,18 @@ async def test_json_nested_too_deeply_is_a_400_in_every_body(tmp_path: Path) -> 
                 b'{"x":' + b'{"a":' * 2000 + b"1" + b"}" * 2001,
                 nested(5000),
             ]:
+                headers = {"Authorization": f"Bearer {token}"}
+                expected = "invalid_request"
+                if template == "/api/payments/webhook":
+                    headers = {SIGNATURE_HEADER: signature_header(webhook_secret, body, now_ms())}
+                    expected = "bad_webhook"
                 response = await client.request(
                     method,
                     f"{server.http}{concrete(template, world)}",
                     content=body,
-                    headers={"Authorization": f"Bearer {token}"},
+                    headers=headers,
                 )
                 assert response.status_code == 400, (method, template, response.text)
-                assert response.json()["error"] == "invalid_request", response.text
+                assert response.json()["error"] == expected, response.text
         after = observe(world)
         assert after == before, differences(before, after)
