@@ -66,7 +66,7 @@ SESSION_SECRET: Final = "lc:session_secret"
 WEBHOOK_SECRET: Final = "lc:webhook_secret"
 # Entries the web processes need in their core: everything but orders and stock counts.
 FEED_ENTRY_TYPES: Final = frozenset(
-    {"identity/v1", "product/v1", "inventory/v1", "room/v1", "sale/v1"}
+    {"identity/v1", "product/v1", "inventory/v1", "room/v1", "sale/v1", "rules/v1"}
 )
 COMMAND_TYPES: Final[dict[str, type[Command]]] = {
     kind.__name__: kind

@@ -259,7 +259,10 @@ class LedgerWriter:
         events = self.core.handle(SetRules(escrow_rules(self.settings)), self.clock_ms())
         entries = [encode_entry(*entry) for e in events if (entry := e.to_entry()) is not None]
         if entries:
-            await self.ledger.append_many(entries)
+            # Remembered for the feed too: a web process checks an arbiter against them.
+            indexes = await self.ledger.append_many(entries)
+            for index, encoded in zip(indexes, entries, strict=True):
+                self._remember(index, *decode_entry(encoded), encoded)
 
     async def _submit_command(self, command: Command, sealed: bytes | None) -> None:
         """A provider's result, to this writer's own command stream (read in order)."""
