@@ -571,6 +571,12 @@ class OrderPipeline:
             return refused_payment(order_id, problem.reason, problem.detail)
         if accepted is None:
             return refused_payment(order_id, Reason.UNKNOWN_ORDER, "no such accepted order")
+        try:  # a retried payment answers as the first did, and asks no card again
+            paid_before = await self.ledger.paid_index(buyer_id, order_id)
+        except ServiceUnavailable as problem:
+            return refused_payment(order_id, problem.reason, problem.detail)
+        if paid_before is not None:
+            return m.PayResult(order_id=order_id, status="paid", ledger_index=paid_before)
         commitment, box = "", None
         if shipping:
             sale = self.core.sales.get(accepted.sale_id)

@@ -253,7 +253,8 @@ async def test_paying_seals_shipping_to_the_merchant_and_the_ledger_holds_a_comm
         assert b"Ann Example" not in log_bytes
         # Paying again answers the same; someone else's session cannot pay it.
         await ws.send(json.dumps({"type": "pay/v1", "order_id": "o1", "token": token}))
-        assert (await recv_type(ws, "pay.result/v1"))["status"] == "paid"
+        again = await recv_type(ws, "pay.result/v1")
+        assert again["status"] == "paid", again
         other = KeyPair()
         await register(client, server.http, other, "Eve")
         eve = await session(client, server.http, other)
