@@ -231,6 +231,7 @@ async def test_cancel_refund_dispute_and_late_or_repeated_webhooks(tmp_path: Pat
         assert not_yours.json()["reason"] == "not_arbiter"
         await shop.step(arbiter, "resolve", ann, "d1", amount_cents=PRICE)
         await shop.wait_stage(ann, "d1", "refunded")
+        await shop.wait_action(ann, "d1", "refund_succeeded")  # the provider's answer too
         # Webhooks: unsigned or forged ones are refused; one sent twice changes nothing twice.
         life_before = await shop.life(ann, "d1")
         event = WebhookEvent(
