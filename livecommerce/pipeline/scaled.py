@@ -629,29 +629,10 @@ class WriterLedger:
 
     async def run(self, command: Command, sealed: bytes | None = None) -> CommandOutcome:
         """The command to the writer, and its answer once the replica has its entries."""
-        if self.stopped is not None:
-            raise ServiceUnavailable(UNAVAILABLE, self.stopped)
-        self._request_number += 1
-        request = f"{self.process_id}:{self._request_number}"
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._requests[request] = future
-        fields: dict[Any, Any] = {
-            "request": request,
-            "reply": keys.reply_channel(self.process_id),
-            "command": keys.encode_command(command),
-        }
+        fields: dict[Any, Any] = {"command": keys.encode_command(command)}
         if sealed is not None:
             fields["sealed"] = b64url_encode(sealed)
-        try:
-            await self.client.xadd(keys.COMMANDS, fields, maxlen=100_000, approximate=True)
-            reply = await asyncio.wait_for(future, self.command_timeout_s)
-        except TimeoutError:
-            # First: TimeoutError is an OSError, which the next clause would take for Redis.
-            raise ServiceUnavailable(UNAVAILABLE, "the ledger writer did not answer") from None
-        except (RedisError, OSError) as error:
-            raise ServiceUnavailable(UNAVAILABLE, f"redis: {error!r}") from None
-        finally:
-            self._requests.pop(request, None)
+        reply = await self._ask(fields)
         if reply["feed_index"] >= 0:
             try:
                 await self._wait_applied(reply["feed_index"], self.command_timeout_s)
@@ -722,27 +703,28 @@ class WriterLedger:
     async def query(self, what: str, **arguments: Any) -> Any:
         """A read of the writer's core (the escrow lives there), answered after the
         entries read with it are durable."""
+        reply = await self._ask({"query": orjson.dumps({"what": what, "arguments": arguments})})
+        return reply["data"]
+
+    async def _ask(self, fields: dict[Any, Any]) -> dict[str, Any]:
+        """`fields` (a command or a query) to the writer's stream; its reply."""
         if self.stopped is not None:
             raise ServiceUnavailable(UNAVAILABLE, self.stopped)
         self._request_number += 1
         request = f"{self.process_id}:{self._request_number}"
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._requests[request] = future
-        fields: dict[Any, Any] = {
-            "request": request,
-            "reply": keys.reply_channel(self.process_id),
-            "query": orjson.dumps({"what": what, "arguments": arguments}),
-        }
+        fields = {"request": request, "reply": keys.reply_channel(self.process_id), **fields}
         try:
             await self.client.xadd(keys.COMMANDS, fields, maxlen=100_000, approximate=True)
-            reply = await asyncio.wait_for(future, self.command_timeout_s)
+            return await asyncio.wait_for(future, self.command_timeout_s)
         except TimeoutError:
+            # First: TimeoutError is an OSError, which the next clause would take for Redis.
             raise ServiceUnavailable(UNAVAILABLE, "the ledger writer did not answer") from None
         except (RedisError, OSError) as error:
             raise ServiceUnavailable(UNAVAILABLE, f"redis: {error!r}") from None
         finally:
             self._requests.pop(request, None)
-        return reply["data"]
 
     async def order_life(self, buyer_id: str, order_id: str) -> dict[str, Any] | None:
         view: dict[str, Any] | None = await self.query(
