@@ -25,7 +25,16 @@ from starlette.responses import Response
 
 from livecommerce import __version__
 from livecommerce import protocol as m
-from livecommerce.api import catalog, common, identities, orders, payments, rooms, sales
+from livecommerce.api import (
+    catalog,
+    common,
+    identities,
+    orders,
+    payments,
+    recommend,
+    rooms,
+    sales,
+)
 
 OPENAPI_VERSION = "3.1.0"
 # Ids are made by clients or the server from these characters (docs/commerce.md).
@@ -85,6 +94,7 @@ class Operation:
     answers: Mapping[int, Answer]
     request: Body | None = None
     security: str | None = None  # a key of SECURITY_SCHEMES
+    security_optional: bool = False  # the credential may be left out
     query: tuple[Query, ...] = ()
     path_patterns: Mapping[str, str] = field(default_factory=dict)
     tag: str = ""
@@ -474,6 +484,45 @@ OPERATIONS: tuple[Operation, ...] = (
         request=json_of(payments.PayoutsBody),
         tag="payments",
     ),
+    # Recommendations (commerce/recommend.py)
+    Operation(
+        "GET",
+        "/api/rooms/{room_id}/recommendations",
+        "more from this stream, and you may also like: the session's buyer's, or by "
+        "popularity without a session",
+        {
+            200: Answer("both lists", JSON_OBJECT),
+            400: Answer("bad_field: count is 1..50, beside a product id"),
+            401: BAD_TOKEN,
+            404: Answer("room_not_found"),
+            503: RETRY,
+        },
+        security="session",
+        security_optional=True,
+        query=(
+            Query("count", "at most this many in each list (1..50, default 10)"),
+            Query("beside", "the product the lists are shown beside (left out of them)"),
+        ),
+        tag="recommendations",
+    ),
+    Operation(
+        "POST",
+        "/api/rooms/{room_id}/seen",
+        "a view or click of a product in the room, for the recommendations (not on the ledger)",
+        {
+            200: Answer("counted", JSON_OBJECT),
+            400: Answer("invalid_request"),
+            401: BAD_TOKEN,
+            404: Answer("room_not_found or unknown_product"),
+            413: TOO_LARGE,
+            429: Answer("rate_limited: dropped"),
+            503: RETRY,
+        },
+        request=json_of(recommend.SeenBody),
+        security="session",
+        security_optional=True,
+        tag="recommendations",
+    ),
     # Live video (streaming/service.py): WHIP (RFC 9725) and WHEP.
     Operation(
         "POST",
@@ -653,6 +702,8 @@ def _operation(operation: Operation, schemas: Mapping[Any, Any]) -> dict[str, An
         }
     if operation.security is not None:
         described["security"] = [{operation.security: []}]
+        if operation.security_optional:
+            described["security"].append({})
     for status, answer in sorted(operation.answers.items()):
         response: dict[str, Any] = {"description": answer.description}
         if answer.body is not None:

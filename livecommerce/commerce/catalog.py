@@ -197,6 +197,10 @@ class Catalog:
         products = [p for p in self._products.values() if p.merchant_id == merchant_id]
         return products[:limit]
 
+    def listed(self, limit: int) -> list[Product]:
+        """Every product, oldest listing first, at most `limit`."""
+        return list(self._products.values())[:limit]
+
     def _verify(
         self, merchant_id: str, message: bytes, signature: str, time_ms: int, now_ms: int
     ) -> Rejected | None:

@@ -38,6 +38,7 @@ from livecommerce.commerce.orders import (
     PlaceOrder,
     PreparedOrder,
 )
+from livecommerce.commerce.recommend import Recommender, Signal
 from livecommerce.commerce.reservations import ReserveResult
 from livecommerce.commerce.results import Reason, Rejected, all_text
 from livecommerce.commerce.rooms import LinkRoom, RoomBook
@@ -92,6 +93,8 @@ class CommerceCore:
         self.escrow = EscrowBook(
             self.identities, self.catalog, self.funds, escrow_rules or EscrowRules()
         )
+        # Fed with every paid order here (live or replayed); views and clicks by the adapter.
+        self.recommender = Recommender()
         # False only to replay the server's own ledger: the signed steps in it were
         # checked when they were taken (a third party's audit checks them again).
         self.verify_signatures = verify_signatures
@@ -207,6 +210,8 @@ class CommerceCore:
     def open_escrow(self, paid: OrderPaid, now_ms: int) -> list[Event]:
         sale = self.sales.get(paid.sale_id)
         assert sale is not None
+        spec = sale.spec
+        self.recommender.seen(Signal.ORDER, spec.room_id, spec.product_id, paid.buyer_id, now_ms)
         return self.escrow.open(
             paid.buyer_id,
             paid.order_id,

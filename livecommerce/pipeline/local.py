@@ -40,6 +40,7 @@ from livecommerce.commerce.escrow import ProviderCall
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import Challenge, SessionAuthority, SessionGranted
 from livecommerce.commerce.orders import CheckedOrder, OrderAccepted, OrderPaid, OrderRepeated
+from livecommerce.commerce.recommend import Signal
 from livecommerce.commerce.replay import apply_entry, finish
 from livecommerce.commerce.results import Reason, Rejected
 from livecommerce.commerce.sales import (
@@ -83,6 +84,7 @@ from livecommerce.pipeline.views import (
     Timelines,
     merchant_money,
     order_life_view,
+    recommendations_view,
     statement_rows,
 )
 
@@ -462,6 +464,16 @@ class LocalLedger:
 
     async def statement(self, merchant_id: str, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
         return statement_rows(self.core, merchant_id, from_ms, to_ms)
+
+    async def recommendations(
+        self, room_id: str, buyer_id: str, beside: str, count: int, now_ms: int
+    ) -> dict[str, Any]:
+        return recommendations_view(self.core, room_id, buyer_id, beside, count, now_ms)
+
+    async def seen(
+        self, signal: Signal, room_id: str, product_id: str, buyer_id: str, now_ms: int
+    ) -> None:
+        self.core.recommender.seen(signal, room_id, product_id, buyer_id, now_ms)
 
     # What viewers see: sale events (numbered) and stock (coalesced by the hub)
 

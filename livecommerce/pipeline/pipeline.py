@@ -45,6 +45,7 @@ from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import Challenge, SessionAuthority, SessionGranted
 from livecommerce.commerce.orders import PayOrder, PlaceOrder, SignatureCheck
 from livecommerce.commerce.privacy import seal_shipping
+from livecommerce.commerce.recommend import Signal
 from livecommerce.commerce.results import Reason, Rejected
 from livecommerce.commerce.sales import Sale
 from livecommerce.payments.provider import (
@@ -364,6 +365,18 @@ class LedgerPart(Protocol):
 
     async def merchant_money(self, merchant_id: str) -> dict[str, Any]: ...
 
+    async def recommendations(
+        self, room_id: str, buyer_id: str, beside: str, count: int, now_ms: int
+    ) -> dict[str, Any]:
+        """recommend.py's two lists for a viewer of the room (views.py)."""
+        ...
+
+    async def seen(
+        self, signal: Signal, room_id: str, product_id: str, buyer_id: str, now_ms: int
+    ) -> None:
+        """A view or click, for recommend.py (not on the ledger)."""
+        ...
+
     async def statement(
         self, merchant_id: str, from_ms: int, to_ms: int
     ) -> list[dict[str, Any]]: ...
@@ -655,6 +668,14 @@ class OrderPipeline:
 
     async def merchant_money(self, merchant_id: str) -> dict[str, Any]:
         return await self.ledger.merchant_money(merchant_id)
+
+    async def recommendations(
+        self, room_id: str, buyer_id: str, beside: str, count: int
+    ) -> dict[str, Any]:
+        return await self.ledger.recommendations(room_id, buyer_id, beside, count, self.clock_ms())
+
+    async def seen(self, signal: Signal, room_id: str, product_id: str, buyer_id: str) -> None:
+        await self.ledger.seen(signal, room_id, product_id, buyer_id, self.clock_ms())
 
     async def statement(self, merchant_id: str, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
         return await self.ledger.statement(merchant_id, from_ms, to_ms)

@@ -55,6 +55,7 @@ from livecommerce.commerce.orders import (
     OrderStatus,
     PreparedOrder,
 )
+from livecommerce.commerce.recommend import Signal
 from livecommerce.commerce.replay import apply_entry
 from livecommerce.commerce.results import Reason, Rejected
 from livecommerce.commerce.sales import Sale
@@ -731,6 +732,22 @@ class WriterLedger:
             "order_life", buyer_id=buyer_id, order_id=order_id
         )
         return view
+
+    async def recommendations(
+        self, room_id: str, buyer_id: str, beside: str, count: int, now_ms: int
+    ) -> dict[str, Any]:
+        """From the writer's core: it alone sees every paid order."""
+        arguments = {"room_id": room_id, "buyer_id": buyer_id, "beside": beside, "count": count}
+        view: dict[str, Any] | None = await self.query("recommendations", **arguments)
+        if view is None:
+            raise ServiceUnavailable(UNAVAILABLE, "the ledger writer could not answer")
+        return view
+
+    async def seen(
+        self, signal: Signal, room_id: str, product_id: str, buyer_id: str, now_ms: int
+    ) -> None:
+        arguments = {"room_id": room_id, "product_id": product_id, "buyer_id": buyer_id}
+        await self.query("seen", signal=str(signal), **arguments)
 
     async def merchant_money(self, merchant_id: str) -> dict[str, Any]:
         money: dict[str, Any] = await self.query("merchant_money", merchant_id=merchant_id)

@@ -20,6 +20,7 @@ from livecommerce.commerce.escrow import FINAL, Life, ResultRecorded, StageChang
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.funds import AccountKind, TransferRecorded, account_name
 from livecommerce.commerce.orders import OrderExpired, OrderPaid
+from livecommerce.commerce.recommend import Candidate
 
 ORDERS_WITH_TIMELINES_MAX: Final = 2_000_000
 # The entries and events of an order's life after the sale (its acceptance has its own
@@ -195,3 +196,61 @@ def statement_csv(rows: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
+
+
+RECOMMEND_CANDIDATES_MAX: Final = 5_000
+
+
+def recommendations_view(
+    core: CommerceCore,
+    room_id: str,
+    buyer_id: str,
+    beside: str,
+    count: int,
+    now_ms: int,
+) -> dict[str, Any]:
+    """The two lists of recommend.py for a viewer of `room_id`, with what a card shows."""
+    merchant_id = core.rooms.merchant_of(room_id)
+    if merchant_id is not None:
+        products = core.catalog.of_merchant(merchant_id, RECOMMEND_CANDIDATES_MAX)
+    else:
+        products = core.catalog.listed(RECOMMEND_CANDIDATES_MAX)
+    on_sale: dict[str, int] = {}
+    for sale in core.sales.live():
+        product_id = sale.spec.product_id
+        on_sale[product_id] = on_sale.get(product_id, 0) + sale.units_remaining
+    candidates = [
+        Candidate(
+            p.product_id,
+            p.merchant_id,
+            core.catalog.inventory_units(p.product_id) > 0 or on_sale.get(p.product_id, 0) > 0,
+        )
+        for p in products
+    ]
+    recommender = core.recommender
+    lists = {
+        "more_from_stream": recommender.more_from_stream(
+            room_id, merchant_id, candidates, buyer_id, now_ms, count, beside
+        ),
+        "you_may_also_like": recommender.you_may_also_like(
+            room_id, merchant_id, candidates, buyer_id, now_ms, count, beside
+        ),
+    }
+    view: dict[str, Any] = {"room_id": room_id}
+    for name, picks in lists.items():
+        view[name] = []
+        for pick in picks:
+            product = core.catalog.get(pick.product_id)
+            assert product is not None
+            view[name].append(
+                {
+                    "product_id": product.product_id,
+                    "title": product.title,
+                    "price_cents": product.price_cents,
+                    "currency": product.currency,
+                    "image": product.image_url,
+                    "on_sale_units": on_sale.get(product.product_id, 0),
+                    "why": pick.why,
+                }
+            )
+    return view

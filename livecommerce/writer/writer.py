@@ -77,6 +77,7 @@ from livecommerce.commerce.orders import (
     OrderPaid,
     PayOrder,
 )
+from livecommerce.commerce.recommend import Signal
 from livecommerce.commerce.replay import apply_entry, finish, order_records
 from livecommerce.commerce.sales import (
     Sale,
@@ -103,6 +104,7 @@ from livecommerce.pipeline.views import (
     Timelines,
     merchant_money,
     order_life_view,
+    recommendations_view,
     statement_rows,
 )
 from livecommerce.settings import Settings, escrow_rules, ledger_dir, ledger_settings
@@ -731,6 +733,24 @@ class LedgerWriter:
                     int(arguments["from_ms"]),
                     int(arguments["to_ms"]),
                 )
+            if what == "recommendations":
+                return recommendations_view(
+                    self.core,
+                    str(arguments["room_id"]),
+                    str(arguments["buyer_id"]),
+                    str(arguments["beside"]),
+                    int(arguments["count"]),
+                    self.clock_ms(),
+                )
+            if what == "seen":
+                self.core.recommender.seen(
+                    Signal(arguments["signal"]),
+                    str(arguments["room_id"]),
+                    str(arguments["product_id"]),
+                    str(arguments["buyer_id"]),
+                    self.clock_ms(),
+                )
+                return {}
         except (KeyError, TypeError, ValueError) as error:
             log.error("a bad query: %r", error)
         return None

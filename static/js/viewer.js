@@ -4,6 +4,7 @@
 import { DOMAIN_ORDER } from "./canonical.js";
 import { createIdentity, loadIdentity, supportsEd25519 } from "./identity.js";
 import { logVerifier, verifyReceipt } from "./ledger-verify.js";
+import { startRecommendations } from "./recommend.js";
 import { connectRoom } from "./room-socket.js";
 import { $, ServerClock, compact, duration, h, money, randomId, toast, unitsLeft } from "./ui.js";
 import { play } from "./webrtc.js";
@@ -452,6 +453,7 @@ async function watch() {
 // Start: the name sheet on first visit, then receipts left from an earlier visit.
 window.livecommerce = { room, view, orders, get identity() { return identity; }, get peer() { return playing?.peerConnection ?? null; } };
 watch();
+window.livecommerce.recommendations = startRecommendations(roomId, () => view.pinned, () => identity);
 supportsEd25519().then((ok) => {
   if (!ok) { toast("This browser cannot make Ed25519 keys; buying is off", "error"); return; }
   ensureIdentity().then(fetchMissingReceipts).catch((error) => toast(String(error), "error"));
