@@ -1,8 +1,10 @@
 // The host panel: sign in with the room's host credential (the merchant's key stays in
 // this browser), go live over WHIP, list products and stock (signed here), pin, run
-// flash sales, moderate, and watch a live dashboard.
+// flash sales, moderate, and watch a live dashboard. The orders after the sale and the
+// merchant's money are merchant.js.
 import { DOMAIN_LISTING, DOMAIN_STOCK } from "./canonical.js";
 import { createIdentity, importIdentity, loadIdentity } from "./identity.js";
+import { MerchantPanel } from "./merchant.js";
 import { Sparkline } from "./chart.js";
 import { connectRoom } from "./room-socket.js";
 import { $, ServerClock, compact, duration, h, money, randomId, toast, unitsLeft } from "./ui.js";
@@ -95,6 +97,8 @@ async function signIn(roomId, token) {
   openRoom();
   onStats(stats);
   await loadProducts();
+  if (state.merchant) state.merchantPanel = new MerchantPanel({ merchant: state.merchant, now: () => clock.now(), toast });
+  state.merchantPanel?.start();
   setInterval(pollStats, STATS_INTERVAL_MS);
   return true;
 }

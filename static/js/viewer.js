@@ -1,10 +1,12 @@
 // The viewer page: live video (WHEP), the room feed, the pinned product and the flash
 // sale, comments, likes, shares, and buying with a key made on this device. Orders are
-// signed here, and their receipts are checked here against the ledger's key.
+// signed here, and their receipts are checked here against the ledger's key; paying and
+// the order's life after the sale are orders-view.js.
 import { DOMAIN_ORDER } from "./canonical.js";
 import { createIdentity, loadIdentity, supportsEd25519 } from "./identity.js";
 import { logVerifier, verifyReceipt } from "./ledger-verify.js";
 import { startRecommendations } from "./recommend.js";
+import { OrdersView } from "./orders-view.js";
 import { connectRoom } from "./room-socket.js";
 import { $, ServerClock, compact, duration, h, money, randomId, toast, unitsLeft } from "./ui.js";
 import { play } from "./webrtc.js";
@@ -27,6 +29,13 @@ const view = {
 };
 const seenComments = new Set();
 let identity = null;
+const afterSale = new OrdersView({
+  identity: () => identity,
+  orders: null, // set below, once the store exists
+  now: () => clock.now(),
+  render: () => renderOrders(),
+  toast,
+});
 
 // My orders, kept on this device per identity.
 const orders = {
@@ -37,16 +46,16 @@ const orders = {
   find(orderId) { return this.list.find((o) => o.order_id === orderId); },
   // Where an accepted order is now: the server's last word, or expired once its hold
   // has run out unpaid (the server expires it then and the units go back to the sale).
-  statusOf(order) {
-    const status = order.order_status || "held";
-    return status === "held" && order.hold_expires_at_ms < clock.now() ? "expired" : status;
-  },
+  statusOf(order) { return afterSale.stageOf(order); },
   unitsHeld(saleId) {
     return this.list
-      .filter((o) => o.sale_id === saleId && o.status === "accepted" && this.statusOf(o) !== "expired")
+      // A hold that expired or was cancelled unpaid gives its units back to the allowance.
+      .filter((o) => o.sale_id === saleId && o.status === "accepted" && this.statusOf(o) !== "expired" && o.order_status !== "cancelled")
       .reduce((n, o) => n + o.quantity, 0);
   },
 };
+
+afterSale.orders = orders;
 
 // Room feed
 
@@ -99,7 +108,6 @@ function onMessage(message) {
     case "state/v1": showCounters(message); break;
     case "order.result/v1": onOrderResult(message); break;
     case "receipt/v1": onReceipt(message.order_id, message.proof); break;
-    case "pay.result/v1": onPayResult(message); break;
     case "error/v1": toast(message.message, "error"); break;
   }
   render();
@@ -326,39 +334,14 @@ async function fetchMissingReceipts() {
   }
 }
 
-async function pay(order) {
-  try {
-    const token = await identity.session();
-    order.paying = true;
-    renderOrders();
-    if (!room.send({ type: "pay/v1", order_id: order.order_id, token })) {
-      const response = await fetch(`/api/orders/${encodeURIComponent(order.order_id)}/pay`, {
-        method: "POST", headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" }, body: "{}",
-      });
-      onPayResult(await response.json());
-    }
-  } catch (error) {
-    toast(`Payment failed: ${error.message || error}`, "error");
-  }
-}
-
-function onPayResult(result) {
-  const order = orders.find(result.order_id);
-  if (!order) return;
-  order.paying = false;
-  if (result.status === "paid") { order.order_status = "paid"; toast("Paid. Thank you!", "ok"); }
-  else { if (result.reason === "order_expired") order.order_status = "expired"; toast(result.detail || result.reason, "error"); }
-  orders.save();
-  renderOrders();
-}
-
 function renderOrders() {
   const list = $("orders");
+  const focused = document.activeElement; // a field of a form that moves with its order
   const shown = orders.list.filter((o) => o.status !== "sent" || o.tries);
   $("orders-empty").hidden = shown.length > 0;
   $("orders-count").textContent = String(orders.list.filter((o) => o.status === "accepted").length);
   list.replaceChildren(...shown.slice().reverse().map((order) => {
-    const status = order.status === "accepted" ? orders.statusOf(order) : order.status === "rejected" ? `refused: ${order.reason}` : order.status;
+    const status = order.status === "accepted" ? orders.statusOf(order).replace(/_/g, " ") : order.status === "rejected" ? `refused: ${order.reason}` : order.status;
     let receipt = null;
     if (order.verified) {
       receipt = h("p", { class: "verified" }, `✓ Verified in the ledger at checkpoint ${order.verified.size} `,
@@ -366,13 +349,13 @@ function renderOrders() {
     }
     else if (order.verify_error) receipt = h("p", { class: "error" }, `✗ Receipt does not verify: ${order.verify_error}`);
     else if (order.status === "accepted") receipt = h("p", { class: "muted" }, "Waiting for the ledger's checkpoint…");
-    const canPay = order.status === "accepted" && orders.statusOf(order) === "held";
-    return h("li", { class: `order ${order.status}`, dataset: { orderId: order.order_id } },
+    return h("li", { class: `order ${order.status}`, dataset: { orderId: order.order_id, stage: order.status === "accepted" ? orders.statusOf(order) : order.status } },
       h("div", { class: "order-line" }, h("b", {}, `${order.quantity} × ${order.title}`), h("span", { class: "order-status" }, status)),
       h("p", { class: "muted small" }, `${money(order.price_cents * order.quantity, order.currency)} · order ${order.order_id}`),
       receipt,
-      canPay ? h("button", { class: "pay", onclick: () => pay(order), disabled: order.paying }, "Pay (simulated)") : null);
+      afterSale.section(order));
   }));
+  if (focused?.isConnected && focused !== document.activeElement) focused.focus();
 }
 
 $("buy").addEventListener("click", () => buy().catch((error) => { view.buying = false; toast(String(error.message || error), "error"); render(); }));
@@ -451,10 +434,10 @@ async function watch() {
 }
 
 // Start: the name sheet on first visit, then receipts left from an earlier visit.
-window.livecommerce = { room, view, orders, get identity() { return identity; }, get peer() { return playing?.peerConnection ?? null; } };
+window.livecommerce = { room, view, orders, afterSale, get identity() { return identity; }, get peer() { return playing?.peerConnection ?? null; } };
 watch();
 window.livecommerce.recommendations = startRecommendations(roomId, () => view.pinned, () => identity);
 supportsEd25519().then((ok) => {
   if (!ok) { toast("This browser cannot make Ed25519 keys; buying is off", "error"); return; }
-  ensureIdentity().then(fetchMissingReceipts).catch((error) => toast(String(error), "error"));
+  ensureIdentity().then(() => { afterSale.start(); return fetchMissingReceipts(); }).catch((error) => toast(String(error), "error"));
 });

@@ -89,6 +89,19 @@ async def join_as(page: Page, url: str, name: str) -> None:
     await page.wait_for_function("window.livecommerce.identity !== null")
 
 
+async def pay_with_card(page: Page, number: str) -> None:
+    """In the open pay form of My orders: an address, then a test card from the
+    provider's list (which fills the card fields), then Pay."""
+    await page.wait_for_selector("#pay-form #ship-name")
+    await page.fill("#ship-name", "Ann Example")
+    await page.fill("#ship-street", "1 Quay Street")
+    await page.fill("#ship-postcode", "T12 X7")
+    await page.fill("#ship-city", "Cork")
+    await page.fill("#ship-country", "Ireland")
+    await page.click(f"#test-card-list button[data-number='{number}']")
+    await page.click("#pay-submit")
+
+
 async def frames_decoded(page: Page) -> int:
     decoded: int = await page.evaluate(FRAMES_DECODED_JS)
     return decoded
@@ -195,7 +208,8 @@ async def test_host_goes_live_viewers_watch_chat_buy_and_verify(tmp_path: Path) 
         await verified.wait_for(timeout=WAIT_MS)
         assert "Verified in the ledger at checkpoint" in await verified.inner_text()
         await ann.screenshot(path=str(shots / "viewer-phone-receipt.png"))
-        await ann.click(".order .pay")  # a session from a signed challenge, then pay/v1
+        await ann.click(".order .pay")  # a session from a signed challenge, then pay
+        await pay_with_card(ann, "4242424242424242")
         await ann.wait_for_selector(".order .order-status:has-text('paid')")
         await ann.click("#orders-close")
 
