@@ -38,8 +38,10 @@ from livecommerce.commerce.orders import (
     PlaceOrder,
     PreparedOrder,
 )
+from livecommerce.commerce.polls import PollBook, RecordPoll
 from livecommerce.commerce.reservations import ReserveResult
 from livecommerce.commerce.results import Reason, Rejected, all_text
+from livecommerce.commerce.reviews import ReviewBook, ReviewStep
 from livecommerce.commerce.rooms import LinkRoom, RoomBook
 from livecommerce.commerce.sales import SaleBook, ScheduleSale, StopSale
 
@@ -57,6 +59,8 @@ Command = (
     | ProviderResult
     | RunPayouts
     | SetRules
+    | ReviewStep
+    | RecordPoll
 )
 
 
@@ -92,6 +96,8 @@ class CommerceCore:
         self.escrow = EscrowBook(
             self.identities, self.catalog, self.funds, escrow_rules or EscrowRules()
         )
+        self.reviews = ReviewBook(self.identities, self.escrow)
+        self.polls = PollBook()
         # False only to replay the server's own ledger: the signed steps in it were
         # checked when they were taken (a third party's audit checks them again).
         self.verify_signatures = verify_signatures
@@ -138,6 +144,10 @@ class CommerceCore:
             result = self.escrow.run_payouts(command, now_ms)
         elif isinstance(command, SetRules):
             result = self.escrow.set_rules(command, now_ms)
+        elif isinstance(command, ReviewStep):
+            result = self.reviews.take(command, now_ms, self.verify_signatures)
+        elif isinstance(command, RecordPoll):
+            result = self.polls.record(command, now_ms)
         elif isinstance(command, Register):
             result = self.identities.register(command, now_ms)
         elif isinstance(command, ListProduct):
