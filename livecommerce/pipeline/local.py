@@ -76,6 +76,7 @@ from livecommerce.pipeline.pipeline import (
     checkpoint_size,
     stopped_by_ledger,
 )
+from livecommerce.pipeline.reviews import ReviewIndexes, product_reviews_view
 from livecommerce.pipeline.shipping import ShippingFull, ShippingStore
 from livecommerce.pipeline.views import (
     TIMELINE_ENTRIES,
@@ -208,6 +209,7 @@ class LocalLedger:
         self._tasks: list[asyncio.Task[None]] = []
         self._shipping_failed = False  # the last shipping write failed (logged once)
         self.timelines = Timelines()
+        self.reviews = ReviewIndexes()
 
     def attach(self, wake: Wake, fail: Fail) -> None:
         self._wake, self._fail = wake, fail
@@ -265,6 +267,7 @@ class LocalLedger:
                         self._paid_index_of[key] = index
                 if entry_type in TIMELINE_ENTRIES and fields.get("action") != "accepted":
                     self.timelines.add(entry_type, fields, index)
+                self.reviews.add(entry_type, fields, index)
             finish(core)
         finally:
             core.verify_signatures = True
@@ -370,6 +373,8 @@ class LocalLedger:
                     self.closed.closed(event.sale_id, event.time_ms)
                 elif isinstance(event, TIMELINE_EVENTS):
                     self.timelines.add_event(event, index)
+                else:
+                    self.reviews.add_event(event, index)
             try:
                 if isinstance(job, OrderJob):
                     self._answer_order(job, events)
@@ -462,6 +467,9 @@ class LocalLedger:
 
     async def statement(self, merchant_id: str, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
         return statement_rows(self.core, merchant_id, from_ms, to_ms)
+
+    async def product_reviews(self, product_id: str, limit: int) -> dict[str, Any]:
+        return product_reviews_view(self.core, self.reviews, self.timelines, product_id, limit)
 
     # What viewers see: sale events (numbered) and stock (coalesced by the hub)
 
