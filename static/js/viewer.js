@@ -4,6 +4,7 @@
 import { DOMAIN_ORDER } from "./canonical.js";
 import { createIdentity, loadIdentity, supportsEd25519 } from "./identity.js";
 import { logVerifier, verifyReceipt } from "./ledger-verify.js";
+import { showRating } from "./product-rating.js";
 import { connectRoom } from "./room-socket.js";
 import { $, ServerClock, compact, duration, h, money, randomId, toast, unitsLeft } from "./ui.js";
 import { play } from "./webrtc.js";
@@ -157,6 +158,7 @@ function render() {
   if (!product) return;
   const sale = saleForPinned();
   $("product-title").textContent = product.title;
+  showRating(product.product_id, $("product-rating"));
   $("product-image").src = product.image || sale?.image_url || "/img/product.svg";
   $("product-price").textContent = money(sale ? sale.price_cents : product.price_cents, product.currency);
   $("stock-line").hidden = !sale;
