@@ -4,6 +4,7 @@
 import { DOMAIN_ORDER } from "./canonical.js";
 import { createIdentity, loadIdentity, supportsEd25519 } from "./identity.js";
 import { logVerifier, verifyReceipt } from "./ledger-verify.js";
+import { PollCard } from "./poll.js";
 import { showRating } from "./product-rating.js";
 import { connectRoom } from "./room-socket.js";
 import { $, ServerClock, compact, duration, h, money, randomId, toast, unitsLeft } from "./ui.js";
@@ -70,8 +71,11 @@ function showCounters(message) {
   if (message.stock) Object.assign(view.stock, message.stock);
 }
 
+const poll = new PollCard($("poll"), (message) => room.send(message));
+
 function onMessage(message) {
   clock.observe(message.ts_ms);
+  poll.onMessage(message);
   switch (message.type) {
     case "snapshot/v1":
       $("title").textContent = message.title;

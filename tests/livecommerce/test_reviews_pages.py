@@ -107,3 +107,42 @@ async def test_the_product_page_verifies_each_review_and_refuses_a_changed_one(
         assert "4.0 · 2 reviews" in await rating.inner_text()
         assert await rating.get_attribute("href") == "/product.html?id=mug"
     assert errors.errors == []
+
+
+async def test_a_poll_answered_on_two_screens_shows_the_live_result_on_both(
+    tmp_path: Path,
+) -> None:
+    errors = PageErrors()
+    async with running_server(tmp_path) as server, chromium() as browser:
+        async with httpx.AsyncClient() as client:
+            created = await client.post(
+                f"{server.http}/api/rooms", json={"title": "Live", "host_name": "Mia"}
+            )
+            room_id, host_token = created.json()["room_id"], created.json()["host_token"]
+        ann = await new_page(browser, errors, "ann", **PHONE)
+        bob = await new_page(browser, errors, "bob", **DESKTOP)
+        for page, name in ((ann, "Ann"), (bob, "Bob")):
+            await join_as(page, f"{server.http}/?room={room_id}", name)
+        host = await new_page(browser, errors, "host", **DESKTOP)
+        await host.goto(f"{server.http}/host.html?room={room_id}#host_token={host_token}")
+        await host.fill("#poll-form [name=question]", "Which colour next?")
+        await host.fill("#poll-form [name=options]", "Red\nBlue")
+        await host.click("#poll-form button")
+        for page in (ann, bob):
+            await page.wait_for_selector("#poll .poll-answer", timeout=WAIT_MS)
+        await ann.click("#poll [data-option='0'] .poll-answer")
+        await bob.click("#poll [data-option='1'] .poll-answer")
+        for page, selector in ((ann, "#poll"), (bob, "#poll"), (host, "#host-poll")):
+            await page.wait_for_function(
+                f"""[...document.querySelectorAll('{selector} [data-option]')]
+                    .map((li) => li.dataset.count).join() === '1,1'""",
+                timeout=WAIT_MS,
+            )
+        assert await ann.locator("#poll .poll-answer").count() == 0  # answered: results only
+        assert "null" not in await ann.inner_text("#poll")
+        await ann.screenshot(path=str(screenshots_dir() / "poll-phone.png"))
+        await host.click("#host-poll .poll-close")
+        for page in (ann, bob):
+            await page.wait_for_selector("#poll[data-state=closed]", timeout=WAIT_MS)
+            assert "closed" in await page.inner_text("#poll .poll-note")
+    assert errors.errors == []
