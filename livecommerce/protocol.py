@@ -94,6 +94,32 @@ class HostSlowMode(_Client, tag="host.slow_mode/v1", frozen=True):
     interval_ms: Annotated[int, msgspec.Meta(ge=0, le=10 * 60 * 1000)]
 
 
+# Polls: the host asks, viewers answer once each (per viewer id), counts go to every screen.
+PollId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+PollOption = Annotated[str, msgspec.Meta(min_length=1, max_length=80)]
+POLL_OPTIONS_MAX = 6
+
+
+class HostPoll(_Client, tag="host.poll/v1", frozen=True):
+    """Open a poll (or a question whose answers are offered): 2..6 options, open for
+    `duration_ms`. One poll is open at a time in a room."""
+
+    poll_id: PollId
+    question: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    options: Annotated[list[PollOption], msgspec.Meta(min_length=2, max_length=POLL_OPTIONS_MAX)]
+    duration_ms: Annotated[int, msgspec.Meta(ge=5_000, le=3_600_000)] = 60_000
+    kind: Annotated[str, msgspec.Meta(pattern=r"^(poll|question)$")] = "poll"
+
+
+class HostPollClose(_Client, tag="host.poll_close/v1", frozen=True):
+    poll_id: PollId
+
+
+class PollAnswer(_Client, tag="poll.answer/v1", frozen=True):
+    poll_id: PollId
+    option: Annotated[int, msgspec.Meta(ge=0, lt=POLL_OPTIONS_MAX)]
+
+
 # Orders. Field contents (id patterns, ranges, the signature) are checked by the commerce
 # core, which answers with a reason code; here only types and sizes.
 ShortText = Annotated[str, msgspec.Meta(max_length=200)]
@@ -145,8 +171,12 @@ HostCommand = (
     | HostUnban
     | HostKeywords
     | HostSlowMode
+    | HostPoll
+    | HostPollClose
 )
-ClientMessage = PostComment | Like | Share | Ping | HostAuth | OrderMessage | HostCommand
+ClientMessage = (
+    PostComment | Like | Share | Ping | HostAuth | PollAnswer | OrderMessage | HostCommand
+)
 HOST_COMMANDS: tuple[type[_Client], ...] = (
     HostPin,
     HostLive,
@@ -157,6 +187,8 @@ HOST_COMMANDS: tuple[type[_Client], ...] = (
     HostUnban,
     HostKeywords,
     HostSlowMode,
+    HostPoll,
+    HostPollClose,
 )
 
 # Annotated rather than cast at each decode: older mypy infers Decoder[Any] from a union,
@@ -254,6 +286,14 @@ class SaleChanged(_Event, tag="sale/v1", frozen=True):
     sale: dict[str, Any]
 
 
+class PollChanged(_Event, tag="poll/v1", frozen=True):
+    """A poll opened (`closed` false, counts zero) or closed (`closed` true, the final
+    `counts` and `closed_at_ms`): poll_id, kind, question, options, opened_at_ms,
+    closes_at_ms, closed, counts."""
+
+    poll: dict[str, Any]
+
+
 class ViewerMuted(_Event, tag="viewer.muted/v1", frozen=True):
     viewer_id: str
     until_ms: int
@@ -279,6 +319,7 @@ RoomEvent = (
     | RoomEnded
     | SlowModeChanged
     | SaleChanged
+    | PollChanged
     | ViewerMuted
     | ViewerBanned
     | ViewerUnbanned
@@ -350,6 +391,7 @@ class Snapshot(msgspec.Struct, tag_field="type", tag="snapshot/v1", frozen=True)
     comments: list[Comment]
     stock: dict[str, int]
     sale: dict[str, Any] | None
+    poll: dict[str, Any] | None = None  # the room's newest poll, with its counts now
 
 
 class State(msgspec.Struct, tag_field="type", tag="state/v1", frozen=True, omit_defaults=True):
@@ -359,6 +401,7 @@ class State(msgspec.Struct, tag_field="type", tag="state/v1", frozen=True, omit_
     shares: int | None = None
     viewers: int | None = None
     stock: dict[str, int] | None = None
+    poll: dict[str, Any] | None = None  # {"poll_id", "counts"}: the open poll's live counts
 
 
 class Error(msgspec.Struct, tag_field="type", tag="error/v1", frozen=True):

@@ -16,8 +16,8 @@ command travels between them. docs/operations.md has the same table in prose.
   writes to Redis, set only if it still holds what the writer set before. Lower than the
   writer knew means Redis came back from an older snapshot: rebuilt as if lost.
 - `lc:feed:epoch` and `lc:feed:<epoch>` (string and stream, writer): every non-order
-  ledger entry (identities, products, inventory, rooms, sales) with its index; web
-  processes replay it into their core.
+  ledger entry (identities, products, inventory, rooms, sales, rules, reviews, poll
+  tallies) with its index; web processes replay it into their core.
 - `{sale:<id>}:ledger` (hash, writer): `<buyer_id>:<order_id>` to the order's record
   (ledger index, status, hold).
 - `{sale:<id>}:receipts` (hash, writer): `<buyer_id>:<order_id>` to the tlog-proof text,
@@ -50,6 +50,8 @@ from livecommerce.commerce.core import Command
 from livecommerce.commerce.escrow import OrderStep, ProviderResult, RunPayouts
 from livecommerce.commerce.identity import Register
 from livecommerce.commerce.orders import PayOrder
+from livecommerce.commerce.polls import RecordPoll
+from livecommerce.commerce.reviews import ReviewStep
 from livecommerce.commerce.rooms import LinkRoom
 from livecommerce.commerce.sales import ScheduleSale, StopSale
 
@@ -66,7 +68,16 @@ SESSION_SECRET: Final = "lc:session_secret"
 WEBHOOK_SECRET: Final = "lc:webhook_secret"
 # Entries the web processes need in their core: everything but orders and stock counts.
 FEED_ENTRY_TYPES: Final = frozenset(
-    {"identity/v1", "product/v1", "inventory/v1", "room/v1", "sale/v1", "rules/v1"}
+    {
+        "identity/v1",
+        "product/v1",
+        "inventory/v1",
+        "room/v1",
+        "sale/v1",
+        "rules/v1",
+        "review/v1",
+        "poll/v1",
+    }
 )
 COMMAND_TYPES: Final[dict[str, type[Command]]] = {
     kind.__name__: kind
@@ -81,6 +92,8 @@ COMMAND_TYPES: Final[dict[str, type[Command]]] = {
         OrderStep,
         ProviderResult,
         RunPayouts,
+        ReviewStep,
+        RecordPoll,
     )
 }
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -17,6 +18,7 @@ from livecommerce.clock import wall_clock_ms
 from livecommerce.commerce.core import CommerceCore
 from livecommerce.commerce.escrow import RunPayouts, SetRules
 from livecommerce.commerce.identity import SessionAuthority
+from livecommerce.commerce.polls import RecordPoll
 from livecommerce.gc_pauses import young_generation_threshold
 from livecommerce.hub.hub import Hub
 from livecommerce.keyfiles import load_or_create_secret
@@ -141,6 +143,7 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
         app.state.order_stats = OrderStats()
         hub.order_handler = SocketOrders(service, sessions, app.state.order_stats)
         hub.room_created_listeners.append(announce_sales(service, hub))
+        hub.poll_closed_listeners.append(record_polls(service))
         app.state.orders = service
         app.state.sessions = sessions
         app.state.ledger = ledger
@@ -149,6 +152,7 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
             yield
         finally:
             hub.order_handler = None
+            hub.poll_closed_listeners.clear()
             if payouts is not None:
                 payouts.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -157,6 +161,41 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
             await service.close()
     finally:
         await ledger.close()
+
+
+POLL_RECORD_TRIES = 3
+POLL_RETRY_S = 1.0
+
+
+def record_polls(service: OrderPipeline) -> Callable[[str, dict[str, Any]], None]:
+    """For `hub.poll_closed_listeners`: a closed poll's tally to the ledger (`poll/v1`),
+    through the pipeline like any command; the hub's fan-out never waits for it. Tried
+    again a few times while the pipeline is busy or away; a refusal is logged."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def record(room_id: str, poll: dict[str, Any]) -> None:
+        command = RecordPoll(
+            room_id, str(poll["poll_id"]), str(poll["question"]), list(poll["options"]),
+            list(poll["counts"]), int(poll["opened_at_ms"]), int(poll["closed_at_ms"]),
+            str(poll.get("kind", "poll")),
+        )  # fmt: skip
+        for attempt in range(POLL_RECORD_TRIES):
+            try:
+                outcome = await service.run(command)
+            except ServiceUnavailable as problem:
+                log.warning("poll %s not recorded yet: %s", command.poll_id, problem.detail)
+                await asyncio.sleep(POLL_RETRY_S * (attempt + 1))
+                continue
+            if outcome.rejection is not None:
+                log.warning("poll %s not recorded: %s", command.poll_id, outcome.rejection)
+            return
+
+    def closed(room_id: str, poll: dict[str, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(record(room_id, poll))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return closed
 
 
 def webhook_delivery(service: OrderPipeline) -> Callable[[bytes, str], Awaitable[None]]:
@@ -213,9 +252,11 @@ async def scaled_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Async
         sessions = service.sessions
         app.state.order_stats = OrderStats()
         hub.order_handler = SocketOrders(service, sessions, app.state.order_stats)
+        hub.poll_closed_listeners.append(record_polls(service))
         app.state.orders = service
         app.state.sessions = sessions
         yield
     finally:
         hub.order_handler = None
+        hub.poll_closed_listeners.clear()
         await service.close()

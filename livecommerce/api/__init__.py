@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from livecommerce.api import catalog, identities, orders, payments, recommend, rooms, sales
+from livecommerce.api import (
+    catalog,
+    identities,
+    orders,
+    payments,
+    recommend,
+    reviews,
+    rooms,
+    sales,
+)
 
 
 def routes() -> list[BaseRoute]:
@@ -18,4 +27,5 @@ def routes() -> list[BaseRoute]:
         *orders.routes(),
         *payments.routes(),
         *recommend.routes(),
+        *reviews.routes(),
     ]

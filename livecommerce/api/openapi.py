@@ -32,6 +32,7 @@ from livecommerce.api import (
     orders,
     payments,
     recommend,
+    reviews,
     rooms,
     sales,
 )
@@ -421,6 +422,40 @@ OPERATIONS: tuple[Operation, ...] = (
         },
         request=json_of(orders.StepBody),
         tag="orders",
+    ),
+    Operation(
+        "POST",
+        "/api/orders/{order_id}/reviews",
+        "a signed review of a received order (once), the merchant's reply (once), or an "
+        "arbiter hiding a text",
+        {
+            200: Answer("repeated: the same action again", json_of(reviews.ReviewResult)),
+            201: Answer("taken: on the ledger at `ledger_index`", json_of(reviews.ReviewResult)),
+            400: Answer("invalid_request or bad_field"),
+            401: Answer("bad_signature"),
+            403: Answer("not_your_order, not_merchant or not_arbiter"),
+            404: Answer("unknown_order, unknown_review or unknown_identity"),
+            409: Answer("wrong_stage, stale, already_reviewed, already_replied, already_hidden"),
+            413: TOO_LARGE,
+            503: Answer("capacity or unavailable: retry"),
+        },
+        request=json_of(reviews.ReviewBody),
+        tag="reviews",
+    ),
+    Operation(
+        "GET",
+        "/api/products/{product_id}/reviews",
+        "a product's rating and newest reviews, each with the ledger indexes that prove it",
+        {200: Answer("rating and reviews", JSON_OBJECT), 400: Answer("bad_field"), 503: RETRY},
+        query=(Query("limit", "at most this many reviews (1..100, default 20)"),),
+        tag="reviews",
+    ),
+    Operation(
+        "GET",
+        "/api/products/{product_id}/rating",
+        "a product's review count, average (hundredths of a star) and histogram",
+        {200: Answer("the rating", JSON_OBJECT), 400: Answer("bad_field")},
+        tag="reviews",
     ),
     Operation(
         "GET",

@@ -17,6 +17,7 @@ from livecommerce.commerce.canonical import (
 from livecommerce.commerce.escrow import OrderStep
 from livecommerce.commerce.identity import b64url_encode, registration_bytes, session_bytes
 from livecommerce.commerce.orders import PlaceOrder
+from livecommerce.commerce.reviews import ReviewStep
 
 
 class KeyPair:
@@ -109,6 +110,17 @@ class KeyPair:
         """Body of POST /api/orders/{order_id}/steps, signed by this key (docs/commerce.md,
         "After the sale"): `fields` are carrier, tracking, amount_cents, decision, reason."""
         unsigned = OrderStep(step, step_id, buyer_id, order_id, self.identity_id, time_ms, **fields)
+        body = unsigned.signed_fields()
+        del body["order_id"]
+        body["signature"] = self.sign(unsigned.signing_bytes())
+        return body
+
+    def review(
+        self, action: str, buyer_id: str, order_id: str, time_ms: int, **fields: Any
+    ) -> dict[str, Any]:
+        """Body of POST /api/orders/{order_id}/reviews, signed by this key: `fields` are
+        stars, target, text (docs/commerce.md, "Reviews")."""
+        unsigned = ReviewStep(action, buyer_id, order_id, self.identity_id, time_ms, **fields)
         body = unsigned.signed_fields()
         del body["order_id"]
         body["signature"] = self.sign(unsigned.signing_bytes())

@@ -38,9 +38,11 @@ from livecommerce.commerce.orders import (
     PlaceOrder,
     PreparedOrder,
 )
+from livecommerce.commerce.polls import PollBook, RecordPoll
 from livecommerce.commerce.recommend import Recommender, Signal
 from livecommerce.commerce.reservations import ReserveResult
 from livecommerce.commerce.results import Reason, Rejected, all_text
+from livecommerce.commerce.reviews import ReviewBook, ReviewStep
 from livecommerce.commerce.rooms import LinkRoom, RoomBook
 from livecommerce.commerce.sales import SaleBook, ScheduleSale, StopSale
 
@@ -58,6 +60,8 @@ Command = (
     | ProviderResult
     | RunPayouts
     | SetRules
+    | ReviewStep
+    | RecordPoll
 )
 
 
@@ -95,6 +99,8 @@ class CommerceCore:
         )
         # Fed with every paid order here (live or replayed); views and clicks by the adapter.
         self.recommender = Recommender()
+        self.reviews = ReviewBook(self.identities, self.escrow)
+        self.polls = PollBook()
         # False only to replay the server's own ledger: the signed steps in it were
         # checked when they were taken (a third party's audit checks them again).
         self.verify_signatures = verify_signatures
@@ -141,6 +147,10 @@ class CommerceCore:
             result = self.escrow.run_payouts(command, now_ms)
         elif isinstance(command, SetRules):
             result = self.escrow.set_rules(command, now_ms)
+        elif isinstance(command, ReviewStep):
+            result = self.reviews.take(command, now_ms, self.verify_signatures)
+        elif isinstance(command, RecordPoll):
+            result = self.polls.record(command, now_ms)
         elif isinstance(command, Register):
             result = self.identities.register(command, now_ms)
         elif isinstance(command, ListProduct):

@@ -38,6 +38,7 @@ from livecommerce.commerce.events import Entry, Event
 from livecommerce.commerce.identity import Identity
 from livecommerce.commerce.orders import OrderAccepted, OrderPaid, OrderStatus
 from livecommerce.commerce.reservations import OrderRecord, RecordStatus
+from livecommerce.commerce.reviews import ReviewRefused, step_of
 from livecommerce.commerce.sales import CloseReason, ScheduleSale
 
 
@@ -106,6 +107,10 @@ def apply_entry(core: CommerceCore, entry: Entry) -> None:
         )
     elif entry_type == "room/v1" and action == "linked":
         core.rooms.restore_linked(str(fields["room_id"]), str(fields["merchant_id"]))
+    elif entry_type == "review/v1":
+        _apply_review(core, entry)
+    elif entry_type == "poll/v1" and action == "closed":
+        core.polls.restore(fields)
     elif entry_type == "stock/v1":
         sale = core.sales.get(str(fields["sale_id"]))
         assert sale is not None, "stock entry for an unknown sale"
@@ -139,6 +144,25 @@ def finish(core: CommerceCore) -> None:
     if core.expected_entries:
         missing = core.expected_entries[0]
         raise ValueError(f"the ledger ends without {missing[0]} {missing[1]}")
+
+
+def _apply_review(core: CommerceCore, entry: Entry) -> None:
+    """A review action is taken again where the core has the orders' lives (the server's
+    own replay, the writer's, an audit), and must make this very entry; a web process's
+    replica, which follows only state entries and has no escrow, takes it as written."""
+    _, fields = entry
+    if core.orders.external_stock:
+        core.reviews.restore(fields)
+        return
+    now_ms = fields["time_ms"]
+    assert isinstance(now_ms, int)
+    events = core.reviews.take(step_of(fields), now_ms, core.verify_signatures)
+    (event,) = events
+    if isinstance(event, ReviewRefused):
+        raise ValueError(f"taken again, this review action is refused: {event.detail}")
+    made = event.to_entry()
+    if made != entry:
+        raise ValueError(f"taken again, this review action made {made}")
 
 
 # Money: take the step again, check what it makes

@@ -53,6 +53,12 @@ class Reason(StrEnum):
     PAYMENT_PENDING = "payment_pending"
     ALREADY_PAID = "already_paid"
     PAYMENT_DECLINED = "payment_declined"
+    # Reviews and polls.
+    UNKNOWN_REVIEW = "unknown_review"
+    ALREADY_REVIEWED = "already_reviewed"
+    ALREADY_REPLIED = "already_replied"
+    ALREADY_HIDDEN = "already_hidden"
+    POLL_EXISTS = "poll_exists"
     # Any bounded table is full: push back, retry later.
     CAPACITY = "capacity"
     # The external stock store does not know the sale (Redis lost it): retry later.

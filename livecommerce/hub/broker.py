@@ -26,6 +26,7 @@ class Totals:
     shares: int | None = None
     viewers: int | None = None
     stock: dict[str, int] | None = None
+    poll: tuple[str, list[int]] | None = None  # (poll_id, counts): a poll's answers so far
 
 
 @dataclass
@@ -43,6 +44,7 @@ class LoadedRoom:
     keywords: tuple[str, ...] = ()
     banned: set[str] = field(default_factory=set)
     muted_until_ms: dict[str, int] = field(default_factory=dict)
+    poll: dict[str, object] | None = None
     totals: Totals = field(default_factory=Totals)
 
 
@@ -70,6 +72,14 @@ class Broker(Protocol):
         viewers_here: int,
         stock: dict[str, int],
     ) -> None: ...
+    async def answer_poll(
+        self, room_id: str, poll_id: str, voter_id: str, option: int, options_count: int
+    ) -> bool:
+        """Count one answer: False (nothing counted) when `voter_id` answered this poll
+        already. Every process holding the room then gets the counts (`Totals.poll`)."""
+        ...
+
+    async def poll_counts(self, room_id: str, poll_id: str, options_count: int) -> list[int]: ...
 
 
 class InProcessBroker:
@@ -81,6 +91,8 @@ class InProcessBroker:
         self._totals: dict[str, Totals] = {}
         self._on_event: EventHandler | None = None
         self._on_state: StateHandler | None = None
+        # Each room's newest poll only: (poll_id, voters, counts).
+        self._polls: dict[str, tuple[str, set[str], list[int]]] = {}
 
     async def start(
         self,
@@ -142,3 +154,25 @@ class InProcessBroker:
         self._on_state(
             room_id, Totals(totals.likes, totals.shares, viewers_here, dict(totals.stock))
         )
+
+    async def answer_poll(
+        self, room_id: str, poll_id: str, voter_id: str, option: int, options_count: int
+    ) -> bool:
+        assert self._on_state is not None, "answer before start"
+        assert 0 <= option < options_count
+        known = self._polls.get(room_id)
+        if known is None or known[0] != poll_id:
+            known = self._polls[room_id] = (poll_id, set(), [0] * options_count)
+        _, voters, counts = known
+        if voter_id in voters:
+            return False
+        voters.add(voter_id)
+        counts[option] += 1
+        self._on_state(room_id, Totals(poll=(poll_id, list(counts))))
+        return True
+
+    async def poll_counts(self, room_id: str, poll_id: str, options_count: int) -> list[int]:
+        known = self._polls.get(room_id)
+        if known is None or known[0] != poll_id:
+            return [0] * options_count
+        return list(known[2])

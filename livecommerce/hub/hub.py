@@ -175,6 +175,12 @@ class Hub:
         # Takes `order/v1` and `pay/v1` from a connection (the app sets it to the order
         # service); answers go back on the connection later. Must not block.
         self.order_handler: Callable[[Connection, m.OrderMessage], None] | None = None
+        # Called with (room_id, the closed poll) by the process that closed it, once (the
+        # app records the tally on the ledger); must not block.
+        self.poll_closed_listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self._poll_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._polls_closing: set[tuple[str, str]] = set()
+        self._answers_in_flight = 0
 
     async def start(self) -> None:
         await self.broker.start(self._on_event, self._on_state, self._resync)
@@ -189,6 +195,9 @@ class Hub:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        for timer in self._poll_timers.values():
+            timer.cancel()
+        self._poll_timers.clear()
         for publisher in list(self._publishers):
             publisher.cancel()
         while self._publish_queue:
@@ -285,6 +294,7 @@ class Hub:
         room.keywords = loaded.keywords
         room.banned = set(loaded.banned)
         room.muted_until_ms = dict(loaded.muted_until_ms)
+        room.poll = dict(loaded.poll) if loaded.poll is not None else room.poll
         self._apply_totals(room, loaded.totals)
         return room
 
@@ -423,6 +433,12 @@ class Hub:
                     connection.error("unavailable", "this server takes no orders")
                 else:
                     self.order_handler(connection, message)
+            case m.PollAnswer():
+                poll = replica.room.check_answer(connection.viewer_id, message, now_ms)
+                if isinstance(poll, Rejection):
+                    connection.error(poll.code, poll.message)
+                    return None
+                return self._answer_soon(connection, replica, message, len(poll["options"]))
             case m.HostAuth():
                 if connection.host_auth_failures >= self.limits.host_auth_failures_max:
                     connection.error("too_many_failures", "too many wrong host credentials")
@@ -468,7 +484,11 @@ class Hub:
         while queue:
             connection, replica, event, ack, done = queue.popleft()
             try:
-                await self.publish(replica.room.info.room_id, event)
+                room_id = replica.room.info.room_id
+                if ack:  # a host command
+                    await self.publish_host(room_id, event)
+                else:
+                    await self.publish(room_id, event)
             except BrokerUnavailable as error:
                 connection.error("unavailable", f"not done, retry: {error}")
             except Exception:
@@ -493,8 +513,100 @@ class Hub:
         decision = replica.room.check_host(command, self.clock_ms())
         if isinstance(decision, Rejection):
             return decision
-        await self.publish(room_id, decision)
+        await self.publish_host(room_id, decision)
         return None
+
+    # Polls: opened and closed by host commands (or the clock), answered once per viewer
+
+    async def publish_host(self, room_id: str, event: m.RoomEvent) -> int:
+        """A host command's event. A poll opened here closes here when its time is up; a
+        poll closed here gets the broker's exact counts, and its tally goes to the
+        listeners (the ledger) from this process only."""
+        if isinstance(event, m.PollChanged) and event.poll["closed"]:
+            return await self._close_poll(room_id, event)
+        sequence = await self.publish(room_id, event)
+        if isinstance(event, m.PollChanged):
+            poll_id = str(event.poll["poll_id"])
+            delay_s = max(0.0, (int(event.poll["closes_at_ms"]) - self.clock_ms()) / 1000)
+            loop = asyncio.get_running_loop()
+            self._poll_timers[(room_id, poll_id)] = loop.call_later(
+                delay_s, self._poll_due, room_id, poll_id
+            )
+        return sequence
+
+    def _poll_due(self, room_id: str, poll_id: str) -> None:
+        self._poll_timers.pop((room_id, poll_id), None)
+        replica = self.replicas.get(room_id)
+        poll = replica.room.poll if replica is not None else None
+        if replica is None or poll is None or poll["poll_id"] != poll_id or poll["closed"]:
+            return
+        closing = replica.room.closing(self.clock_ms())
+
+        async def close() -> None:
+            try:
+                await self._close_poll(room_id, closing)
+            except Exception:
+                # The poll stays closed for answers (its time is up); its close event and
+                # tally wait for the host to close it again.
+                log.exception("closing poll %s of room %s failed", poll_id, room_id)
+
+        task = asyncio.get_running_loop().create_task(close())
+        self._publishers.add(task)
+        task.add_done_callback(self._publishers.discard)
+
+    async def _close_poll(self, room_id: str, closing: m.PollChanged) -> int:
+        poll = closing.poll
+        key = (room_id, str(poll["poll_id"]))
+        if key in self._polls_closing:
+            return 0  # closing already (the clock and the host at once)
+        self._polls_closing.add(key)
+        try:
+            timer = self._poll_timers.pop(key, None)
+            if timer is not None:
+                timer.cancel()
+            counts = await self.broker.poll_counts(room_id, key[1], len(poll["options"]))
+            final = m.PollChanged(poll={**poll, "counts": counts}, ts_ms=closing.ts_ms)
+            sequence = await self.publish(room_id, final)
+        finally:
+            self._polls_closing.discard(key)
+        for listener in self.poll_closed_listeners:
+            try:
+                listener(room_id, final.poll)
+            except Exception:
+                log.exception("a poll listener failed")
+        return sequence
+
+    def _answer_soon(
+        self, connection: Connection, replica: Replica, answer: m.PollAnswer, options: int
+    ) -> asyncio.Future[None] | None:
+        """Count the answer in the broker (once per viewer id); the counts come back to
+        every process as state, coalesced into the next state/v1."""
+        if self._answers_in_flight >= self.limits.publish_queue_max:
+            connection.error("busy", "too many answers are waiting for the broker; retry")
+            return None
+        self._answers_in_flight += 1
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def count() -> None:
+            try:
+                counted = await self.broker.answer_poll(
+                    replica.room.info.room_id, answer.poll_id, connection.viewer_id,
+                    answer.option, options,
+                )  # fmt: skip
+                if counted:
+                    connection.send(m.Ack(ref="poll.answer/v1"))
+                else:
+                    connection.error("already_answered", "you answered this poll already")
+            except BrokerUnavailable as error:
+                connection.error("unavailable", f"not done, retry: {error}")
+            finally:
+                self._answers_in_flight -= 1
+                done.set_result(None)
+
+        task = asyncio.get_running_loop().create_task(count())
+        self._publishers.add(task)
+        task.add_done_callback(self._publishers.discard)
+        return done
 
     # What the commerce side pushes
 
@@ -561,6 +673,9 @@ class Hub:
         if totals.viewers is not None and totals.viewers != room.viewers:
             room.viewers = totals.viewers
             changed.add("viewers")
+        if totals.poll is not None and totals.poll != room.poll_counts:
+            room.poll_counts = (totals.poll[0], list(totals.poll[1]))
+            changed.add("poll")
         if totals.stock:
             for product_id, remaining in totals.stock.items():
                 if room.stock.get(product_id) != remaining:
@@ -714,6 +829,7 @@ class Hub:
                 shares=room.shares if "shares" in changed else None,
                 viewers=room.viewers if "viewers" in changed else None,
                 stock=dict(room.stock) if "stock" in changed else None,
+                poll=room.live_counts() if "poll" in changed else None,
             )
             replica.group.start_state(Outgoing(m.encode(state)))
             if replica.state_writer is None:

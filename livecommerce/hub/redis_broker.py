@@ -90,6 +90,32 @@ return message
 """
 
 
+# One answer per voter per poll: the voter joins the poll's set, or nothing is counted.
+ANSWER_SCRIPT = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return false end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+local counts = {}
+for i = 0, tonumber(ARGV[3]) - 1 do
+  counts[#counts + 1] = tonumber(redis.call('HGET', KEYS[2], tostring(i)) or '0')
+end
+local message = '{"poll_id":' .. cjson.encode(ARGV[6]) .. ',"counts":['
+  .. table.concat(counts, ',') .. ']}'
+redis.call('PUBLISH', ARGV[4], 'p' .. message)
+return 1
+"""
+POLL_KEEP_MS = 24 * 3600 * 1000
+
+
+class _PollMessage(msgspec.Struct):
+    poll_id: str
+    counts: list[int]
+
+
+_poll_decoder = msgspec.json.Decoder(_PollMessage)
+
+
 class _TotalsMessage(msgspec.Struct):
     likes: int
     shares: int
@@ -118,6 +144,12 @@ def _keys(room_id: str) -> dict[str, str]:
     }
 
 
+def poll_keys(room_id: str, poll_id: str) -> list[str]:
+    """The poll's voters (a set) and counts (a hash), in the room's hash slot."""
+    prefix = f"lc:room:{{{room_id}}}:poll:{poll_id}:"
+    return [prefix + "voters", prefix + "counts"]
+
+
 def channel_of(room_id: str) -> str:
     return f"lc:room:{{{room_id}}}:events"
 
@@ -135,6 +167,8 @@ def _state_effect(event: m.RoomEvent) -> list[str]:
             return ["hset", "slow_mode_ms", str(event.interval_ms)]
         case m.SaleChanged():
             return ["hset", "sale", orjson.dumps(event.sale).decode()]
+        case m.PollChanged():
+            return ["hset", "poll", orjson.dumps(event.poll).decode()]
         case m.KeywordsChanged():
             return ["hset", "keywords", orjson.dumps(event.words).decode()]
         case m.ViewerBanned():
@@ -157,6 +191,7 @@ class RedisBroker:
         self.process_id = process_id or secrets.token_hex(6)
         self._publish = self._client.register_script(PUBLISH_SCRIPT)
         self._counters = self._client.register_script(COUNTERS_SCRIPT)
+        self._answer = self._client.register_script(ANSWER_SCRIPT)
         self._channels: dict[str, str] = {}  # channel -> room_id
         self._on_event: EventHandler | None = None
         self._on_state: StateHandler | None = None
@@ -232,6 +267,7 @@ class RedisBroker:
             entries.append((int(sequence_text), body))
         pinned = state.get(b"pinned", b"")
         sale = state.get(b"sale")
+        poll = state.get(b"poll")
         return LoadedRoom(
             info=RoomInfo(
                 room_id=room_id,
@@ -249,6 +285,7 @@ class RedisBroker:
             keywords=tuple(orjson.loads(state.get(b"keywords", b"[]"))),
             banned={viewer.decode() for viewer in banned},
             muted_until_ms={viewer.decode(): int(until) for viewer, until in muted.items()},
+            poll=orjson.loads(poll) if poll else None,
             totals=Totals(
                 likes=int(counters.get(b"likes", 0)),
                 shares=int(counters.get(b"shares", 0)),
@@ -312,6 +349,22 @@ class RedisBroker:
             self._counters(keys=[keys["counters"], keys["viewers"], keys["stock"]], args=arguments)
         )
 
+    async def answer_poll(
+        self, room_id: str, poll_id: str, voter_id: str, option: int, options_count: int
+    ) -> bool:
+        counted = await self._call(
+            self._answer(
+                keys=poll_keys(room_id, poll_id),
+                args=[voter_id, option, options_count, channel_of(room_id), POLL_KEEP_MS, poll_id],
+            )
+        )
+        return bool(counted)
+
+    async def poll_counts(self, room_id: str, poll_id: str, options_count: int) -> list[int]:
+        fields = [str(option) for option in range(options_count)]
+        values = await self._call(self._client.hmget(poll_keys(room_id, poll_id)[1], fields))
+        return [int(value or 0) for value in values]
+
     async def _call(self, awaitable: Any) -> Any:
         try:
             return await awaitable
@@ -371,6 +424,10 @@ class RedisBroker:
             assert self._on_event is not None
             sequence_text, _, body = payload.partition(b" ")
             self._on_event(room_id, int(sequence_text), body)
+        elif kind == b"p":
+            assert self._on_state is not None
+            poll = _poll_decoder.decode(payload)
+            self._on_state(room_id, Totals(poll=(poll.poll_id, poll.counts)))
         elif kind == b"s":
             assert self._on_state is not None
             totals = _totals_decoder.decode(payload)

@@ -78,6 +78,9 @@ class Room:
         self.viewers = 0
         self.stock: dict[str, int] = {}
         self.sale: dict[str, Any] | None = None
+        # The newest poll (open or closed) and the answers counted so far (the broker's).
+        self.poll: dict[str, Any] | None = None
+        self.poll_counts: tuple[str, list[int]] | None = None
         # The public events after `history_after`, as sent on the wire, for resuming clients.
         self._history: deque[tuple[int, bytes]] = deque()
         self.history_after = sequence
@@ -110,6 +113,10 @@ class Room:
                 self.slow_mode_ms = event.interval_ms
             case m.SaleChanged():
                 self.sale = event.sale
+            case m.PollChanged():
+                self.poll = event.poll
+                if event.poll.get("closed"):
+                    self.poll_counts = (str(event.poll["poll_id"]), list(event.poll["counts"]))
             case m.ViewerMuted():
                 self.muted_until_ms[event.viewer_id] = event.until_ms
                 if len(self.muted_until_ms) > self.limits.muted_viewers_max:
@@ -200,6 +207,73 @@ class Room:
                 return m.KeywordsChanged(words=words, ts_ms=now_ms)
             case m.HostSlowMode():
                 return m.SlowModeChanged(interval_ms=command.interval_ms, ts_ms=now_ms)
+            case m.HostPoll():
+                if self.open_poll(now_ms) is not None:
+                    return Rejection("poll_open", "a poll is open; close it first")
+                if self.poll is not None and self.poll["poll_id"] == command.poll_id:
+                    return Rejection("poll_exists", "this room had a poll with this id")
+                options = [clean_text(option) for option in command.options]
+                question = clean_text(command.question)
+                if not question or not all(options):
+                    return Rejection("bad_poll", "the question and every option need some text")
+                poll = {
+                    "poll_id": command.poll_id, "kind": command.kind, "question": question,
+                    "options": options, "opened_at_ms": now_ms,
+                    "closes_at_ms": now_ms + command.duration_ms, "closed": False,
+                    "counts": [0] * len(options),
+                }  # fmt: skip
+                return m.PollChanged(poll=poll, ts_ms=now_ms)
+            case m.HostPollClose():
+                newest = self.poll
+                if newest is None or newest["poll_id"] != command.poll_id or newest["closed"]:
+                    return Rejection("no_poll", "no open poll with this id")
+                return self.closing(now_ms)
+
+    def open_poll(self, now_ms: int) -> dict[str, Any] | None:
+        """The poll taking answers now (open, and not past its closing time)."""
+        poll = self.poll
+        if poll is None or poll["closed"] or now_ms >= poll["closes_at_ms"]:
+            return None
+        return poll
+
+    def closing(self, now_ms: int) -> m.PollChanged:
+        """The event that closes the newest poll, with the counts this replica knows (the
+        hub puts the broker's exact ones in before publishing it)."""
+        assert self.poll is not None
+        return m.PollChanged(
+            poll={**self.poll, "closed": True, "closed_at_ms": now_ms, "counts": self.counts()},
+            ts_ms=now_ms,
+        )
+
+    def counts(self) -> list[int]:
+        assert self.poll is not None
+        known = self.poll_counts
+        if known is not None and known[0] == self.poll["poll_id"]:
+            return list(known[1])
+        return list(self.poll["counts"])
+
+    def poll_view(self) -> dict[str, Any] | None:
+        """The newest poll with its counts now (for snapshots)."""
+        if self.poll is None:
+            return None
+        return {**self.poll, "counts": self.counts()}
+
+    def check_answer(
+        self, viewer_id: str, answer: m.PollAnswer, now_ms: int
+    ) -> dict[str, Any] | Rejection:
+        """The open poll an answer is for, or why not (once per viewer: the broker's)."""
+        if self.ended:
+            return Rejection("room_ended", "the room has ended")
+        if viewer_id in self.banned:
+            return Rejection("banned", "you are banned from this room")
+        poll = self.poll
+        if poll is None or poll["poll_id"] != answer.poll_id:
+            return Rejection("no_poll", "no such poll in this room")
+        if self.open_poll(now_ms) is None:
+            return Rejection("poll_closed", "this poll is closed")
+        if answer.option >= len(poll["options"]):
+            return Rejection("bad_option", f"options are 0..{len(poll['options']) - 1}")
+        return poll
 
     def check_stock(self, product_id: str) -> Rejection | None:
         if product_id not in self.stock and len(self.stock) >= self.limits.products_max:
@@ -223,6 +297,7 @@ class Room:
             comments=list(self.comments),
             stock=dict(self.stock),
             sale=self.sale,
+            poll=self.poll_view(),
         )
 
     def full_state(self, now_ms: int) -> m.State:
@@ -233,7 +308,14 @@ class Room:
             shares=self.shares,
             viewers=self.viewers,
             stock=dict(self.stock),
+            poll=self.live_counts(),
         )
+
+    def live_counts(self) -> dict[str, Any] | None:
+        """The newest poll's counts as state/v1 carries them."""
+        if self.poll is None:
+            return None
+        return {"poll_id": self.poll["poll_id"], "counts": self.counts()}
 
     def _note_comment_time(self, viewer_id: str, ts_ms: int) -> None:
         self.last_comment_ms[viewer_id] = ts_ms

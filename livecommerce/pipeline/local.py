@@ -77,6 +77,7 @@ from livecommerce.pipeline.pipeline import (
     checkpoint_size,
     stopped_by_ledger,
 )
+from livecommerce.pipeline.reviews import ReviewIndexes, product_reviews_view
 from livecommerce.pipeline.shipping import ShippingFull, ShippingStore
 from livecommerce.pipeline.views import (
     TIMELINE_ENTRIES,
@@ -210,6 +211,7 @@ class LocalLedger:
         self._tasks: list[asyncio.Task[None]] = []
         self._shipping_failed = False  # the last shipping write failed (logged once)
         self.timelines = Timelines()
+        self.reviews = ReviewIndexes()
 
     def attach(self, wake: Wake, fail: Fail) -> None:
         self._wake, self._fail = wake, fail
@@ -267,6 +269,7 @@ class LocalLedger:
                         self._paid_index_of[key] = index
                 if entry_type in TIMELINE_ENTRIES and fields.get("action") != "accepted":
                     self.timelines.add(entry_type, fields, index)
+                self.reviews.add(entry_type, fields, index)
             finish(core)
         finally:
             core.verify_signatures = True
@@ -372,6 +375,8 @@ class LocalLedger:
                     self.closed.closed(event.sale_id, event.time_ms)
                 elif isinstance(event, TIMELINE_EVENTS):
                     self.timelines.add_event(event, index)
+                else:
+                    self.reviews.add_event(event, index)
             try:
                 if isinstance(job, OrderJob):
                     self._answer_order(job, events)
@@ -474,6 +479,9 @@ class LocalLedger:
         self, signal: Signal, room_id: str, product_id: str, buyer_id: str, now_ms: int
     ) -> None:
         self.core.recommender.seen(signal, room_id, product_id, buyer_id, now_ms)
+
+    async def product_reviews(self, product_id: str, limit: int) -> dict[str, Any]:
+        return product_reviews_view(self.core, self.reviews, self.timelines, product_id, limit)
 
     # What viewers see: sale events (numbered) and stock (coalesced by the hub)
 

@@ -381,6 +381,11 @@ class LedgerPart(Protocol):
         self, merchant_id: str, from_ms: int, to_ms: int
     ) -> list[dict[str, Any]]: ...
 
+    async def product_reviews(self, product_id: str, limit: int) -> dict[str, Any]:
+        """A product's rating and newest reviews, each with its ledger indexes and the
+        indexes of its order's paid and received entries (pipeline/reviews.py)."""
+        ...
+
 
 class Challenges(Protocol):
     """Session challenges: in this process, or in Redis (any process takes the answer)."""
@@ -679,6 +684,9 @@ class OrderPipeline:
 
     async def statement(self, merchant_id: str, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
         return await self.ledger.statement(merchant_id, from_ms, to_ms)
+
+    async def product_reviews(self, product_id: str, limit: int) -> dict[str, Any]:
+        return await self.ledger.product_reviews(product_id, limit)
 
     # The pump
 

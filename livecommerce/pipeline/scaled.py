@@ -759,6 +759,13 @@ class WriterLedger:
         )
         return rows
 
+    async def product_reviews(self, product_id: str, limit: int) -> dict[str, Any]:
+        """The writer has the orders' timelines (the proof of purchase): asked there."""
+        view: dict[str, Any] = await self.query(
+            "product_reviews", product_id=product_id, limit=limit
+        )
+        return view
+
     async def accepted_order(self, buyer_id: str, order_id: str) -> AcceptedView | None:
         try:
             record = await self._order_record(buyer_id, order_id)

@@ -97,6 +97,7 @@ from livecommerce.pipeline.answers import sale_view
 from livecommerce.pipeline.forgetting import ClosedSales
 from livecommerce.pipeline.payments import ProviderCaller
 from livecommerce.pipeline.pipeline import checkpoint_size
+from livecommerce.pipeline.reviews import ReviewIndexes, product_reviews_view
 from livecommerce.pipeline.shipping import ShippingFull, ShippingStore
 from livecommerce.pipeline.views import (
     TIMELINE_ENTRIES,
@@ -174,6 +175,7 @@ class LedgerWriter:
         self.ledger: Ledger | None = None
         self.shipping: ShippingStore | None = None
         self.timelines = Timelines()
+        self.reviews = ReviewIndexes()
         # The provider calls the escrow asks for are made here, where its core is; their
         # results come back as commands on the stream, as the web processes' do.
         self.provider = TestPaymentProvider(
@@ -250,6 +252,7 @@ class LedgerWriter:
                     self._closed.closed(fields["sale_id"], fields["time_ms"])
                 if entry_type in TIMELINE_ENTRIES and fields.get("action") != "accepted":
                     self.timelines.add(entry_type, fields, index)
+                self.reviews.add(entry_type, fields, index)
             finish(self.core)
         finally:
             self.core.verify_signatures = True
@@ -646,6 +649,7 @@ class LedgerWriter:
                     continue
                 if isinstance(event, TIMELINE_EVENTS):
                     self.timelines.add_event(event, index)
+                self.reviews.add_event(event, index)
                 if isinstance(event, OrderAccepted):
                     self._index_of[(event.buyer_id, event.order_id)] = index
                     confirmations.append(self._confirmation(event, index))
@@ -724,6 +728,14 @@ class LedgerWriter:
                 if view is not None:
                     view["ledger_index"] = self._index_of.get(key)
                 return view
+            if what == "product_reviews":
+                return product_reviews_view(
+                    self.core,
+                    self.reviews,
+                    self.timelines,
+                    str(arguments["product_id"]),
+                    int(arguments["limit"]),
+                )
             if what == "merchant_money":
                 return merchant_money(self.core, str(arguments["merchant_id"]))
             if what == "statement":

@@ -6,6 +6,7 @@ import { DOMAIN_LISTING, DOMAIN_STOCK } from "./canonical.js";
 import { createIdentity, importIdentity, loadIdentity } from "./identity.js";
 import { MerchantPanel } from "./merchant.js";
 import { Sparkline } from "./chart.js";
+import { PollCard, mountPollForm } from "./poll.js";
 import { connectRoom } from "./room-socket.js";
 import { $, ServerClock, compact, duration, h, money, randomId, toast, unitsLeft } from "./ui.js";
 import { publish } from "./webrtc.js";
@@ -156,8 +157,12 @@ function hostCommand(message) {
   if (!room.send(message)) toast("Not connected; try again in a moment", "error");
 }
 
+const hostPoll = new PollCard($("host-poll"), hostCommand, { host: true });
+mountPollForm($("poll-form"), hostCommand);
+
 function onMessage(message) {
   clock.observe(message.ts_ms);
+  hostPoll.onMessage(message);
   switch (message.type) {
     case "snapshot/v1":
       $("room-title").textContent = message.title;

@@ -7,6 +7,8 @@ import { createIdentity, loadIdentity, supportsEd25519 } from "./identity.js";
 import { logVerifier, verifyReceipt } from "./ledger-verify.js";
 import { startRecommendations } from "./recommend.js";
 import { OrdersView } from "./orders-view.js";
+import { PollCard } from "./poll.js";
+import { showRating } from "./product-rating.js";
 import { connectRoom } from "./room-socket.js";
 import { $, ServerClock, compact, duration, h, money, randomId, toast, unitsLeft } from "./ui.js";
 import { play } from "./webrtc.js";
@@ -79,8 +81,11 @@ function showCounters(message) {
   if (message.stock) Object.assign(view.stock, message.stock);
 }
 
+const poll = new PollCard($("poll"), (message) => room.send(message));
+
 function onMessage(message) {
   clock.observe(message.ts_ms);
+  poll.onMessage(message);
   switch (message.type) {
     case "snapshot/v1":
       $("title").textContent = message.title;
@@ -166,6 +171,7 @@ function render() {
   if (!product) return;
   const sale = saleForPinned();
   $("product-title").textContent = product.title;
+  showRating(product.product_id, $("product-rating"));
   $("product-image").src = product.image || sale?.image_url || "/img/product.svg";
   $("product-price").textContent = money(sale ? sale.price_cents : product.price_cents, product.currency);
   $("stock-line").hidden = !sale;

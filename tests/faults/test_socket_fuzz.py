@@ -76,7 +76,16 @@ ERROR_CODES = {
     "too_many_failures",
     "unavailable",
     "busy",
+    "no_poll",
+    "poll_closed",
+    "bad_option",
+    "already_answered",
+    "poll_open",
+    "poll_exists",
+    "bad_poll",
 }
+# What a well-typed answer gets in a room with no poll open (docs/protocol.md, "Polls").
+POLL_ANSWER_CODES = {"no_poll", "poll_closed", "bad_option", "already_answered"}
 ORDER_REASONS = {
     "bad_order_id",
     "bad_quantity",
@@ -336,6 +345,15 @@ def valid_bases(world: World) -> dict[str, Json]:
         "host.unban/v1": {"viewer_id": world.banned_viewer},
         "host.keywords/v1": {"words": []},
         "host.slow_mode/v1": {"interval_ms": 0},
+        "host.poll/v1": {
+            "poll_id": "p1",
+            "question": "Red or blue?",
+            "options": ["Red", "Blue"],
+            "duration_ms": 60_000,
+            "kind": "poll",
+        },
+        "host.poll_close/v1": {"poll_id": "p1"},
+        "poll.answer/v1": {"poll_id": "p1", "option": 0},
         "order/v1": order,
         "pay/v1": {
             "order_id": world.order_id,
@@ -545,6 +563,7 @@ def run_fuzz(world: World, url: str) -> dict[str, int]:
         junk(junk_orders(world), order_rejected)
         junk(junk_payments(world), payment_refused)
         junk(junk_comments(), lambda a, f: check_error(a, COMMENT_CODES, f))
+        junk(junk_poll_answers(), lambda a, f: check_error(a, POLL_ANSWER_CODES, f))
         # Credentials on sockets of their own: five wrong ones and a socket stops trying.
         credentials = Sockets(url)
         junk(
@@ -639,6 +658,14 @@ def run_frame_fuzz(url: str) -> int:
     deeply_nested()
     sockets.close()
     return sent
+
+
+def junk_poll_answers() -> st.SearchStrategy[Json]:
+    """Well-typed answers to polls the room does not have open."""
+    ids = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
+    return st.fixed_dictionaries(
+        {"type": st.just("poll.answer/v1"), "poll_id": ids, "option": st.integers(0, 5)}
+    )
 
 
 def json_text(value: Any) -> str:

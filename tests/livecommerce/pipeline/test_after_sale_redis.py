@@ -67,3 +67,45 @@ async def test_the_writer_sequences_the_money_and_either_process_serves_it(
         await asyncio.to_thread(writer.stop)
     done = audit(writer.data_dir, ledger_verifier(writer.data_dir).format())
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_a_review_through_one_process_is_read_through_the_other(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The writer takes the review (it has the orders' lives); the feed brings the entry
+    to both replicas (the rating), and the list with its indexes comes from the writer."""
+    async with (
+        scaled(tmp_path, redis_server.url, 2, {}) as (writer, webs),
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        setup = await room_with_sale(client, webs[0].http, units_offered=10)
+        await sale_known_everywhere(client, webs, setup.sale_id)
+        here, there = Shop(webs[0].http, client, setup), Shop(webs[1].http, client, setup)
+        there.steps = 100
+        ann = KeyPair()
+        await register(client, webs[0].http, ann, "Ann")
+        token = await session(client, webs[0].http, ann)
+        await here.order(ann, "o1")
+        assert (await here.pay(token, "o1")).status_code == 200
+        merchant = setup.merchant
+        shipped = await there.step(merchant, "ship", ann, "o1", carrier="DHL", tracking="J1")
+        assert shipped.status_code == 200, shipped.text
+        await here.wait_action(ann, "o1", "capture_succeeded")
+        assert (await here.step(merchant, "deliver", ann, "o1")).status_code == 200
+        body = ann.review("review", ann.identity_id, "o1", now_ms(), stars=5, text="Great")
+        taken = await client.post(f"{webs[0].http}/api/orders/o1/reviews", json=body)
+        assert taken.status_code == 201, taken.text
+        again = await client.post(f"{webs[1].http}/api/orders/o1/reviews", json=body)
+        assert (again.status_code, again.json()["status"]) == (200, "repeated")
+        async with asyncio.timeout(10):  # the feed reaches the other replica
+            while (await client.get(f"{webs[1].http}/api/products/mug/rating")).json()[
+                "count"
+            ] != 1:
+                await asyncio.sleep(0.05)
+        listed = (await client.get(f"{webs[1].http}/api/products/mug/reviews")).json()
+        (review,) = listed["reviews"]
+        assert review["ledger_index"] == taken.json()["ledger_index"]
+        assert review["paid_index"] is not None
+        assert review["received_index"] is not None
+    done = audit(writer.data_dir, ledger_verifier(writer.data_dir).format())
+    assert done.returncode == 0, done.stdout + done.stderr
