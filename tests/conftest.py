@@ -5,6 +5,7 @@ import subprocess
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
+import aioice.ice
 import pytest
 
 from tests.support import (
@@ -85,3 +86,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_aioice_mdns() -> Iterator[None]:
+    """aioice keeps one mDNS lock for the whole process, bound to the first event loop
+    that met a browser's `.local` ICE candidate (a page's WHEP offer): forgotten after
+    each test, so a later test's event loop gets its own (otherwise a WebRTC test after
+    a page test fails with "bound to a different event loop")."""
+    yield
+    state = aioice.ice._mdns
+    for name in ("lock", "protocol", "subscribers"):
+        if hasattr(state, name):
+            delattr(state, name)

@@ -5,10 +5,8 @@ stars were changed on the way refused."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import aioice.ice
 import httpx
 import pytest
 from playwright.async_api import Route
@@ -29,18 +27,6 @@ from tests.livecommerce.test_pages import (
 )
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(autouse=True)
-def fresh_aioice_mdns() -> Iterator[None]:
-    """aioice keeps one mDNS lock for the whole process, bound to the first event loop
-    that met a browser's `.local` ICE candidate (the viewer page's WHEP offer): forgotten
-    after each test here, so a later test's event loop gets its own."""
-    yield
-    state = aioice.ice._mdns
-    for name in ("lock", "protocol", "subscribers"):
-        if hasattr(state, name):
-            delattr(state, name)
 
 
 async def reviewed_product(client: httpx.AsyncClient, base: str) -> Shop:
