@@ -10,9 +10,11 @@
 import {
   LedgerChecks, REFUND_REASONS, centsOf, describe, fetchLife, isFinal, refusalText, sendStep, stepBody,
 } from "./order-life.js";
+import { reviewOrder } from "./reviews.js";
 import { $, h, money } from "./ui.js";
 
 const POLL_INTERVAL_MS = 2000;
+const REVIEWABLE = new Set(["delivered", "confirmed", "settled"]);
 const ORDERS_POLLED_MAX = 10;
 const SHIPPING_FIELDS = ["name", "street", "postcode", "city", "country"];
 const DECLINE_TEXT = {
@@ -34,6 +36,7 @@ export class OrdersView {
     this.checks = new LedgerChecks(() => this.render());
     this.payingId = null;
     this.claim = null; // { orderId, kind: "refund" | "dispute" }
+    this.reviewingId = null;
     this.provider = null;
     this.busy = new Set(); // order ids with a step or payment in flight
   }
@@ -85,12 +88,43 @@ export class OrdersView {
       if (order) this.sendClaim(order);
     });
     $("claim-cancel").addEventListener("click", () => { this.claim = null; this.park(); this.render(); });
+    $("review-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const order = this.reviewingId && this.orders.find(this.reviewingId);
+      if (order) this.sendReview(order);
+    });
+    $("review-cancel").addEventListener("click", () => { this.reviewingId = null; this.park(); this.render(); });
+  }
+
+  // A review (reviews.js): once per received order, signed, on the ledger.
+  async sendReview(order) {
+    const identity = this.identity();
+    $("review-submit").disabled = true;
+    try {
+      const stars = Number($("review-stars").value);
+      const result = await reviewOrder(identity, order.order_id, { stars, text: $("review-text").value });
+      if (result.ok || result.answer.reason === "already_reviewed") {
+        order.review = { stars, ledger_index: result.answer.ledger_index ?? null };
+        this.orders.save();
+        this.reviewingId = null;
+        $("review-text").value = "";
+        this.park();
+        this.toast("Thanks: your review is on the ledger", "ok");
+        this.render();
+      } else {
+        $("review-error").hidden = false;
+        $("review-error").textContent = result.answer.message || result.answer.detail || `refused (${result.status})`;
+      }
+    } finally {
+      $("review-submit").disabled = false;
+    }
   }
 
   // The forms go back to their hidden holder when no order has them open.
   park() {
     if (!this.payingId) $("order-forms").append($("pay-form"));
     if (!this.claim) $("order-forms").append($("claim-form"));
+    if (!this.reviewingId) $("order-forms").append($("review-form"));
   }
 
   stageOf(order) {
@@ -153,6 +187,17 @@ export class OrdersView {
       parts.push($("pay-form"));
     }
     if (this.claim?.orderId === order.order_id) parts.push($("claim-form"));
+    if (REVIEWABLE.has(stage)) {
+      if (order.review) {
+        parts.push(h("p", { class: "reviewed" }, `Your review: ${"★".repeat(order.review.stars)}${"☆".repeat(5 - order.review.stars)}`));
+      } else if (this.reviewingId === order.order_id) {
+        parts.push($("review-form"));
+      } else {
+        parts.push(h("div", { class: "row" }, h("button", { class: "review ghost", type: "button",
+          onclick: () => { this.reviewingId = order.order_id; $("review-error").hidden = true; this.render(); } },
+          "Write a review")));
+      }
+    }
     return h("div", { class: "after-sale" }, ...parts);
   }
 

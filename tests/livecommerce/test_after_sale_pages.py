@@ -206,6 +206,19 @@ async def test_one_order_from_the_buy_to_the_payout_on_both_pages(tmp_path: Path
         assert f"{ann_id}/{order_id},settlement,single" in statement
         await host.screenshot(path=str(shots / "host-desktop-orders.png"), full_page=True)
 
+        # Received and settled: the buyer reviews it from My orders; the product's page
+        # checks the review against the ledger and marks it a verified purchase.
+        await ann.click(f"{mine} button.review")
+        await ann.select_option("#review-stars", "4")
+        await ann.fill("#review-text", "Sturdy mug")
+        await ann.click("#review-submit")
+        await ann.wait_for_selector(f"{mine} .reviewed:has-text('★★★★☆')", timeout=WAIT_MS)
+        product_page = await new_page(browser, errors, "product", **PHONE)
+        await product_page.goto(f"{server.http}/product.html?id={setup.product_id}")
+        await product_page.wait_for_selector(".verified[data-state=verified]", timeout=WAIT_MS)
+        assert "Sturdy mug" in await product_page.inner_text("body")
+        await product_page.close()
+
         # A card whose bank answers later: "waiting for the bank", then paid.
         late_id = await buy(ann, 1)
         late = f".order[data-order-id='{late_id}']"
