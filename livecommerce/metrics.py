@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from livecommerce.commerce.operating import OperatingMetrics
 from livecommerce.hub.hub import Hub
 from livecommerce.pipeline.stats import OrderStats
 
@@ -70,6 +71,27 @@ class OrdersCollector(Collector):
         )
 
 
+class OperatingCollector(Collector):
+    """The platform's operating counts (commerce/operating.py) since each feed began: the
+    ledger's (embedded: since the ledger began, replay included) and this process's
+    traffic. Scaled out, a web process has the traffic alone; the ledger's counts are at
+    GET /api/metrics/operating."""
+
+    def __init__(self, feeds: dict[str, OperatingMetrics]) -> None:
+        self._feeds = feeds
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "livecommerce_operating",
+            "operating counts: orders accepted, paid, settled, refunded; reviews; joins...",
+            labels=["name", "feed"],
+        )
+        for feed, metrics in sorted(self._feeds.items()):
+            for name, count in sorted(metrics.totals.items()):
+                family.add_metric([name, feed], count)
+        yield family
+
+
 async def metrics(request: Request) -> Response:
     registry: CollectorRegistry | None = getattr(request.app.state, "metrics_registry", None)
     if registry is None:
@@ -78,5 +100,14 @@ async def metrics(request: Request) -> Response:
         stats: OrderStats | None = getattr(request.app.state, "order_stats", None)
         if stats is not None:
             registry.register(OrdersCollector(stats))
+        feeds: dict[str, OperatingMetrics] = {}
+        activity = getattr(request.app.state, "activity", None)
+        if activity is not None:
+            feeds["traffic"] = activity
+        ledger_metrics = getattr(getattr(request.app.state, "orders", None), "ledger", None)
+        if isinstance(getattr(ledger_metrics, "ledger_metrics", None), OperatingMetrics):
+            feeds["ledger"] = ledger_metrics.ledger_metrics  # type: ignore[union-attr]
+        if feeds:
+            registry.register(OperatingCollector(feeds))
         request.app.state.metrics_registry = registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE)

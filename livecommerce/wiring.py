@@ -31,6 +31,7 @@ from livecommerce.pipeline.pipeline import OrderLimits, OrderPipeline, ServiceUn
 from livecommerce.pipeline.shipping import ShippingStore
 from livecommerce.pipeline.stats import OrderStats
 from livecommerce.pipeline.verifying import SignatureVerifier
+from livecommerce.pipeline.views import operating_metrics
 from livecommerce.settings import Settings, escrow_rules, ledger_dir, ledger_settings
 
 log = logging.getLogger("livecommerce.orders")
@@ -140,7 +141,7 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
             if settings.payout_interval_ms
             else None
         )
-        app.state.order_stats = OrderStats()
+        app.state.order_stats = count_traffic(app, hub, service)
         hub.order_handler = SocketOrders(service, sessions, app.state.order_stats)
         hub.room_created_listeners.append(announce_sales(service, hub))
         hub.poll_closed_listeners.append(record_polls(service))
@@ -151,6 +152,7 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
         try:
             yield
         finally:
+            hub.activity = None
             hub.order_handler = None
             hub.poll_closed_listeners.clear()
             if payouts is not None:
@@ -196,6 +198,15 @@ def record_polls(service: OrderPipeline) -> Callable[[str, dict[str, Any]], None
         task.add_done_callback(tasks.discard)
 
     return closed
+
+
+def count_traffic(app: Starlette, hub: Hub, service: OrderPipeline) -> OrderStats:
+    """This process's traffic counters (operating.py): what its viewers do, and every
+    first answer to an order; the order stats that tell them of the answers."""
+    activity = operating_metrics(service.core)
+    app.state.activity = activity
+    hub.activity = activity
+    return OrderStats(on_attempt=lambda sale_id: activity.attempted(sale_id, service.clock_ms()))
 
 
 def webhook_delivery(service: OrderPipeline) -> Callable[[bytes, str], Awaitable[None]]:
@@ -250,13 +261,14 @@ async def scaled_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Async
     await service.start()
     try:
         sessions = service.sessions
-        app.state.order_stats = OrderStats()
+        app.state.order_stats = count_traffic(app, hub, service)
         hub.order_handler = SocketOrders(service, sessions, app.state.order_stats)
         hub.poll_closed_listeners.append(record_polls(service))
         app.state.orders = service
         app.state.sessions = sessions
         yield
     finally:
+        hub.activity = None
         hub.order_handler = None
         hub.poll_closed_listeners.clear()
         await service.close()

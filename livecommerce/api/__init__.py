@@ -8,6 +8,7 @@ from starlette.routing import BaseRoute
 from livecommerce.api import (
     catalog,
     identities,
+    operating,
     orders,
     payments,
     recommend,
@@ -27,5 +28,6 @@ def routes() -> list[BaseRoute]:
         *orders.routes(),
         *payments.routes(),
         *recommend.routes(),
+        *operating.routes(),
         *reviews.routes(),
     ]

@@ -519,6 +519,29 @@ OPERATIONS: tuple[Operation, ...] = (
         request=json_of(payments.PayoutsBody),
         tag="payments",
     ),
+    # Operating metrics (commerce/operating.py)
+    Operation(
+        "GET",
+        "/api/metrics/operating",
+        "activity, transaction success and satisfaction by hour or day: a room's (host "
+        "credential), a merchant's (its session) or the platform's (an arbiter's session)",
+        {
+            200: Answer("the series", JSON_OBJECT),
+            400: Answer("bad_field"),
+            401: Answer("no credential, or bad_token"),
+            403: Answer("bad_credential, not_merchant or not_arbiter"),
+            404: Answer("room_not_found"),
+            503: RETRY,
+        },
+        query=(
+            Query("scope", "room, merchant or platform (default room)"),
+            Query("id", "the room's or the merchant's id"),
+            Query("period", "hour or day (default hour)"),
+            Query("from_ms", "from (ms; default a day or 30 days back)"),
+            Query("to_ms", "to, not included (ms; default now)"),
+        ),
+        tag="metrics",
+    ),
     # Recommendations (commerce/recommend.py)
     Operation(
         "GET",

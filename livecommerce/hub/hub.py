@@ -17,7 +17,7 @@ import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from livecommerce import protocol as m
 from livecommerce.hub.broker import Broker, BrokerUnavailable, LoadedRoom, Totals
@@ -72,12 +72,26 @@ class HubLimits:
     publishes_in_flight_max: int = 16
 
 
+class Activity(Protocol):
+    """Told of what viewers do (livecommerce/commerce/operating.py counts it); must not
+    block."""
+
+    def joined(self, room_id: str, viewer_id: str, now_ms: int) -> None: ...
+
+    def left(self, room_id: str, watched_ms: int, now_ms: int) -> None: ...
+
+    def commented(self, room_id: str, now_ms: int) -> None: ...
+
+    def liked(self, room_id: str, count: int, now_ms: int) -> None: ...
+
+
 class Connection(Member):
     """One client socket in one room."""
 
     __slots__ = (
         "address",
         "admitted",
+        "admitted_at_ms",
         "comment_bucket",
         "frame_bucket",
         "host_auth_failures",
@@ -102,6 +116,7 @@ class Connection(Member):
         self.address = address
         self.is_host = False
         self.admitted = False
+        self.admitted_at_ms = now_ms
         self.host_auth_failures = 0
         self.frame_bucket = TokenBucket(
             limits.frames_burst_max, max(1, 1000 // limits.frames_per_s_max), now_ms
@@ -175,6 +190,7 @@ class Hub:
         # Takes `order/v1` and `pay/v1` from a connection (the app sets it to the order
         # service); answers go back on the connection later. Must not block.
         self.order_handler: Callable[[Connection, m.OrderMessage], None] | None = None
+        self.activity: Activity | None = None
         # Called with (room_id, the closed poll) by the process that closed it, once (the
         # app records the tally on the ledger); must not block.
         self.poll_closed_listeners: list[Callable[[str, dict[str, Any]], None]] = []
@@ -364,6 +380,8 @@ class Hub:
             return connection
         replica.group.add(connection)
         connection.admitted = True
+        if self.activity is not None:
+            self.activity.joined(room_id, viewer_id, now_ms)
         self.connections += 1
         self._per_address[address] = self._per_address.get(address, 0) + 1
         return connection
@@ -384,6 +402,10 @@ class Hub:
         if not connection.admitted:
             return
         connection.admitted = False
+        if self.activity is not None:
+            now_ms = self.clock_ms()
+            watched_ms = now_ms - connection.admitted_at_ms
+            self.activity.left(connection.replica.room.info.room_id, watched_ms, now_ms)
         self.connections -= 1
         remaining = self._per_address[connection.address] - 1
         if remaining:
@@ -420,9 +442,13 @@ class Hub:
                 comment = replica.room.check_comment(
                     connection.viewer_id, message, secrets.token_urlsafe(9), now_ms
                 )
+                if self.activity is not None and not isinstance(comment, Rejection):
+                    self.activity.commented(replica.room.info.room_id, now_ms)
                 return self._publish_soon(connection, replica, comment, ack=False)
             case m.Like():
                 replica.likes_delta += message.count
+                if self.activity is not None:
+                    self.activity.liked(replica.room.info.room_id, message.count, now_ms)
             case m.Share():
                 if connection.share_bucket.take(now_ms):
                     replica.shares_delta += 1

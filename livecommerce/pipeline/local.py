@@ -39,6 +39,7 @@ from livecommerce.commerce.core import CommerceCore
 from livecommerce.commerce.escrow import ProviderCall
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import Challenge, SessionAuthority, SessionGranted
+from livecommerce.commerce.operating import Period, Scope
 from livecommerce.commerce.orders import CheckedOrder, OrderAccepted, OrderPaid, OrderRepeated
 from livecommerce.commerce.recommend import Signal
 from livecommerce.commerce.replay import apply_entry, finish
@@ -84,9 +85,11 @@ from livecommerce.pipeline.views import (
     TIMELINE_EVENTS,
     Timelines,
     merchant_money,
+    operating_metrics,
     order_life_view,
     recommendations_view,
     statement_rows,
+    take_operating,
 )
 
 log = logging.getLogger("livecommerce.orders")
@@ -212,6 +215,7 @@ class LocalLedger:
         self._shipping_failed = False  # the last shipping write failed (logged once)
         self.timelines = Timelines()
         self.reviews = ReviewIndexes()
+        self.ledger_metrics = operating_metrics(self.core)  # the ledger's feed (operating.py)
 
     def attach(self, wake: Wake, fail: Fail) -> None:
         self._wake, self._fail = wake, fail
@@ -270,6 +274,7 @@ class LocalLedger:
                 if entry_type in TIMELINE_ENTRIES and fields.get("action") != "accepted":
                     self.timelines.add(entry_type, fields, index)
                 self.reviews.add(entry_type, fields, index)
+                self.ledger_metrics.take_entry(entry_type, fields)
             finish(core)
         finally:
             core.verify_signatures = True
@@ -377,6 +382,7 @@ class LocalLedger:
                     self.timelines.add_event(event, index)
                 else:
                     self.reviews.add_event(event, index)
+                take_operating(self.ledger_metrics, event)
             try:
                 if isinstance(job, OrderJob):
                     self._answer_order(job, events)
@@ -469,6 +475,11 @@ class LocalLedger:
 
     async def statement(self, merchant_id: str, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
         return statement_rows(self.core, merchant_id, from_ms, to_ms)
+
+    async def operating(
+        self, scope: Scope, scope_id: str, period: Period, from_ms: int, to_ms: int
+    ) -> dict[int, dict[str, int]]:
+        return self.ledger_metrics.counts(scope, scope_id, period, from_ms, to_ms)
 
     async def recommendations(
         self, room_id: str, buyer_id: str, beside: str, count: int, now_ms: int

@@ -43,6 +43,7 @@ from livecommerce.commerce.core import Command, CommerceCore
 from livecommerce.commerce.escrow import ProviderCall
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import Challenge, SessionAuthority, SessionGranted
+from livecommerce.commerce.operating import Period, Scope
 from livecommerce.commerce.orders import PayOrder, PlaceOrder, SignatureCheck
 from livecommerce.commerce.privacy import seal_shipping
 from livecommerce.commerce.recommend import Signal
@@ -377,6 +378,12 @@ class LedgerPart(Protocol):
         """A view or click, for recommend.py (not on the ledger)."""
         ...
 
+    async def operating(
+        self, scope: Scope, scope_id: str, period: Period, from_ms: int, to_ms: int
+    ) -> dict[int, dict[str, int]]:
+        """The ledger's operating counters (operating.py): bucket start -> counts."""
+        ...
+
     async def statement(
         self, merchant_id: str, from_ms: int, to_ms: int
     ) -> list[dict[str, Any]]: ...
@@ -681,6 +688,11 @@ class OrderPipeline:
 
     async def seen(self, signal: Signal, room_id: str, product_id: str, buyer_id: str) -> None:
         await self.ledger.seen(signal, room_id, product_id, buyer_id, self.clock_ms())
+
+    async def operating(
+        self, scope: Scope, scope_id: str, period: Period, from_ms: int, to_ms: int
+    ) -> dict[int, dict[str, int]]:
+        return await self.ledger.operating(scope, scope_id, period, from_ms, to_ms)
 
     async def statement(self, merchant_id: str, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
         return await self.ledger.statement(merchant_id, from_ms, to_ms)

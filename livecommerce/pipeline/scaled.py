@@ -48,6 +48,7 @@ from livecommerce.commerce.identity import (
     SessionGranted,
     b64url_encode,
 )
+from livecommerce.commerce.operating import Period, Scope
 from livecommerce.commerce.orders import (
     OrderAccepted,
     OrderRejected,
@@ -748,6 +749,16 @@ class WriterLedger:
     ) -> None:
         arguments = {"room_id": room_id, "product_id": product_id, "buyer_id": buyer_id}
         await self.query("seen", signal=str(signal), **arguments)
+
+    async def operating(
+        self, scope: Scope, scope_id: str, period: Period, from_ms: int, to_ms: int
+    ) -> dict[int, dict[str, int]]:
+        """The ledger's counters, from the writer's (operating.py)."""
+        arguments = {"scope": str(scope), "scope_id": scope_id, "period": str(period)}
+        points = await self.query("operating", from_ms=from_ms, to_ms=to_ms, **arguments)
+        if points is None:
+            raise ServiceUnavailable(UNAVAILABLE, "the ledger writer could not answer")
+        return {int(start): counts for start, counts in points.items()}
 
     async def merchant_money(self, merchant_id: str) -> dict[str, Any]:
         money: dict[str, Any] = await self.query("merchant_money", merchant_id=merchant_id)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +78,9 @@ class SaleCounts:
 
 
 class OrderStats:
-    def __init__(self) -> None:
+    def __init__(self, on_attempt: Callable[[str], None] | None = None) -> None:
+        """`on_attempt(sale_id)`: told of every first answer to an order (operating.py)."""
+        self.on_attempt = on_attempt
         self._sales: OrderedDict[str, SaleCounts] = OrderedDict()
         # Every answer this process gave: (status, reason) -> how many.
         self.answers: Counter[tuple[str, str]] = Counter()
@@ -89,6 +92,8 @@ class OrderStats:
         self.answer_seconds.observe(answer_s)
         if result.repeated or not result.sale_id:
             return
+        if self.on_attempt is not None:
+            self.on_attempt(result.sale_id)
         counts = self._sales.get(result.sale_id)
         if counts is None:
             counts = self._sales[result.sale_id] = SaleCounts()

@@ -19,8 +19,11 @@ from livecommerce.commerce.core import CommerceCore
 from livecommerce.commerce.escrow import FINAL, Life, ResultRecorded, StageChanged, StepTaken
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.funds import AccountKind, TransferRecorded, account_name
-from livecommerce.commerce.orders import OrderExpired, OrderPaid
+from livecommerce.commerce.identity import Registered
+from livecommerce.commerce.operating import OperatingMetrics, Period, Scope, merge, series
+from livecommerce.commerce.orders import OrderAccepted, OrderExpired, OrderPaid
 from livecommerce.commerce.recommend import Candidate
+from livecommerce.commerce.reviews import ReviewTaken
 
 ORDERS_WITH_TIMELINES_MAX: Final = 2_000_000
 # The entries and events of an order's life after the sale (its acceptance has its own
@@ -254,3 +257,44 @@ def recommendations_view(
                 }
             )
     return view
+
+
+# The events whose entries feed the ledger's operating metrics (operating.py); an
+# accepted order is taken typed, without building its entry.
+OPERATING_EVENTS: Final = (Registered, OrderPaid, StepTaken, StageChanged, ResultRecorded,
+                           ReviewTaken)  # fmt: skip
+
+
+def operating_metrics(core: CommerceCore) -> OperatingMetrics:
+    """Counters that find an order's, a sale's and a room's place in this core."""
+
+    def sale_where(sale_id: str) -> tuple[str, str] | None:
+        sale = core.sales.get(sale_id)
+        return None if sale is None else (sale.spec.room_id, sale.spec.merchant_id)
+
+    def order_where(buyer_id: str, order_id: str) -> tuple[str, str] | None:
+        accepted = core.orders.accepted(buyer_id, order_id)
+        return None if accepted is None else sale_where(accepted.sale_id)
+
+    return OperatingMetrics(sale_where, order_where, core.rooms.merchant_of)
+
+
+def take_operating(metrics: OperatingMetrics, event: Event) -> None:
+    """A durable event, live."""
+    if isinstance(event, OrderAccepted):
+        metrics.take_accepted(event.sale_id, event.quantity, event.time_ms)
+    elif isinstance(event, OPERATING_EVENTS):
+        entry = event.to_entry()
+        if entry is not None:
+            metrics.take_entry(*entry)
+
+
+def operating_view(
+    parts: list[dict[int, dict[str, int]]], scope: Scope, scope_id: str, period: Period
+) -> dict[str, Any]:
+    return {
+        "scope": str(scope),
+        "id": scope_id,
+        "period": str(period),
+        "series": series(merge(*parts), period),
+    }

@@ -71,6 +71,7 @@ from livecommerce.commerce.core import Command, CommandRejected, CommerceCore
 from livecommerce.commerce.escrow import ProviderCall, RunPayouts, SetRules
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.identity import b64url_decode
+from livecommerce.commerce.operating import Period, Scope
 from livecommerce.commerce.orders import (
     OrderAccepted,
     OrderExpired,
@@ -104,9 +105,11 @@ from livecommerce.pipeline.views import (
     TIMELINE_EVENTS,
     Timelines,
     merchant_money,
+    operating_metrics,
     order_life_view,
     recommendations_view,
     statement_rows,
+    take_operating,
 )
 from livecommerce.settings import Settings, escrow_rules, ledger_dir, ledger_settings
 from livecommerce.stock.base import StockStoreError
@@ -176,6 +179,7 @@ class LedgerWriter:
         self.shipping: ShippingStore | None = None
         self.timelines = Timelines()
         self.reviews = ReviewIndexes()
+        self.ledger_metrics = operating_metrics(self.core)  # the ledger's feed (operating.py)
         # The provider calls the escrow asks for are made here, where its core is; their
         # results come back as commands on the stream, as the web processes' do.
         self.provider = TestPaymentProvider(
@@ -253,6 +257,7 @@ class LedgerWriter:
                 if entry_type in TIMELINE_ENTRIES and fields.get("action") != "accepted":
                     self.timelines.add(entry_type, fields, index)
                 self.reviews.add(entry_type, fields, index)
+                self.ledger_metrics.take_entry(entry_type, fields)
             finish(self.core)
         finally:
             self.core.verify_signatures = True
@@ -650,6 +655,7 @@ class LedgerWriter:
                 if isinstance(event, TIMELINE_EVENTS):
                     self.timelines.add_event(event, index)
                 self.reviews.add_event(event, index)
+                take_operating(self.ledger_metrics, event)
                 if isinstance(event, OrderAccepted):
                     self._index_of[(event.buyer_id, event.order_id)] = index
                     confirmations.append(self._confirmation(event, index))
@@ -754,6 +760,15 @@ class LedgerWriter:
                     int(arguments["count"]),
                     self.clock_ms(),
                 )
+            if what == "operating":
+                points = self.ledger_metrics.counts(
+                    Scope(arguments["scope"]),
+                    str(arguments["scope_id"]),
+                    Period(arguments["period"]),
+                    int(arguments["from_ms"]),
+                    int(arguments["to_ms"]),
+                )
+                return {str(start): counts for start, counts in points.items()}
             if what == "seen":
                 self.core.recommender.seen(
                     Signal(arguments["signal"]),

@@ -6,6 +6,7 @@ import { DOMAIN_LISTING, DOMAIN_STOCK } from "./canonical.js";
 import { createIdentity, importIdentity, loadIdentity } from "./identity.js";
 import { MerchantPanel } from "./merchant.js";
 import { Sparkline } from "./chart.js";
+import { startOperating } from "./host-operating.js";
 import { PollCard, mountPollForm } from "./poll.js";
 import { connectRoom } from "./room-socket.js";
 import { $, ServerClock, compact, duration, h, money, randomId, toast, unitsLeft } from "./ui.js";
@@ -97,6 +98,7 @@ async function signIn(roomId, token) {
   $("viewer-link").href = `/?room=${encodeURIComponent(roomId)}`;
   openRoom();
   onStats(stats);
+  window.livecommerce.operating = startOperating(roomId, token);
   await loadProducts();
   if (state.merchant) state.merchantPanel = new MerchantPanel({ merchant: state.merchant, now: () => clock.now(), toast });
   state.merchantPanel?.start();
