@@ -59,6 +59,19 @@ async def test_the_writer_sequences_the_money_and_either_process_serves_it(
             async with asyncio.timeout(10):
                 while (await here.money())["balances"]["EUR"]["paid_out"] != 2 * PRICE - fee:
                     await asyncio.sleep(0.05)
+            # The writer's operating counts, read through the other process.
+            counted = await client.get(
+                f"{webs[1].http}/api/metrics/operating",
+                params={"scope": "merchant", "id": setup.merchant.identity_id},
+                headers={"Authorization": f"Bearer {setup.merchant_token}"},
+            )
+            assert counted.status_code == 200, counted.text
+            totals: dict[str, int] = {}
+            for point in counted.json()["series"]:
+                for name, count in point["counts"].items():
+                    totals[name] = totals.get(name, 0) + count
+            assert (totals["orders_accepted"], totals["orders_paid"]) == (1, 1), totals
+            assert totals["orders_settled"] == 1, totals
             # A late card: pending on one process, finished by the webhook it gets.
             await here.order(ann, "o2")
             late = await here.pay(token, "o2", sandbox.LATE_SUCCEEDS)
