@@ -446,7 +446,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/api/products/{product_id}/reviews",
         "a product's rating and newest reviews, each with the ledger indexes that prove it",
-        {200: Answer("rating and reviews", JSON_OBJECT), 400: Answer("bad_field"), 503: RETRY},
+        {
+            200: Answer("rating and reviews", JSON_OBJECT),
+            400: Answer("bad_field"),
+            404: Answer("unknown_product"),
+            503: RETRY,
+        },
         query=(Query("limit", "at most this many reviews (1..100, default 20)"),),
         tag="reviews",
     ),
@@ -454,7 +459,11 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/api/products/{product_id}/rating",
         "a product's review count, average (hundredths of a star) and histogram",
-        {200: Answer("the rating", JSON_OBJECT), 400: Answer("bad_field")},
+        {
+            200: Answer("the rating", JSON_OBJECT),
+            400: Answer("bad_field"),
+            404: Answer("unknown_product"),
+        },
         tag="reviews",
     ),
     Operation(

@@ -66,6 +66,12 @@ def _product_id(request: Request) -> str | None:
     return product_id if PRODUCT_ID.fullmatch(product_id) else None
 
 
+def _unknown(request: Request, product_id: str) -> Response | None:
+    if service_of(request).core.catalog.get(product_id) is None:
+        return error(404, "unknown_product", "no such product")
+    return None
+
+
 @endpoint
 async def product_reviews(request: Request) -> Response:
     """The product's rating and newest reviews, each with the ledger indexes that prove
@@ -73,6 +79,9 @@ async def product_reviews(request: Request) -> Response:
     product_id = _product_id(request)
     if product_id is None:
         return error(400, "bad_field", "product_id must be 1..64 of [A-Za-z0-9_-]")
+    unknown = _unknown(request, product_id)
+    if unknown is not None:
+        return unknown
     limit_text = request.query_params.get("limit", "20")
     limit = int(limit_text) if limit_text.isdigit() and len(limit_text) < 6 else 20
     limit = max(1, min(limit, PRODUCT_REVIEWS_MAX))
@@ -89,6 +98,9 @@ async def product_rating(request: Request) -> Response:
     product_id = _product_id(request)
     if product_id is None:
         return error(400, "bad_field", "product_id must be 1..64 of [A-Za-z0-9_-]")
+    unknown = _unknown(request, product_id)
+    if unknown is not None:
+        return unknown
     return JSONResponse(rating_view(service_of(request).core, product_id))
 
 
