@@ -198,6 +198,7 @@ class LedgerWriter:
         # The ledger size Redis was last known to hold (kept on disk too, for a restart),
         # and what lc:writer:ledger_size reads now as far as this writer knows.
         self._mirrored_size = 0
+        self._mirrored_note_failed = False  # said once until a note is written again
         self._redis_size = ""
         self.broker = RedisBroker(
             settings.redis_url, settings.history_events_max, process_id="ledger-writer"
@@ -350,11 +351,20 @@ class LedgerWriter:
         the machine it may be older, which only makes the check above weaker)."""
         if size <= self._mirrored_size:
             return
-        self._mirrored_size = size
         path = self.settings.data_dir / MIRRORED_SIZE_FILE
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(str(size))
-        temporary.replace(path)
+        try:
+            temporary.write_text(str(size))
+            temporary.replace(path)
+        except OSError as error:
+            # Only a note: without it the check is weaker, nothing is lost. Its disk is
+            # the ledger's, whose own failure stops the writer; this is not Redis trouble.
+            if not self._mirrored_note_failed:
+                log.warning("cannot note the size Redis mirrors (%s); going on", error)
+                self._mirrored_note_failed = True
+            return
+        self._mirrored_note_failed = False
+        self._mirrored_size = size
 
     def _queue_receipts_from(self, through: int) -> None:
         """Queue the receipt of every accepted order at `through` or later that is not
