@@ -16,8 +16,8 @@ command travels between them. docs/operations.md has the same table in prose.
   writes to Redis, set only if it still holds what the writer set before. Lower than the
   writer knew means Redis came back from an older snapshot: rebuilt as if lost.
 - `lc:feed:epoch` and `lc:feed:<epoch>` (string and stream, writer): every non-order
-  ledger entry (identities, products, inventory, rooms, sales) with its index; web
-  processes replay it into their core.
+  ledger entry (identities, products, inventory, rooms, sales, rules, trace) with its
+  index; web processes replay it into their core.
 - `{sale:<id>}:ledger` (hash, writer): `<buyer_id>:<order_id>` to the order's record
   (ledger index, status, hold).
 - `{sale:<id>}:receipts` (hash, writer): `<buyer_id>:<order_id>` to the tlog-proof text,
@@ -52,6 +52,7 @@ from livecommerce.commerce.identity import Register
 from livecommerce.commerce.orders import PayOrder
 from livecommerce.commerce.rooms import LinkRoom
 from livecommerce.commerce.sales import ScheduleSale, StopSale
+from livecommerce.commerce.trace import TraceCommand
 
 COMMANDS: Final = "lc:commands"
 POSITIONS: Final = "lc:writer:positions"
@@ -66,7 +67,7 @@ SESSION_SECRET: Final = "lc:session_secret"
 WEBHOOK_SECRET: Final = "lc:webhook_secret"
 # Entries the web processes need in their core: everything but orders and stock counts.
 FEED_ENTRY_TYPES: Final = frozenset(
-    {"identity/v1", "product/v1", "inventory/v1", "room/v1", "sale/v1", "rules/v1"}
+    {"identity/v1", "product/v1", "inventory/v1", "room/v1", "sale/v1", "rules/v1", "trace/v1"}
 )
 COMMAND_TYPES: Final[dict[str, type[Command]]] = {
     kind.__name__: kind
@@ -81,6 +82,7 @@ COMMAND_TYPES: Final[dict[str, type[Command]]] = {
         OrderStep,
         ProviderResult,
         RunPayouts,
+        TraceCommand,
     )
 }
 

@@ -42,6 +42,7 @@ from livecommerce.commerce.reservations import ReserveResult
 from livecommerce.commerce.results import Reason, Rejected, all_text
 from livecommerce.commerce.rooms import LinkRoom, RoomBook
 from livecommerce.commerce.sales import SaleBook, ScheduleSale, StopSale
+from livecommerce.commerce.trace import TraceBook, TraceCommand
 
 Command = (
     Register
@@ -57,6 +58,7 @@ Command = (
     | ProviderResult
     | RunPayouts
     | SetRules
+    | TraceCommand
 )
 
 
@@ -92,6 +94,7 @@ class CommerceCore:
         self.escrow = EscrowBook(
             self.identities, self.catalog, self.funds, escrow_rules or EscrowRules()
         )
+        self.trace = TraceBook(self.identities, self.catalog, self.escrow.get)
         # False only to replay the server's own ledger: the signed steps in it were
         # checked when they were taken (a third party's audit checks them again).
         self.verify_signatures = verify_signatures
@@ -136,6 +139,8 @@ class CommerceCore:
             result = self.escrow.record_result(command, now_ms)
         elif isinstance(command, RunPayouts):
             result = self.escrow.run_payouts(command, now_ms)
+        elif isinstance(command, TraceCommand):
+            result = self.trace.take(command, now_ms, self.verify_signatures)
         elif isinstance(command, SetRules):
             result = self.escrow.set_rules(command, now_ms)
         elif isinstance(command, Register):

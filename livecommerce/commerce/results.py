@@ -53,6 +53,12 @@ class Reason(StrEnum):
     PAYMENT_PENDING = "payment_pending"
     ALREADY_PAID = "already_paid"
     PAYMENT_DECLINED = "payment_declined"
+    # Traceability (trace.py).
+    UNKNOWN_UNIT = "unknown_unit"
+    UNKNOWN_LOT = "unknown_lot"
+    UNIT_EXISTS = "unit_exists"
+    LOT_EXISTS = "lot_exists"
+    ROLE_NOT_ALLOWED = "role_not_allowed"
     # Any bounded table is full: push back, retry later.
     CAPACITY = "capacity"
     # The external stock store does not know the sale (Redis lost it): retry later.

@@ -50,6 +50,7 @@ from livecommerce.commerce.sales import (
     StockChanged,
     superseded_stock_changes,
 )
+from livecommerce.commerce.trace import TraceRecorded, digest_of_entry
 from livecommerce.pipeline.answers import (
     UNAVAILABLE,
     merchant_order_view,
@@ -265,6 +266,9 @@ class LocalLedger:
                         self._paid_index_of[key] = index
                 if entry_type in TIMELINE_ENTRIES and fields.get("action") != "accepted":
                     self.timelines.add(entry_type, fields, index)
+                digest = digest_of_entry(entry_type, fields)
+                if digest is not None:
+                    core.trace.indexed(digest, index)
             finish(core)
         finally:
             core.verify_signatures = True
@@ -370,6 +374,8 @@ class LocalLedger:
                     self.closed.closed(event.sale_id, event.time_ms)
                 elif isinstance(event, TIMELINE_EVENTS):
                     self.timelines.add_event(event, index)
+                elif isinstance(event, TraceRecorded):
+                    self.core.trace.indexed(event.digest, index)
             try:
                 if isinstance(job, OrderJob):
                     self._answer_order(job, events)
