@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from livecommerce.api import catalog, identities, orders, payments, rooms, sales
+from livecommerce.api import catalog, identities, orders, payments, rooms, sales, trace
 
 
 def routes() -> list[BaseRoute]:
@@ -17,4 +17,5 @@ def routes() -> list[BaseRoute]:
         *sales.routes(),
         *orders.routes(),
         *payments.routes(),
+        *trace.routes(),
     ]
