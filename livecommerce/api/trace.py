@@ -10,6 +10,7 @@ ledger, in this process: `ScanCounts`)."""
 from __future__ import annotations
 
 import hashlib
+import io
 from typing import Annotated, Any
 
 import msgspec
@@ -156,8 +157,12 @@ async def unit_qr(request: Request) -> Response:
     if unit is None:
         return error(404, "unknown_unit", "no such unit")
     link = digital_link(origin_of(request), unit.gtin, unit.serial)
-    svg = segno.make_qr(link, error="m").svg_inline(scale=4, title=link)
-    return Response(svg, media_type="image/svg+xml", headers={"Link": f'<{link}>; rel="item"'})
+    svg = io.BytesIO()
+    # A standalone SVG document (with its namespace), four pixels a module, the quiet zone
+    # of four modules QR codes need around them (ISO/IEC 18004).
+    segno.make_qr(link, error="m").save(svg, kind="svg", scale=4, border=4, title=link)
+    headers = {"Link": f'<{link}>; rel="item"'}
+    return Response(svg.getvalue(), media_type="image/svg+xml", headers=headers)
 
 
 @endpoint

@@ -7,6 +7,7 @@ import { Sparkline } from "./chart.js";
 import { connectRoom } from "./room-socket.js";
 import { $, ServerClock, compact, duration, h, money, randomId, toast, unitsLeft } from "./ui.js";
 import { publish } from "./webrtc.js";
+import { mountTraceFlags } from "./trace-links.js";
 
 const params = new URLSearchParams(location.search);
 const fragment = new URLSearchParams(location.hash.slice(1));
@@ -95,6 +96,7 @@ async function signIn(roomId, token) {
   openRoom();
   onStats(stats);
   await loadProducts();
+  if (state.merchantId) mountTraceFlags($("trace-flags"), state.merchantId);
   setInterval(pollStats, STATS_INTERVAL_MS);
   return true;
 }

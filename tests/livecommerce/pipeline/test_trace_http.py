@@ -163,7 +163,7 @@ async def test_a_unit_from_the_factory_to_the_buyer_over_http(tmp_path: Path) ->
         # The QR code, and the page at the Digital Link path, which counts the scan.
         qr = await client.get(f"{server.http}/api/trace/units/{unit('1')}/qr.svg")
         assert qr.headers["content-type"].startswith("image/svg+xml")
-        assert qr.text.startswith("<svg")
+        assert "<svg" in qr.text
         assert f"/01/{GTIN}/21/1" in qr.text
         page = await client.get(f"{server.http}/01/{GTIN}/21/1")
         assert page.status_code == 200
