@@ -19,7 +19,7 @@ import pytest
 from ledger.entry import decode_entry
 from livecommerce.clients.signing import KeyPair
 from tests.livecommerce.pipeline.flows import SaleSetup, now_ms, register, room_with_sale
-from tests.livecommerce.pipeline.test_after_sale import Shop
+from tests.livecommerce.pipeline.test_after_sale import Shop, audit
 from tests.livecommerce.server import running_server
 from tests.support import VECTORS
 
@@ -197,11 +197,16 @@ async def test_a_unit_from_the_factory_to_the_buyer_over_http(tmp_path: Path) ->
         assert flags["flagged"][0]["flags"][0]["code"] == "sold_twice"
         assert flags["unknown_scanned"] == [{"code": unit("999"), "scans": 1}]
         before = await tracer.view(unit("1"))
+        vkey = server.app.state.ledger.verifier_key
     # A restart rebuilds the book from the ledger, with every event's index.
     async with running_server(tmp_path) as server, httpx.AsyncClient() as client:
         after = (await client.get(f"{server.http}/api/trace/units/{unit('1')}")).json()
         assert after["events"] == before["events"]
         assert after["verdict"] == "possibly_counterfeit"
+    # The audit takes every trace command again, signatures checked.
+    done = audit(tmp_path, vkey)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: audited" in done.stdout
 
 
 @pytest.mark.parametrize("path", ["units/urn:epc:id:sgtin:1.2.3/epcis", "lots/nope/epcis"])
