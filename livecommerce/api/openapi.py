@@ -32,6 +32,8 @@ OPENAPI_VERSION = "3.1.0"
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 DECIMAL_PATTERN = r"^[0-9]{1,20}$"
 ANY_TEXT = r"^.+$"
+GTIN_PATTERN = r"^[0-9]{14}$"
+SERIAL_PATTERN = r"^[A-Za-z0-9-]{1,20}$"
 
 
 class ErrorBody(msgspec.Struct, frozen=True):
@@ -510,6 +512,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/trace/units/{unit}",
         "a unit's product, lot, events with their ledger indexes, and verdict",
         {200: Answer("the unit (an unknown code too: its verdict says so)", JSON_OBJECT)},
+        path_patterns={"unit": ANY_TEXT},
         tag="trace",
     ),
     Operation(
@@ -517,6 +520,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/trace/units/{unit}/epcis",
         "a unit's events as an EPCIS 2.0 JSON-LD document",
         {200: Answer("EPCISDocument", EPCIS), 404: Answer("unknown_unit")},
+        path_patterns={"unit": ANY_TEXT},
         tag="trace",
     ),
     Operation(
@@ -524,6 +528,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/trace/units/{unit}/qr.svg",
         "the QR code of the unit's GS1 Digital Link, to print",
         {200: Answer("SVG", SVG, ("Link",)), 404: Answer("unknown_unit")},
+        path_patterns={"unit": ANY_TEXT},
         tag="trace",
     ),
     Operation(
@@ -531,6 +536,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/trace/lots/{lot}/epcis",
         "a lot's events as an EPCIS 2.0 JSON-LD document",
         {200: Answer("EPCISDocument", EPCIS), 404: Answer("unknown_lot")},
+        path_patterns={"lot": ANY_TEXT},
         tag="trace",
     ),
     Operation(
@@ -539,6 +545,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "the units sold to an order, each with its trace page",
         {200: Answer("units", JSON_OBJECT)},
         query=(Query("buyer_id", "the buyer's identity id"),),
+        path_patterns={"order_id": ANY_TEXT},
         tag="trace",
     ),
     Operation(
@@ -546,6 +553,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/trace/merchants/{merchant_id}/flags",
         "a merchant's units flagged possibly counterfeit, and unknown codes scanned",
         {200: Answer("flags", JSON_OBJECT)},
+        path_patterns={"merchant_id": ANY_TEXT},
         tag="trace",
     ),
     Operation(
@@ -553,6 +561,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/trace/products/{product_id}",
         "whether a product is traceable, and a sample unit's trace page",
         {200: Answer("traceability", JSON_OBJECT)},
+        path_patterns={"product_id": ANY_TEXT},
         tag="trace",
     ),
     Operation(
@@ -560,13 +569,15 @@ OPERATIONS: tuple[Operation, ...] = (
         "/t/{unit}",
         "the public trace page of a unit (counts a scan)",
         {200: Answer("the page", HTML)},
+        path_patterns={"unit": ANY_TEXT},
         tag="trace",
     ),
     Operation(
         "GET",
         "/01/{gtin}/21/{serial}",
         "the trace page at the unit's GS1 Digital Link path (counts a scan)",
-        {200: Answer("the page", HTML)},
+        {200: Answer("the page", HTML), 404: Answer("not a GTIN-14 and a serial", TEXT)},
+        path_patterns={"gtin": GTIN_PATTERN, "serial": SERIAL_PATTERN},
         tag="trace",
     ),
     # Live video (streaming/service.py): WHIP (RFC 9725) and WHEP.

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import msgspec
 import segno
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from livecommerce.api.common import (
@@ -29,7 +29,7 @@ from livecommerce.api.common import (
     service_of,
 )
 from livecommerce.commerce.canonical import CanonicalError
-from livecommerce.commerce.gs1 import digital_link
+from livecommerce.commerce.gs1 import GTIN, SERIAL, digital_link
 from livecommerce.commerce.trace import (
     DOCUMENT_CHARS_MAX,
     Kind,
@@ -230,6 +230,8 @@ async def trace_page(request: Request) -> Response:
 @endpoint
 async def digital_link_page(request: Request) -> Response:
     gtin, serial = request.path_params["gtin"], request.path_params["serial"]
+    if GTIN.fullmatch(gtin) is None or SERIAL.fullmatch(serial) is None:
+        return PlainTextResponse("not a GS1 Digital Link of a unit\n", status_code=404)
     return _page(request, f"01{gtin}21{serial}")
 
 

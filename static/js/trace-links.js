@@ -7,7 +7,8 @@ import { h } from "./ui.js";
 
 const productLinks = new Map(); // product id -> element
 const orderLinks = new Map(); // "<buyer>/<order>" -> element
-const ORDER_RECHECK_MS = 30_000;
+const ORDER_POLL_MS = 3_000;
+const ORDER_POLLS_MAX = 100;
 const FLAGS_INTERVAL_MS = 30_000;
 
 async function json(url) {
@@ -36,26 +37,37 @@ export function showProductTrace(slot, productId) {
 }
 
 // My orders: a link to each unit the merchant sold to this order (linked at shipping).
+// Asked when the order is first shown, then every ORDER_POLL_MS while the page shows it
+// and no unit is linked yet (at most ORDER_POLLS_MAX times).
 export function orderTrace(order) {
   const key = `${order.buyer_id}/${order.order_id}`;
   let entry = orderLinks.get(key);
   if (!entry) {
-    entry = { element: h("p", { class: "trace-units small", hidden: true }), checked: 0 };
+    entry = { element: h("p", { class: "trace-units small", hidden: true }), polls: 0, polling: false };
     orderLinks.set(key, entry);
   }
-  if (order.status === "accepted" && Date.now() - entry.checked > ORDER_RECHECK_MS) {
-    entry.checked = Date.now();
-    const url = `/api/trace/orders/${encodeURIComponent(order.order_id)}?buyer_id=${encodeURIComponent(order.buyer_id)}`;
-    json(url).then((found) => {
-      if (!found.units.length) return;
+  if (order.status === "accepted" && !entry.polling) {
+    entry.polling = true;
+    pollOrder(order, entry);
+  }
+  return entry.element;
+}
+
+async function pollOrder(order, entry) {
+  const url = `/api/trace/orders/${encodeURIComponent(order.order_id)}?buyer_id=${encodeURIComponent(order.buyer_id)}`;
+  while (entry.polls < ORDER_POLLS_MAX) {
+    entry.polls++;
+    const found = await json(url).catch(() => ({ units: [] }));
+    if (found.units.length) {
       entry.element.replaceChildren("Your items: ", ...found.units.flatMap((unit, at) => [
         at ? ", " : "",
         h("a", { href: unit.trace_page, target: "_blank", rel: "noopener" }, `trace ${unit.unit.split(".").pop()}`),
       ]));
       entry.element.hidden = false;
-    }).catch(() => {});
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, ORDER_POLL_MS));
   }
-  return entry.element;
 }
 
 // The host panel: the merchant's flagged units and unknown codes scanned under its GTINs.

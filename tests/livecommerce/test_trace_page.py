@@ -19,7 +19,13 @@ from tests.livecommerce.pipeline.flows import register, room_with_sale
 from tests.livecommerce.pipeline.test_after_sale import Shop
 from tests.livecommerce.pipeline.test_trace_http import FACTORY, GTIN, SHOP, Tracer, unit
 from tests.livecommerce.server import running_server
-from tests.livecommerce.test_pages import PageErrors, chromium, new_page, screenshots_dir
+from tests.livecommerce.test_pages import (
+    PageErrors,
+    chromium,
+    join_as,
+    new_page,
+    screenshots_dir,
+)
 
 pytestmark = pytest.mark.browser
 WAIT_MS = 20_000
@@ -89,9 +95,9 @@ async def test_the_trace_page_from_a_scanned_code(tmp_path: Path) -> None:
         })  # fmt: skip
         await tracer.ok("units", tracer.merchant, {
             "kind": "units", "merchant_id": merchant_id, "gtin": GTIN, "lot": "L1",
-            "serials": ["1", "2"],
+            "serials": ["1", "2", "3"],
         })  # fmt: skip
-        both = [unit("1"), unit("2")]
+        both = [unit("1"), unit("2"), unit("3")]
         await tracer.step(factory, "commission", both, FACTORY)
         await tracer.step(factory, "ship", both, FACTORY)
         await tracer.step(tracer.merchant, "receive", both, SHOP)
@@ -156,6 +162,24 @@ async def test_the_trace_page_from_a_scanned_code(tmp_path: Path) -> None:
         await viewer.wait_for_selector("#product-trace:not([hidden]) a", timeout=WAIT_MS)
         href = await viewer.get_attribute("#product-trace a", "href")
         assert href == f"/01/{GTIN}/21/1"
+        # Dee buys in the page and pays; once the merchant sells her a unit, My orders
+        # links it to its trace page.
+        await join_as(viewer, f"{server.http}/?room={setup.room_id}", "Dee")
+        await viewer.wait_for_selector("#product[data-state=open]", timeout=WAIT_MS)
+        await viewer.click("#buy")
+        await viewer.click("#orders-open")
+        await viewer.click(".order .pay", timeout=WAIT_MS)
+        await viewer.wait_for_selector(".order .order-status:has-text('paid')", timeout=WAIT_MS)
+        mine = await viewer.evaluate(
+            "({ buyer: window.livecommerce.identity.id,"
+            " order: window.livecommerce.orders.list[0].order_id })"
+        )
+        await tracer.step(
+            tracer.merchant, "sell", [unit("3")], SHOP,
+            buyer_id=mine["buyer"], order_id=mine["order"],
+        )  # fmt: skip
+        await viewer.wait_for_selector(".order .trace-units a", timeout=WAIT_MS)
+        assert await viewer.get_attribute(".order .trace-units a", "href") == f"/01/{GTIN}/21/3"
         # The host panel lists the merchant's flagged units.
         host = await new_page(browser, errors, "host", viewport={"width": 1440, "height": 1000})
         await host.goto(
