@@ -17,7 +17,7 @@ command travels between them. docs/operations.md has the same table in prose.
   writer knew means Redis came back from an older snapshot: rebuilt as if lost.
 - `lc:feed:epoch` and `lc:feed:<epoch>` (string and stream, writer): every non-order
   ledger entry (identities, products, inventory, rooms, sales, rules, reviews, poll
-  tallies) with its index; web processes replay it into their core.
+  tallies, trace) with its index; web processes replay it into their core.
 - `{sale:<id>}:ledger` (hash, writer): `<buyer_id>:<order_id>` to the order's record
   (ledger index, status, hold).
 - `{sale:<id>}:receipts` (hash, writer): `<buyer_id>:<order_id>` to the tlog-proof text,
@@ -54,6 +54,7 @@ from livecommerce.commerce.polls import RecordPoll
 from livecommerce.commerce.reviews import ReviewStep
 from livecommerce.commerce.rooms import LinkRoom
 from livecommerce.commerce.sales import ScheduleSale, StopSale
+from livecommerce.commerce.trace import TraceCommand
 
 COMMANDS: Final = "lc:commands"
 POSITIONS: Final = "lc:writer:positions"
@@ -77,6 +78,7 @@ FEED_ENTRY_TYPES: Final = frozenset(
         "rules/v1",
         "review/v1",
         "poll/v1",
+        "trace/v1",
     }
 )
 COMMAND_TYPES: Final[dict[str, type[Command]]] = {
@@ -94,6 +96,7 @@ COMMAND_TYPES: Final[dict[str, type[Command]]] = {
         RunPayouts,
         ReviewStep,
         RecordPoll,
+        TraceCommand,
     )
 }
 

@@ -15,6 +15,7 @@ from livecommerce.api import (
     reviews,
     rooms,
     sales,
+    trace,
 )
 
 
@@ -30,4 +31,5 @@ def routes() -> list[BaseRoute]:
         *recommend.routes(),
         *operating.routes(),
         *reviews.routes(),
+        *trace.routes(),
     ]

@@ -35,6 +35,7 @@ from livecommerce.api import (
     reviews,
     rooms,
     sales,
+    trace,
 )
 
 OPENAPI_VERSION = "3.1.0"
@@ -42,6 +43,8 @@ OPENAPI_VERSION = "3.1.0"
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 DECIMAL_PATTERN = r"^[0-9]{1,20}$"
 ANY_TEXT = r"^.+$"
+GTIN_PATTERN = r"^[0-9]{14}$"
+SERIAL_PATTERN = r"^[A-Za-z0-9-]{1,20}$"
 
 
 class ErrorBody(msgspec.Struct, frozen=True):
@@ -70,6 +73,9 @@ TEXT = Body("text/plain", schema={"type": "string"})
 SDP = Body("application/sdp", schema={"type": "string"})
 OCTETS = Body("application/octet-stream", schema={"type": "string", "format": "binary"})
 METRICS = Body("text/plain", schema={"type": "string"})
+HTML = Body("text/html", schema={"type": "string"})
+SVG = Body("image/svg+xml", schema={"type": "string"})
+EPCIS = Body("application/ld+json", schema={"type": "object"})
 EMPTY = None
 
 
@@ -589,6 +595,107 @@ OPERATIONS: tuple[Operation, ...] = (
         security="session",
         security_optional=True,
         tag="recommendations",
+    ),
+    # Traceability (api/trace.py, docs/traceability.md)
+    *(
+        Operation(
+            "POST",
+            f"/api/trace/{path}",
+            summary,
+            {
+                200: Answer("the same signed bytes again: nothing changed", JSON_OBJECT),
+                201: Answer("recorded: its ledger index and digest", JSON_OBJECT),
+                400: Answer("invalid_request or bad_field (the message says which)"),
+                401: Answer("bad_signature"),
+                403: Answer("role_not_allowed or not_merchant"),
+                404: Answer("unknown_identity, unknown_unit, unknown_lot, unknown_order…"),
+                409: REFUSED,
+                413: TOO_LARGE,
+                503: RETRY,
+            },
+            request=json_of(trace.TraceBody),
+            tag="trace",
+        )
+        for path, summary in (
+            ("actors", "a merchant gives or takes back a role for its goods (signed)"),
+            ("lots", "a merchant registers a lot of a product under its GTIN (signed)"),
+            ("units", "a merchant registers serialised units of a lot (signed)"),
+            ("events", "an actor signs a step of units or a case (EPCIS 2.0, CBV)"),
+            ("imports", "an actor imports an EPCIS 2.0 document's events (signed digest)"),
+        )
+    ),
+    Operation(
+        "GET",
+        "/api/trace/units/{unit}",
+        "a unit's product, lot, events with their ledger indexes, and verdict",
+        {200: Answer("the unit (an unknown code too: its verdict says so)", JSON_OBJECT)},
+        path_patterns={"unit": ANY_TEXT},
+        tag="trace",
+    ),
+    Operation(
+        "GET",
+        "/api/trace/units/{unit}/epcis",
+        "a unit's events as an EPCIS 2.0 JSON-LD document",
+        {200: Answer("EPCISDocument", EPCIS), 404: Answer("unknown_unit")},
+        path_patterns={"unit": ANY_TEXT},
+        tag="trace",
+    ),
+    Operation(
+        "GET",
+        "/api/trace/units/{unit}/qr.svg",
+        "the QR code of the unit's GS1 Digital Link, to print",
+        {200: Answer("SVG", SVG, ("Link",)), 404: Answer("unknown_unit")},
+        path_patterns={"unit": ANY_TEXT},
+        tag="trace",
+    ),
+    Operation(
+        "GET",
+        "/api/trace/lots/{lot}/epcis",
+        "a lot's events as an EPCIS 2.0 JSON-LD document",
+        {200: Answer("EPCISDocument", EPCIS), 404: Answer("unknown_lot")},
+        path_patterns={"lot": ANY_TEXT},
+        tag="trace",
+    ),
+    Operation(
+        "GET",
+        "/api/trace/orders/{order_id}",
+        "the units sold to an order, each with its trace page",
+        {200: Answer("units", JSON_OBJECT)},
+        query=(Query("buyer_id", "the buyer's identity id"),),
+        path_patterns={"order_id": ANY_TEXT},
+        tag="trace",
+    ),
+    Operation(
+        "GET",
+        "/api/trace/merchants/{merchant_id}/flags",
+        "a merchant's units flagged possibly counterfeit, and unknown codes scanned",
+        {200: Answer("flags", JSON_OBJECT)},
+        path_patterns={"merchant_id": ANY_TEXT},
+        tag="trace",
+    ),
+    Operation(
+        "GET",
+        "/api/trace/products/{product_id}",
+        "whether a product is traceable, and a sample unit's trace page",
+        {200: Answer("traceability", JSON_OBJECT)},
+        path_patterns={"product_id": ANY_TEXT},
+        tag="trace",
+    ),
+    Operation(
+        "GET",
+        "/t/{unit}",
+        "the public trace page of a unit (counts a scan)",
+        {200: Answer("the page", HTML)},
+        path_patterns={"unit": ANY_TEXT},
+        tag="trace",
+    ),
+    Operation(
+        "GET",
+        "/01/{gtin}/21/{serial}",
+        "the trace page at the unit's GS1 Digital Link path (counts a scan)",
+        {200: Answer("the page", HTML), 404: Answer("not a GTIN-14 and a serial", TEXT)},
+        path_patterns={"gtin": GTIN_PATTERN, "serial": SERIAL_PATTERN},
+        tag="trace",
     ),
     # Live video (streaming/service.py): WHIP (RFC 9725) and WHEP.
     Operation(

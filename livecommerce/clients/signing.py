@@ -18,6 +18,7 @@ from livecommerce.commerce.escrow import OrderStep
 from livecommerce.commerce.identity import b64url_encode, registration_bytes, session_bytes
 from livecommerce.commerce.orders import PlaceOrder
 from livecommerce.commerce.reviews import ReviewStep
+from livecommerce.commerce.trace import TraceCommand
 
 
 class KeyPair:
@@ -135,3 +136,15 @@ class KeyPair:
         }
         fields["signature"] = self.sign(signing_bytes(DOMAIN_PAYOUTS, fields))
         return fields
+
+    def trace(self, fields: dict[str, Any], time_ms: int, document: str = "") -> dict[str, Any]:
+        """Body of POST /api/trace/<actors|lots|units|events|imports>: `fields` are the
+        signed fields but `time_ms` (docs/traceability.md), signed by this key."""
+        signed = {**fields, "time_ms": time_ms}
+        body: dict[str, Any] = {
+            "signed": signed,
+            "signature": self.sign(TraceCommand(signed, "").signing_bytes()),
+        }
+        if document:
+            body["document"] = document
+        return body

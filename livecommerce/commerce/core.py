@@ -45,6 +45,7 @@ from livecommerce.commerce.results import Reason, Rejected, all_text
 from livecommerce.commerce.reviews import ReviewBook, ReviewStep
 from livecommerce.commerce.rooms import LinkRoom, RoomBook
 from livecommerce.commerce.sales import SaleBook, ScheduleSale, StopSale
+from livecommerce.commerce.trace import TraceBook, TraceCommand
 
 Command = (
     Register
@@ -62,6 +63,7 @@ Command = (
     | SetRules
     | ReviewStep
     | RecordPoll
+    | TraceCommand
 )
 
 
@@ -101,6 +103,7 @@ class CommerceCore:
         self.recommender = Recommender()
         self.reviews = ReviewBook(self.identities, self.escrow)
         self.polls = PollBook()
+        self.trace = TraceBook(self.identities, self.catalog, self.escrow.get)
         # False only to replay the server's own ledger: the signed steps in it were
         # checked when they were taken (a third party's audit checks them again).
         self.verify_signatures = verify_signatures
@@ -145,6 +148,8 @@ class CommerceCore:
             result = self.escrow.record_result(command, now_ms)
         elif isinstance(command, RunPayouts):
             result = self.escrow.run_payouts(command, now_ms)
+        elif isinstance(command, TraceCommand):
+            result = self.trace.take(command, now_ms, self.verify_signatures)
         elif isinstance(command, SetRules):
             result = self.escrow.set_rules(command, now_ms)
         elif isinstance(command, ReviewStep):

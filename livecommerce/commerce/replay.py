@@ -40,6 +40,7 @@ from livecommerce.commerce.orders import OrderAccepted, OrderPaid, OrderStatus
 from livecommerce.commerce.reservations import OrderRecord, RecordStatus
 from livecommerce.commerce.reviews import ReviewRefused, step_of
 from livecommerce.commerce.sales import CloseReason, ScheduleSale
+from livecommerce.commerce.trace import TraceRecorded, command_of_entry
 
 
 class ReplayError(ValueError):
@@ -111,6 +112,8 @@ def apply_entry(core: CommerceCore, entry: Entry) -> None:
         _apply_review(core, entry)
     elif entry_type == "poll/v1" and action == "closed":
         core.polls.restore(fields)
+    elif entry_type == "trace/v1":
+        _apply_trace(core, entry)
     elif entry_type == "stock/v1":
         sale = core.sales.get(str(fields["sale_id"]))
         assert sale is not None, "stock entry for an unknown sale"
@@ -122,6 +125,20 @@ def apply_entry(core: CommerceCore, entry: Entry) -> None:
                 raise ValueError(f"counts {logged} in the ledger, {replayed} replayed")
     else:
         raise ValueError(f"unknown entry type {entry_type} / action {action}")
+
+
+def _apply_trace(core: CommerceCore, entry: Entry) -> None:
+    """A trace command taken again, as recorded: it must be taken and make this entry.
+    Freshness and a sale's order are not checked again (they held when it was taken, and
+    a web replica follows the feed without orders); signatures are, unless the core
+    replays its own ledger."""
+    time_ms = entry[1]["time_ms"]
+    assert isinstance(time_ms, int)
+    taken = core.trace.take(command_of_entry(entry[1]), time_ms, core.verify_signatures, False)
+    if not isinstance(taken, list) or not isinstance(taken[0], TraceRecorded):
+        raise ValueError(f"taken again, this trace command is refused or repeated: {taken}")
+    if taken[0].to_entry() != entry:
+        raise ValueError(f"taken again, this trace command made {taken[0].to_entry()[1]}")
 
 
 def replay(entries: Iterable[Entry], external_stock: bool = False) -> CommerceCore:

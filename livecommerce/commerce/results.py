@@ -59,6 +59,12 @@ class Reason(StrEnum):
     ALREADY_REPLIED = "already_replied"
     ALREADY_HIDDEN = "already_hidden"
     POLL_EXISTS = "poll_exists"
+    # Traceability (trace.py).
+    UNKNOWN_UNIT = "unknown_unit"
+    UNKNOWN_LOT = "unknown_lot"
+    UNIT_EXISTS = "unit_exists"
+    LOT_EXISTS = "lot_exists"
+    ROLE_NOT_ALLOWED = "role_not_allowed"
     # Any bounded table is full: push back, retry later.
     CAPACITY = "capacity"
     # The external stock store does not know the sale (Redis lost it): retry later.

@@ -52,6 +52,7 @@ from livecommerce.commerce.sales import (
     StockChanged,
     superseded_stock_changes,
 )
+from livecommerce.commerce.trace import TraceRecorded, digest_of_entry
 from livecommerce.pipeline.answers import (
     UNAVAILABLE,
     merchant_order_view,
@@ -275,6 +276,9 @@ class LocalLedger:
                     self.timelines.add(entry_type, fields, index)
                 self.reviews.add(entry_type, fields, index)
                 self.ledger_metrics.take_entry(entry_type, fields)
+                digest = digest_of_entry(entry_type, fields)
+                if digest is not None:
+                    core.trace.indexed(digest, index)
             finish(core)
         finally:
             core.verify_signatures = True
@@ -380,6 +384,8 @@ class LocalLedger:
                     self.closed.closed(event.sale_id, event.time_ms)
                 elif isinstance(event, TIMELINE_EVENTS):
                     self.timelines.add_event(event, index)
+                elif isinstance(event, TraceRecorded):
+                    self.core.trace.indexed(event.digest, index)
                 else:
                     self.reviews.add_event(event, index)
                 take_operating(self.ledger_metrics, event)

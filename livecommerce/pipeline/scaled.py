@@ -60,6 +60,7 @@ from livecommerce.commerce.recommend import Signal
 from livecommerce.commerce.replay import apply_entry
 from livecommerce.commerce.results import Reason, Rejected
 from livecommerce.commerce.sales import Sale
+from livecommerce.commerce.trace import digest_of_entry
 from livecommerce.payments.sandbox import TestPaymentProvider
 from livecommerce.pipeline.answers import UNAVAILABLE, order_answer, order_result, refused_order
 from livecommerce.pipeline.forgetting import ClosedSales
@@ -417,6 +418,9 @@ class WriterLedger:
             entry_type, entry_fields = decode_entry(fields[b"entry"])
             apply_entry(self.core, (entry_type, entry_fields))
             self.applied_index = index
+            digest = digest_of_entry(entry_type, entry_fields)
+            if digest is not None:
+                self.core.trace.indexed(digest, index)
             if entry_type == "sale/v1" and entry_fields.get("action") == "closed":
                 self._closed.closed(entry_fields["sale_id"], entry_fields["time_ms"])
         # This process's own order records of long-closed sales (the writer keeps the

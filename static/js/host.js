@@ -11,6 +11,7 @@ import { PollCard, mountPollForm } from "./poll.js";
 import { connectRoom } from "./room-socket.js";
 import { $, ServerClock, compact, duration, h, money, randomId, toast, unitsLeft } from "./ui.js";
 import { publish } from "./webrtc.js";
+import { mountTraceFlags } from "./trace-links.js";
 
 const params = new URLSearchParams(location.search);
 const fragment = new URLSearchParams(location.hash.slice(1));
@@ -102,6 +103,7 @@ async function signIn(roomId, token) {
   await loadProducts();
   if (state.merchant) state.merchantPanel = new MerchantPanel({ merchant: state.merchant, now: () => clock.now(), toast });
   state.merchantPanel?.start();
+  if (state.merchantId) mountTraceFlags($("trace-flags"), state.merchantId);
   setInterval(pollStats, STATS_INTERVAL_MS);
   return true;
 }

@@ -12,6 +12,7 @@ import { showRating } from "./product-rating.js";
 import { connectRoom } from "./room-socket.js";
 import { $, ServerClock, compact, duration, h, money, randomId, toast, unitsLeft } from "./ui.js";
 import { play } from "./webrtc.js";
+import { orderTrace, showProductTrace } from "./trace-links.js";
 
 const roomId = new URLSearchParams(location.search).get("room") || "demo";
 const COMMENTS_SHOWN_MAX = 150;
@@ -172,6 +173,7 @@ function render() {
   const sale = saleForPinned();
   $("product-title").textContent = product.title;
   showRating(product.product_id, $("product-rating"));
+  showProductTrace($("product-trace"), product.product_id);
   $("product-image").src = product.image || sale?.image_url || "/img/product.svg";
   $("product-price").textContent = money(sale ? sale.price_cents : product.price_cents, product.currency);
   $("stock-line").hidden = !sale;
@@ -359,6 +361,7 @@ function renderOrders() {
       h("div", { class: "order-line" }, h("b", {}, `${order.quantity} × ${order.title}`), h("span", { class: "order-status" }, status)),
       h("p", { class: "muted small" }, `${money(order.price_cents * order.quantity, order.currency)} · order ${order.order_id}`),
       receipt,
+      orderTrace(order),
       afterSale.section(order));
   }));
   if (focused?.isConnected && focused !== document.activeElement) focused.focus();
