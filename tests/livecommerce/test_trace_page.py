@@ -15,6 +15,7 @@ import pytest
 from playwright.async_api import Page, Route
 
 from livecommerce.clients.signing import KeyPair
+from livecommerce.payments import sandbox
 from tests.livecommerce.pipeline.flows import register, room_with_sale
 from tests.livecommerce.pipeline.test_after_sale import Shop
 from tests.livecommerce.pipeline.test_trace_http import FACTORY, GTIN, SHOP, Tracer, unit
@@ -24,6 +25,7 @@ from tests.livecommerce.test_pages import (
     chromium,
     join_as,
     new_page,
+    pay_with_card,
     screenshots_dir,
 )
 
@@ -169,7 +171,8 @@ async def test_the_trace_page_from_a_scanned_code(tmp_path: Path) -> None:
         await viewer.click("#buy")
         await viewer.click("#orders-open")
         await viewer.click(".order .pay", timeout=WAIT_MS)
-        await viewer.wait_for_selector(".order .order-status:has-text('paid')", timeout=WAIT_MS)
+        await pay_with_card(viewer, sandbox.SUCCEEDS)
+        await viewer.wait_for_selector(".order[data-stage=paid]", timeout=WAIT_MS)
         mine = await viewer.evaluate(
             "({ buyer: window.livecommerce.identity.id,"
             " order: window.livecommerce.orders.list[0].order_id })"
