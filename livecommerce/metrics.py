@@ -104,9 +104,9 @@ async def metrics(request: Request) -> Response:
         activity = getattr(request.app.state, "activity", None)
         if activity is not None:
             feeds["traffic"] = activity
-        ledger_metrics = getattr(getattr(request.app.state, "orders", None), "ledger", None)
-        if isinstance(getattr(ledger_metrics, "ledger_metrics", None), OperatingMetrics):
-            feeds["ledger"] = ledger_metrics.ledger_metrics  # type: ignore[union-attr]
+        ledger_metrics = getattr(request.app.state, "ledger_metrics", None)
+        if ledger_metrics is not None:
+            feeds["ledger"] = ledger_metrics
         if feeds:
             registry.register(OperatingCollector(feeds))
         request.app.state.metrics_registry = registry

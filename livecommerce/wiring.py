@@ -120,10 +120,14 @@ async def _orders_lifespan(app: Starlette, settings: Settings, hub: Hub) -> Asyn
         provider = TestPaymentProvider(
             webhook_secret, wall_clock_ms, settings.payment_late_answer_ms
         )
+        local_ledger = LocalLedger(
+            core, ledger, hub, shipping, closed, encode_entry, decode_entry, limits
+        )
+        app.state.ledger_metrics = local_ledger.ledger_metrics  # /metrics reads them
         service = OrderPipeline(
             core,
             CoreStock(core, closed),
-            LocalLedger(core, ledger, hub, shipping, closed, encode_entry, decode_entry, limits),
+            local_ledger,
             LocalChallenges(sessions),
             sessions,
             wall_clock_ms,

@@ -24,7 +24,7 @@ from livecommerce.api.bodies import read_body, too_large
 from livecommerce.commerce.identity import SessionAuthority
 from livecommerce.commerce.results import Reason, Rejected
 from livecommerce.hub.broker import BrokerUnavailable
-from livecommerce.hub.hub import Hub
+from livecommerce.hub.hub import Hub, Replica
 from livecommerce.pipeline.answers import BUSY, UNAVAILABLE
 from livecommerce.pipeline.pipeline import CommandOutcome, OrderPipeline, ServiceUnavailable
 from livecommerce.pipeline.stats import OrderStats
@@ -99,9 +99,15 @@ async def body_of(request: Request, kind: type[T]) -> T:
         raise BadRequest(error(400, "invalid_request", str(problem))) from None
 
 
-def bearer(request: Request) -> str:
+def bearer_if_any(request: Request) -> str | None:
+    """The Bearer token of the request, or None when it carries none."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def bearer(request: Request) -> str:
+    token = bearer_if_any(request)
+    if token is None:
         raise BadRequest(error(401, "unauthorized", "send a token as Authorization: Bearer"))
     return token
 
@@ -130,16 +136,22 @@ async def identity_of(request: Request, token: str) -> str:
     return checked.identity_id
 
 
-async def require_host(request: Request, room_id: str) -> None:
-    """The request carries the room's host credential, or a 401/403/404."""
+async def room_replica(request: Request, room_id: str) -> Replica:
+    """The room as this process holds it, or a 404 (503 while its broker is away)."""
     hub: Hub = request.app.state.hub
-    token = bearer(request)
     try:
         replica = await hub.replica(room_id)
     except BrokerUnavailable as problem:
         raise BadRequest(error(503, "unavailable", str(problem))) from None
     if replica is None:
         raise BadRequest(error(404, "room_not_found", "no such room"))
+    return replica
+
+
+async def require_host(request: Request, room_id: str) -> None:
+    """The request carries the room's host credential, or a 401/403/404."""
+    token = bearer(request)
+    replica = await room_replica(request, room_id)
     if not replica.room.info.host_token_matches(token):
         raise BadRequest(error(403, "bad_credential", "that is not this room's host credential"))
 

@@ -17,16 +17,16 @@ from starlette.routing import BaseRoute, Route
 
 from livecommerce.api.common import (
     BadRequest,
+    bearer_if_any,
     body_of,
     endpoint,
     error,
     identity_of,
     refused,
+    room_replica,
     service_of,
 )
 from livecommerce.commerce.recommend import LIST_LENGTH_MAX, Signal
-from livecommerce.hub.broker import BrokerUnavailable
-from livecommerce.hub.hub import Hub
 from livecommerce.hub.ratelimit import TokenBucket
 from livecommerce.pipeline.pipeline import ServiceUnavailable
 
@@ -39,22 +39,10 @@ class SeenBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     signal: Annotated[str, msgspec.Meta(pattern=r"^(view|click)$")]
 
 
-async def _room_known(request: Request, room_id: str) -> None:
-    hub: Hub = request.app.state.hub
-    try:
-        replica = await hub.replica(room_id)
-    except BrokerUnavailable as problem:
-        raise BadRequest(error(503, "unavailable", str(problem))) from None
-    if replica is None:
-        raise BadRequest(error(404, "room_not_found", "no such room"))
-
-
 async def _viewer(request: Request) -> str:
     """The buyer a session token names, "" without one (a bad token is a 401)."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return ""
-    return await identity_of(request, token)
+    token = bearer_if_any(request)
+    return "" if token is None else await identity_of(request, token)
 
 
 def _count(request: Request) -> int:
@@ -71,7 +59,7 @@ async def recommendations(request: Request) -> Response:
     beside = request.query_params.get("beside", "")
     if len(beside) > 64:
         return error(400, "bad_field", "beside is a product id")
-    await _room_known(request, room_id)
+    await room_replica(request, room_id)
     buyer_id = await _viewer(request)
     try:
         view = await service_of(request).recommendations(room_id, buyer_id, beside, count)
@@ -84,7 +72,7 @@ async def recommendations(request: Request) -> Response:
 async def seen(request: Request) -> Response:
     room_id = request.path_params["room_id"]
     body = await body_of(request, SeenBody)
-    await _room_known(request, room_id)
+    await room_replica(request, room_id)
     buyer_id = await _viewer(request)
     service = service_of(request)
     if service.core.catalog.get(body.product_id) is None:

@@ -200,6 +200,7 @@ class Recommender:
         beside: str = "",
     ) -> list[Pick]:
         """The room's products by popularity in the room, with the rules above."""
+        count = max(0, min(count, LIST_LENGTH_MAX))
         allowed = self._allowed(candidates, room_merchant_id, buyer_id, beside)
         scored = [(self.popularity(c.product_id, room_id, now_ms), c.product_id) for c in allowed]
         return [Pick(p, s, "popular") for s, p in _top(scored, count)]
