@@ -26,6 +26,7 @@ from livecommerce.commerce.escrow import (
 )
 from livecommerce.commerce.events import Entry, Event
 from livecommerce.commerce.funds import Funds, TransferRecorded
+from livecommerce.commerce.groups import GroupBook, GroupStep, OfferGroup
 from livecommerce.commerce.identity import IdentityRegistry, Register
 from livecommerce.commerce.orders import (
     ORDER_FRESHNESS_MS,
@@ -64,6 +65,8 @@ Command = (
     | ReviewStep
     | RecordPoll
     | TraceCommand
+    | OfferGroup
+    | GroupStep
 )
 
 
@@ -104,6 +107,7 @@ class CommerceCore:
         self.reviews = ReviewBook(self.identities, self.escrow)
         self.polls = PollBook()
         self.trace = TraceBook(self.identities, self.catalog, self.escrow.get)
+        self.groups = GroupBook(self.identities, self.sales, self.orders, self.escrow)
         # False only to replay the server's own ledger: the signed steps in it were
         # checked when they were taken (a third party's audit checks them again).
         self.verify_signatures = verify_signatures
@@ -124,6 +128,7 @@ class CommerceCore:
         for expired in self.funds.tick(now_ms):
             events.extend(self.expire_transfer(expired, now_ms))
         events.extend(self.escrow.tick(now_ms))
+        events.extend(self.groups.tick(now_ms))
         return events
 
     def expire_transfer(self, expired: Event, now_ms: int) -> list[Event]:
@@ -154,6 +159,10 @@ class CommerceCore:
             result = self.escrow.set_rules(command, now_ms)
         elif isinstance(command, ReviewStep):
             result = self.reviews.take(command, now_ms, self.verify_signatures)
+        elif isinstance(command, GroupStep):
+            result = self.groups.take(command, now_ms, self.verify_signatures)
+        elif isinstance(command, OfferGroup):
+            result = self.groups.make_offer(command, now_ms)
         elif isinstance(command, RecordPoll):
             result = self.polls.record(command, now_ms)
         elif isinstance(command, Register):
@@ -174,6 +183,7 @@ class CommerceCore:
             result = self.sales.stop(command, now_ms)
         if isinstance(result, Rejected):
             events.append(CommandRejected(type(command).__name__, result.reason, result.detail))
+
         elif isinstance(result, list):
             events.extend(result)
         else:
@@ -216,10 +226,21 @@ class CommerceCore:
             if life is None and not self.escrow.has_room():
                 detail = "too many paid orders open; retry later"
                 return [PaymentRefused(command.order_id, command.buyer_id, Reason.CAPACITY, detail)]
+            accepted = self.orders.accepted(command.buyer_id, command.order_id)
+            grouped = None
+            if life is None and accepted is not None:
+                grouped = self.groups.may_pay(command.buyer_id, command.order_id, accepted.sale_id)
+            if grouped is not None:
+                return [
+                    PaymentRefused(
+                        command.order_id, command.buyer_id, grouped.reason, grouped.detail
+                    )
+                ]
         events = self.orders.pay(command, now_ms, store_settled)
         for event in list(events):
             if isinstance(event, OrderPaid):
                 events.extend(self.open_escrow(event, now_ms))
+                events.extend(self.groups.paid(event.buyer_id, event.order_id, now_ms))
         return events
 
     def open_escrow(self, paid: OrderPaid, now_ms: int) -> list[Event]:
@@ -263,6 +284,11 @@ class CommerceCore:
             if refused is None:
                 refused = Rejected(Reason.WRONG_STAGE, "only a held or paid order is cancelled")
             return [StepRefused(f"{step.buyer_id}/{step.order_id}", refused.reason, refused.detail)]
+        if step.step == StepKind.SHIP and all_text(step.buyer_id, step.order_id):
+            held = self.groups.may_ship(step.buyer_id, step.order_id)
+            if held is not None:
+                reference = f"{step.buyer_id}/{step.order_id}"
+                return [StepRefused(reference, held.reason, held.detail)]
         return self.escrow.take_step(step, now_ms, self.verify_signatures)
 
     def complete_order(

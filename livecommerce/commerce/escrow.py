@@ -737,6 +737,31 @@ class EscrowBook:
         refund_id = self._start_refund(life, step.amount_cents, True)
         return [taken("resolved", refund_id), *self._refund_started(life, now_ms)]
 
+    # Group buying (groups.py): the group's close decides for its paid members
+
+    def reprice(self, life: Life, amount_cents: int) -> None:
+        """The group succeeded at a lower price: the capture takes `amount_cents`, the
+        rest of the authorization is released (the pending transfer posted in part)."""
+        assert life.stage is Stage.PAID, life
+        assert not life.capture_asked, life
+        assert 1 <= amount_cents <= life.amount_cents, (amount_cents, life.amount_cents)
+        life.amount_cents = amount_cents
+
+    def void_paid(self, life: Life, cause: str, now_ms: int) -> list[Event]:
+        """The group failed: the payment is voided and the units go back, as when the
+        buyer cancels before shipping, with `cause` on the stage entry."""
+        assert life.stage is Stage.PAID, life
+        life.stage = Stage.CANCELLED
+        return [
+            self._transfer(self._void(life.payment_id), now_ms),
+            self._stage(life, cause, now_ms),
+            self.catalog.return_units(life.product_id, life.quantity, f"cancel:{life.ref}", now_ms),
+            ProviderCall(
+                "cancel", life.ref, life.provider, life.authorization_id, life.amount_cents,
+                life.currency,
+            ),
+        ]  # fmt: skip
+
     # Provider results
 
     def record_result(self, result: ProviderResult, now_ms: int) -> list[Event]:

@@ -35,6 +35,13 @@ from livecommerce.commerce.escrow import (
     rules_of,
 )
 from livecommerce.commerce.events import Entry, Event
+from livecommerce.commerce.groups import (
+    GroupRepeated,
+    offer_of,
+)
+from livecommerce.commerce.groups import (
+    step_of as group_step_of,
+)
 from livecommerce.commerce.identity import Identity
 from livecommerce.commerce.orders import OrderAccepted, OrderPaid, OrderStatus
 from livecommerce.commerce.reservations import OrderRecord, RecordStatus
@@ -114,6 +121,8 @@ def apply_entry(core: CommerceCore, entry: Entry) -> None:
         core.polls.restore(fields)
     elif entry_type == "trace/v1":
         _apply_trace(core, entry)
+    elif entry_type == "group/v1":
+        _apply_group(core, entry)
     elif entry_type == "stock/v1":
         sale = core.sales.get(str(fields["sale_id"]))
         assert sale is not None, "stock entry for an unknown sale"
@@ -139,6 +148,24 @@ def _apply_trace(core: CommerceCore, entry: Entry) -> None:
         raise ValueError(f"taken again, this trace command is refused or repeated: {taken}")
     if taken[0].to_entry() != entry:
         raise ValueError(f"taken again, this trace command made {taken[0].to_entry()[1]}")
+
+
+def _apply_group(core: CommerceCore, entry: Entry) -> None:
+    """A group offer or a buyer's step taken again: it must make this very entry.
+    Freshness is not checked again; signatures are, unless the core replays its own
+    ledger. (A group's close is a money entry: `_take_again`.)"""
+    _, fields = entry
+    now_ms = fields["time_ms"]
+    assert isinstance(now_ms, int)
+    if fields["action"] == "offered":
+        made = core.groups.make_offer(offer_of(fields), now_ms)
+    else:
+        made = core.groups.take(group_step_of(fields), now_ms, core.verify_signatures, False)
+    if not isinstance(made, list) or len(made) != 1 or isinstance(made[0], GroupRepeated):
+        raise ValueError(f"taken again, this group entry is refused or repeated: {made}")
+    (event,) = made
+    if event.to_entry() != entry:
+        raise ValueError(f"taken again, this group entry made {event.to_entry()}")
 
 
 def replay(entries: Iterable[Entry], external_stock: bool = False) -> CommerceCore:
@@ -191,6 +218,7 @@ STEP_ACTIONS = frozenset(
         "refund_accepted", "refund_declined", "disputed", "resolved",
     }
 )  # fmt: skip
+GROUP_CLOSES = frozenset({"succeeded", "failed"})
 _STEP_FIELDS = list(OrderStep.__dataclass_fields__)
 _RESULT_FIELDS = list(ProviderResult.__dataclass_fields__)
 
@@ -200,6 +228,8 @@ def is_money_entry(entry: Entry) -> bool:
     if entry_type in MONEY_ENTRY_TYPES:
         return True
     action = fields.get("action")
+    if entry_type == "group/v1":
+        return action in GROUP_CLOSES
     return entry_type == "order/v1" and (action in STEP_ACTIONS or action == "stage")
 
 
@@ -252,6 +282,11 @@ def _take_again(core: CommerceCore, entry: Entry) -> list[Event]:
     if entry_type == "payment/v1":
         result = ProviderResult(**{name: fields[name] for name in _RESULT_FIELDS})  # type: ignore[arg-type]
         return core.escrow.record_result(result, now_ms)
+    if entry_type == "group/v1" and action in GROUP_CLOSES:
+        group = core.groups.get(str(fields["group_id"]))
+        if group is None or group.outcome != "open" or not core.groups.due(group, now_ms):
+            raise ValueError("closes a group that is not open, or not due to close")
+        return core.groups.close(group, now_ms)
     if entry_type == "payout/v1" and action == "started":
         return core.escrow.run_payouts(RunPayouts(str(fields["batch_id"])), now_ms)
     raise ValueError("no step makes this entry by itself")

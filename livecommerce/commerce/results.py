@@ -59,6 +59,15 @@ class Reason(StrEnum):
     ALREADY_REPLIED = "already_replied"
     ALREADY_HIDDEN = "already_hidden"
     POLL_EXISTS = "poll_exists"
+    # Group buying (groups.py).
+    NO_GROUP_OFFER = "no_group_offer"
+    GROUP_EXISTS = "group_exists"
+    UNKNOWN_GROUP = "unknown_group"
+    ALREADY_IN_GROUP = "already_in_group"
+    GROUP_FULL = "group_full"
+    GROUP_CLOSED = "group_closed"
+    GROUP_NEEDED = "group_needed"
+    GROUP_OPEN = "group_open"
     # Traceability (trace.py).
     UNKNOWN_UNIT = "unknown_unit"
     UNKNOWN_LOT = "unknown_lot"
