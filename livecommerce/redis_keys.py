@@ -48,6 +48,7 @@ import orjson
 from livecommerce.commerce.catalog import AddStock, ListProduct
 from livecommerce.commerce.core import Command
 from livecommerce.commerce.escrow import OrderStep, ProviderResult, RunPayouts
+from livecommerce.commerce.groups import GroupStep, OfferGroup
 from livecommerce.commerce.identity import Register
 from livecommerce.commerce.orders import PayOrder
 from livecommerce.commerce.polls import RecordPoll
@@ -97,6 +98,8 @@ COMMAND_TYPES: Final[dict[str, type[Command]]] = {
         ReviewStep,
         RecordPoll,
         TraceCommand,
+        OfferGroup,
+        GroupStep,
     )
 }
 

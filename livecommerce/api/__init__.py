@@ -7,6 +7,7 @@ from starlette.routing import BaseRoute
 
 from livecommerce.api import (
     catalog,
+    groups,
     identities,
     operating,
     orders,
@@ -31,5 +32,6 @@ def routes() -> list[BaseRoute]:
         *recommend.routes(),
         *operating.routes(),
         *reviews.routes(),
+        *groups.routes(),
         *trace.routes(),
     ]

@@ -15,6 +15,7 @@ from livecommerce.commerce.canonical import (
     signing_bytes,
 )
 from livecommerce.commerce.escrow import OrderStep
+from livecommerce.commerce.groups import GroupStep
 from livecommerce.commerce.identity import b64url_encode, registration_bytes, session_bytes
 from livecommerce.commerce.orders import PlaceOrder
 from livecommerce.commerce.reviews import ReviewStep
@@ -124,6 +125,14 @@ class KeyPair:
         unsigned = ReviewStep(action, buyer_id, order_id, self.identity_id, time_ms, **fields)
         body = unsigned.signed_fields()
         del body["order_id"]
+        body["signature"] = self.sign(unsigned.signing_bytes())
+        return body
+
+    def group(self, action: str, group_id: str, order_id: str, time_ms: int) -> dict[str, Any]:
+        """Body of POST /api/groups: open or join a group with an order (docs/commerce.md,
+        "Group buying")."""
+        unsigned = GroupStep(action, group_id, self.identity_id, order_id, time_ms)
+        body = unsigned.signed_fields()
         body["signature"] = self.sign(unsigned.signing_bytes())
         return body
 

@@ -61,6 +61,7 @@ from livecommerce.pipeline.answers import (
     sale_view,
 )
 from livecommerce.pipeline.forgetting import ClosedSales
+from livecommerce.pipeline.groups import groups_view
 from livecommerce.pipeline.pipeline import (
     RECEIPT_TURN_PAUSE_S,
     RECEIPTS_PER_TURN_MAX,
@@ -499,6 +500,9 @@ class LocalLedger:
 
     async def product_reviews(self, product_id: str, limit: int) -> dict[str, Any]:
         return product_reviews_view(self.core, self.reviews, self.timelines, product_id, limit)
+
+    async def groups(self, what: str, key: str, now_ms: int) -> dict[str, Any] | None:
+        return groups_view(self.core, what, key, now_ms)
 
     # What viewers see: sale events (numbered) and stock (coalesced by the hub)
 

@@ -393,6 +393,11 @@ class LedgerPart(Protocol):
         indexes of its order's paid and received entries (pipeline/reviews.py)."""
         ...
 
+    async def groups(self, what: str, key: str, now_ms: int) -> dict[str, Any] | None:
+        """Group buying (pipeline/groups.py): `what` "sale" (a sale's offer and groups)
+        or "group" (one group with its offer); None when there is none."""
+        ...
+
 
 class Challenges(Protocol):
     """Session challenges: in this process, or in Redis (any process takes the answer)."""
@@ -699,6 +704,9 @@ class OrderPipeline:
 
     async def product_reviews(self, product_id: str, limit: int) -> dict[str, Any]:
         return await self.ledger.product_reviews(product_id, limit)
+
+    async def groups(self, what: str, key: str) -> dict[str, Any] | None:
+        return await self.ledger.groups(what, key, self.clock_ms())
 
     # The pump
 

@@ -781,6 +781,11 @@ class WriterLedger:
         )
         return view
 
+    async def groups(self, what: str, key: str, now_ms: int) -> dict[str, Any] | None:
+        """The writer's core holds the groups (their members' payments are its)."""
+        view: dict[str, Any] | None = await self.query("groups", kind=what, key=key)
+        return view
+
     async def accepted_order(self, buyer_id: str, order_id: str) -> AcceptedView | None:
         try:
             record = await self._order_record(buyer_id, order_id)

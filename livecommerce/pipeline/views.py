@@ -24,6 +24,7 @@ from livecommerce.commerce.operating import OperatingMetrics, Period, Scope, mer
 from livecommerce.commerce.orders import OrderAccepted, OrderExpired, OrderPaid
 from livecommerce.commerce.recommend import Candidate
 from livecommerce.commerce.reviews import ReviewTaken
+from livecommerce.pipeline.groups import order_group_fields
 
 ORDERS_WITH_TIMELINES_MAX: Final = 2_000_000
 # The entries and events of an order's life after the sale (its acceptance has its own
@@ -114,6 +115,7 @@ def order_life_view(
     life = core.escrow.get(buyer_id, order_id)
     if life is not None:
         view.update(life_fields(core, life))
+    view.update(order_group_fields(core, buyer_id, order_id))
     return view
 
 
@@ -121,6 +123,7 @@ def life_fields(core: CommerceCore, life: Life) -> dict[str, Any]:
     held = core.funds.balance(life.currency, life.escrow)
     return {
         "stage": str(life.stage),
+        "amount_cents": life.amount_cents,  # a group's close may lower it (groups.py)
         "merchant_id": life.merchant_id,
         "provider": life.provider,
         "captured": life.captured,

@@ -96,6 +96,7 @@ from livecommerce.keyfiles import load_or_create_secret
 from livecommerce.payments.sandbox import TestPaymentProvider
 from livecommerce.pipeline.answers import sale_view
 from livecommerce.pipeline.forgetting import ClosedSales
+from livecommerce.pipeline.groups import groups_view
 from livecommerce.pipeline.payments import ProviderCaller
 from livecommerce.pipeline.pipeline import checkpoint_size
 from livecommerce.pipeline.reviews import ReviewIndexes, product_reviews_view
@@ -751,6 +752,10 @@ class LedgerWriter:
                     self.timelines,
                     str(arguments["product_id"]),
                     int(arguments["limit"]),
+                )
+            if what == "groups":
+                return groups_view(
+                    self.core, str(arguments["kind"]), str(arguments["key"]), self.clock_ms()
                 )
             if what == "merchant_money":
                 return merchant_money(self.core, str(arguments["merchant_id"]))
