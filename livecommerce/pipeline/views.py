@@ -19,6 +19,7 @@ from livecommerce.commerce.core import CommerceCore
 from livecommerce.commerce.escrow import FINAL, Life, ResultRecorded, StageChanged, StepTaken
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.funds import AccountKind, TransferRecorded, account_name
+from livecommerce.commerce.groups import GroupClosed, GroupStepTaken
 from livecommerce.commerce.identity import Registered
 from livecommerce.commerce.operating import OperatingMetrics, Period, Scope, merge, series
 from livecommerce.commerce.orders import OrderAccepted, OrderExpired, OrderPaid
@@ -29,9 +30,10 @@ from livecommerce.pipeline.groups import order_group_fields
 ORDERS_WITH_TIMELINES_MAX: Final = 2_000_000
 # The entries and events of an order's life after the sale (its acceptance has its own
 # index: the order's receipt).
-TIMELINE_ENTRIES: Final = frozenset({"order/v1", "payment/v1", "transfer/v1"})
+TIMELINE_ENTRIES: Final = frozenset({"order/v1", "payment/v1", "transfer/v1", "group/v1"})
 TIMELINE_EVENTS: Final = (
     StepTaken, ResultRecorded, StageChanged, TransferRecorded, OrderPaid, OrderExpired,
+    GroupStepTaken, GroupClosed,
 )  # fmt: skip
 STATEMENT_ROWS_MAX: Final = 10_000
 
@@ -40,8 +42,18 @@ OrderKey = tuple[str, str]
 
 KEPT_FIELDS: Final = (
     "stage", "cause", "carrier", "tracking", "amount_cents", "amount", "quantity", "debit",
-    "credit", "provider", "reason",
+    "credit", "provider", "reason", "group_id", "price_cents",
 )  # fmt: skip
+
+
+def orders_of(entry_type: str, fields: dict[str, Any]) -> list[OrderKey]:
+    """The orders an entry of an order's life belongs to: one, or a group's members at
+    its close (groups.py)."""
+    if entry_type == "group/v1" and fields.get("action") in ("succeeded", "failed"):
+        members = [*fields.get("paid", []), *fields.get("released", [])]
+        return [(str(member[0]), str(member[1])) for member in members]
+    key = order_of(entry_type, fields)
+    return [] if key is None else [key]
 
 
 def order_of(entry_type: str, fields: dict[str, Any]) -> OrderKey | None:
@@ -54,6 +66,8 @@ def order_of(entry_type: str, fields: dict[str, Any]) -> OrderKey | None:
     if entry_type == "transfer/v1":
         buyer_id, slash, order_id = str(fields.get("reference", "")).rpartition("/")
         return (buyer_id, order_id) if slash else None
+    if entry_type == "group/v1" and fields.get("action") in ("opened", "joined"):
+        return str(fields["buyer_id"]), str(fields["order_id"])
     return None
 
 
@@ -70,9 +84,10 @@ class Timelines:
 
     def add(self, entry_type: str, fields: dict[str, Any], index: int) -> None:
         """One durable entry at `index` (live, or read back at replay)."""
-        key = order_of(entry_type, fields)
-        if key is None:
-            return
+        for key in orders_of(entry_type, fields):
+            self._add(key, entry_type, fields, index)
+
+    def _add(self, key: OrderKey, entry_type: str, fields: dict[str, Any], index: int) -> None:
         action = fields.get("action")
         if action == "stage":  # a change the clock or a settlement made: its new stage
             action = fields.get("stage")

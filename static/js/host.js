@@ -12,6 +12,7 @@ import { connectRoom } from "./room-socket.js";
 import { $, ServerClock, compact, duration, h, money, randomId, toast, unitsLeft } from "./ui.js";
 import { publish } from "./webrtc.js";
 import { mountTraceFlags } from "./trace-links.js";
+import { mountGroupOffer } from "./host-groups.js";
 
 const params = new URLSearchParams(location.search);
 const fragment = new URLSearchParams(location.hash.slice(1));
@@ -411,6 +412,8 @@ $("sale-form").addEventListener("submit", async (event) => {
     renderSale();
   } catch (error) { fail(error); }
 });
+
+mountGroupOffer({ getSale: () => state.sale, api, toast, fail, cents });
 
 $("sale-stop").addEventListener("click", async () => {
   if (!state.sale) return;

@@ -15,7 +15,7 @@
 //   entryOfOrder(entry, buyerId, orderId) -> whether a ledger entry belongs to the order;
 //   describe(item, currency) -> the words for one timeline item.
 import { b64urlToBytes } from "./b64.js";
-import { DOMAIN_ORDER_STEP, signingBytes } from "./canonical.js";
+import { DOMAIN_GROUP, DOMAIN_ORDER_STEP, signingBytes } from "./canonical.js";
 import { logVerifier, verifyReceipt } from "./ledger-verify.js";
 import { money, randomId } from "./ui.js";
 
@@ -76,6 +76,10 @@ export function entryOfOrder(entry, buyerId, orderId) {
     return entry.buyer_id === buyerId && entry.order_id === orderId;
   }
   if (entry.type === "transfer/v1") return entry.reference === `${buyerId}/${orderId}`;
+  if (entry.type === "group/v1") {
+    if (entry.action === "opened" || entry.action === "joined") return entry.buyer_id === buyerId && entry.order_id === orderId;
+    return [...(entry.paid || []), ...(entry.released || [])].some((m) => m[0] === buyerId && m[1] === orderId);
+  }
   return false;
 }
 
@@ -95,6 +99,16 @@ async function stepSignatureVerifies(entry) {
   };
   const key = await crypto.subtle.importKey("raw", b64urlToBytes(entry.signer_id), { name: "Ed25519" }, false, ["verify"]);
   return crypto.subtle.verify({ name: "Ed25519" }, key, b64urlToBytes(entry.signature), signingBytes(DOMAIN_ORDER_STEP, fields));
+}
+
+// A buyer's group step (groups.py): the signed fields, the action as the buyer wrote it.
+async function groupSignatureVerifies(entry) {
+  const fields = {
+    action: entry.action === "opened" ? "open" : "join", buyer_id: entry.buyer_id,
+    group_id: entry.group_id, order_id: entry.order_id, time_ms: entry.signed_time_ms,
+  };
+  const key = await crypto.subtle.importKey("raw", b64urlToBytes(entry.buyer_id), { name: "Ed25519" }, false, ["verify"]);
+  return crypto.subtle.verify({ name: "Ed25519" }, key, b64urlToBytes(entry.signature), signingBytes(DOMAIN_GROUP, fields));
 }
 
 // One entry: its proof against the signed checkpoint, then that it is this order's and
@@ -122,6 +136,10 @@ export async function checkEntry(item, buyerId, orderId, verifier) {
   if (entry.type === "order/v1" && entry.step && entry.signature) {
     if (!(await stepSignatureVerifies(entry).catch(() => false))) return bad("the step's signature does not verify");
     signer = entry.signer_id === buyerId ? "buyer" : entry.signer_id === entry.merchant_id ? "seller" : "arbiter";
+  }
+  if (entry.type === "group/v1" && entry.signature) {
+    if (!(await groupSignatureVerifies(entry).catch(() => false))) return bad("the group step's signature does not verify");
+    signer = "buyer";
   }
   return { state: "ok", index, size: checked.size, entry, signer };
 }
@@ -199,6 +217,10 @@ const ACTION_TEXT = {
   capture_succeeded: "Payment captured",
   capture_failed: "The payment could not be captured",
   payout_succeeded: "Paid out",
+  opened: "Started a group",
+  joined: "Joined a group",
+  succeeded: "The group succeeded",
+  failed: "The group ended short: the payment is released",
 };
 
 const TRANSFER_TEXT = {
@@ -216,6 +238,7 @@ export function describe(item, currency) {
   if (item.action === "shipped" && item.carrier) text += ` with ${item.carrier} · tracking ${item.tracking}`;
   if (item.amount_cents && item.action !== "paid") text += ` · ${money(item.amount_cents, currency)}`;
   if (item.reason) text += ` · ${REFUND_REASONS[item.reason] || item.reason}`;
+  if (item.entry === "group/v1" && item.action === "succeeded" && item.price_cents) text += ` at ${money(item.price_cents, currency)} each`;
   return text;
 }
 

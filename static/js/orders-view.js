@@ -10,6 +10,7 @@
 import {
   LedgerChecks, REFUND_REASONS, centsOf, describe, fetchLife, isFinal, refusalText, sendStep, stepBody,
 } from "./order-life.js";
+import { groupNote } from "./groups.js";
 import { reviewOrder } from "./reviews.js";
 import { $, h, money } from "./ui.js";
 
@@ -175,6 +176,8 @@ export class OrdersView {
     if (stage === "held" && order.payment?.state === "pending") {
       parts.push(h("p", { class: "pay-state", dataset: { state: "pending" } }, "Waiting for the bank… the order is paid once it answers."));
     }
+    const inGroup = groupNote(order, life, this.now());
+    if (inGroup) parts.push(inGroup);
     if (life?.carrier) {
       parts.push(h("p", { class: "tracking" }, `Shipped with ${life.carrier} · tracking `, h("b", { class: "tracking-number" }, life.tracking)));
     }

@@ -6,6 +6,7 @@ import { DOMAIN_ORDER } from "./canonical.js";
 import { createIdentity, loadIdentity, supportsEd25519 } from "./identity.js";
 import { logVerifier, verifyReceipt } from "./ledger-verify.js";
 import { startRecommendations } from "./recommend.js";
+import { GroupBuy } from "./groups.js";
 import { OrdersView } from "./orders-view.js";
 import { PollCard } from "./poll.js";
 import { showRating } from "./product-rating.js";
@@ -83,6 +84,16 @@ function showCounters(message) {
 }
 
 const poll = new PollCard($("poll"), (message) => room.send(message));
+const groups = new GroupBuy({
+  roomId,
+  getSale: () => saleForPinned(),
+  identity: () => identity,
+  placeOrder: (group) => buy(group),
+  openPay: (order) => { $("orders-dialog").showModal(); afterSale.openPay(order); },
+  now: () => clock.now(),
+  toast,
+  saveOrders: () => { orders.save(); renderOrders(); },
+});
 
 function onMessage(message) {
   clock.observe(message.ts_ms);
@@ -159,6 +170,7 @@ function buyState() {
     const wait = sale.starts_at_ms - clock.now();
     return { status: wait > 0 ? `Flash sale starts in ${duration(wait)}` : "Opening…", button: wait > 0 ? `Starts in ${duration(wait)}` : "Opening…", can: false, state: "countdown" };
   }
+  if (groups.only(sale.sale_id)) return { status: "Sold in groups: start or join one below", button: "Group buy", can: false, state: "groups" };
   if (remainingLimit <= 0) return { status: `Limit reached: ${sale.per_buyer_limit} per buyer`, button: "Limit reached", can: false, state: "limit" };
   if (left <= 0) return { status: "Sold out · units may come back if a hold expires", button: "Sold out", can: false, state: "sold_out" };
   if (!view.connected) return { status: "Offline · reconnecting…", button: "Offline", can: false, state: "offline" };
@@ -234,10 +246,11 @@ function askName() {
 
 // Buying: sign the order here, send it over the room socket (HTTP if the socket is down).
 
-async function buy() {
+// `group` (groups.js): a one-unit order that opens or joins a group once it holds its unit.
+async function buy(group = null) {
   const sale = saleForPinned();
   const state = buyState();
-  if (!sale || !state.can) return;
+  if (!sale || (group ? sale.state !== "open" || !view.connected : !state.can)) return;
   const me = await ensureIdentity();
   await me.register();
   view.buying = true;
@@ -246,7 +259,7 @@ async function buy() {
     buyer_id: me.id,
     order_id: randomId(12),
     price_cents: sale.price_cents,
-    quantity: view.quantity,
+    quantity: group ? 1 : view.quantity,
     sale_id: sale.sale_id,
     time_ms: clock.now(),
   };
@@ -257,6 +270,7 @@ async function buy() {
     status: "sent",
     signed: { ...fields, signature: await me.sign(DOMAIN_ORDER, fields) },
     tries: 0,
+    ...(group ? { group } : {}),
   };
   orders.list.push(order);
   orders.save();
@@ -302,6 +316,7 @@ function onOrderResult(result) {
     order.quantity = result.quantity || order.quantity;
     order.hold_expires_at_ms = result.hold_expires_at_ms;
     toast(`Order placed: ${order.quantity} × ${order.title}. Checking the receipt…`, "ok");
+    if (order.group) groups.accepted(order).catch((error) => toast(String(error.message || error), "error"));
     // The socket pushes the receipt; an order placed over HTTP fetches it.
     setTimeout(() => { if (!order.receipt) fetchReceipt(order); }, 2500);
   } else {
@@ -443,9 +458,10 @@ async function watch() {
 }
 
 // Start: the name sheet on first visit, then receipts left from an earlier visit.
-window.livecommerce = { room, view, orders, afterSale, get identity() { return identity; }, get peer() { return playing?.peerConnection ?? null; } };
+window.livecommerce = { room, view, orders, afterSale, groups, get identity() { return identity; }, get peer() { return playing?.peerConnection ?? null; } };
 watch();
 window.livecommerce.recommendations = startRecommendations(roomId, () => view.pinned, () => identity);
+groups.start();
 supportsEd25519().then((ok) => {
   if (!ok) { toast("This browser cannot make Ed25519 keys; buying is off", "error"); return; }
   ensureIdentity().then(() => { afterSale.start(); return fetchMissingReceipts(); }).catch((error) => toast(String(error), "error"));
