@@ -442,7 +442,9 @@ class GroupBook:
         offer = self._offers[group.sale_id]
         return now_ms >= group.closes_at_ms or len(self.paid_members(group)) >= offer.places
 
-    def close(self, group: Group, now_ms: int) -> list[Event]:
+    def close(self, group: Group, now_ms: int, release_holds: bool = True) -> list[Event]:
+        """The group's close, then its money and holds. `release_holds` False: replay,
+        where each hold's release is its own `order/v1` entry after the close's."""
         assert group.outcome is Outcome.OPEN, group
         offer = self._offers[group.sale_id]
         paid = self.paid_members(group)
@@ -464,7 +466,7 @@ class GroupBook:
                 after.extend(self.escrow.void_paid(life, "group_failed", now_ms))
                 back = before
             members.append((buyer_id, order_id, before, back))
-        for buyer_id, order_id in held:
+        for buyer_id, order_id in held if release_holds else []:
             released = self.orders.cancel_hold(
                 buyer_id, order_id, f"group-{group.group_id}", now_ms
             )

@@ -286,7 +286,7 @@ def _take_again(core: CommerceCore, entry: Entry) -> list[Event]:
         group = core.groups.get(str(fields["group_id"]))
         if group is None or group.outcome != "open" or not core.groups.due(group, now_ms):
             raise ValueError("closes a group that is not open, or not due to close")
-        return core.groups.close(group, now_ms)
+        return core.groups.close(group, now_ms, release_holds=False)
     if entry_type == "payout/v1" and action == "started":
         return core.escrow.run_payouts(RunPayouts(str(fields["batch_id"])), now_ms)
     raise ValueError("no step makes this entry by itself")

@@ -7,11 +7,15 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from livecommerce.commerce.core import CommandRejected
 from livecommerce.commerce.escrow import ProviderCall, Stage, StepRefused
 from livecommerce.commerce.events import Event
 from livecommerce.commerce.groups import (
+    Group,
     GroupClosed,
     GroupRepeated,
     GroupStep,
@@ -19,10 +23,10 @@ from livecommerce.commerce.groups import (
     OfferGroup,
     Outcome,
 )
-from livecommerce.commerce.orders import OrderStatus, PaymentRefused
+from livecommerce.commerce.orders import OrderAccepted, OrderStatus, PaymentRefused
 from livecommerce.commerce.replay import ReplayError, replay
 from livecommerce.commerce.results import Reason
-from tests.livecommerce.commerce.helpers import Signer
+from tests.livecommerce.commerce.helpers import Signer, order_command
 from tests.livecommerce.commerce.test_escrow import PRICE, World
 
 WINDOW_MS = 60_000
@@ -228,3 +232,104 @@ def test_a_changed_group_entry_is_named_by_replay() -> None:
     dropped = [e for e in entries if e[1].get("action") != "joined"]
     with pytest.raises(ReplayError):
         replay(dropped)
+
+
+class GroupLives(RuleBasedStateMachine):
+    """Random groups (with a tier): buyers open, join, pay, cancel; time runs; payments
+    are captured. Whatever happens: no group has more places than its last tier, no buyer
+    two places in one group, the sale never sells more than it has, the money adds up, a
+    succeeded group's paid members owe its price and a failed one's nothing, and replaying
+    the ledger gives the live groups, stages and balances."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.world = GroupWorld(buyers=5, units=12)
+        self.world.offer(size=2, tiers=[[3, 800]])
+        self.groups: list[str] = []
+
+    @rule(buyer=st.integers(0, 4), join=st.integers(0, 10), open_new=st.booleans())
+    def take_a_place(self, buyer: int, join: int, open_new: bool) -> None:
+        world = self.world
+        signer = world.buyers[buyer]
+        world.numbers += 1
+        order_id = f"g{world.numbers}"
+        placed = world.run(order_command(signer, order_id, time_ms=world.now_ms))
+        if not any(isinstance(e, OrderAccepted) for e in placed):
+            return  # sold out, or the buyer's limit
+        if open_new or not self.groups:
+            group_id = f"grp{len(self.groups)}"
+            taken = world.group_step(signer, "open", group_id, order_id)
+            if isinstance(taken[-1], GroupStepTaken):
+                self.groups.append(group_id)
+        else:
+            world.group_step(signer, "join", self.groups[join % len(self.groups)], order_id)
+
+    @rule(which=st.integers(0, 100), choice=st.integers(0, 3))
+    def act(self, which: int, choice: int) -> None:
+        world = self.world
+        members = [
+            (buyer_id, order_id)
+            for group_id in self.groups
+            for buyer_id, order_id in self._group(group_id).members.items()
+        ]
+        if not members:
+            return
+        buyer_id, order_id = members[which % len(members)]
+        buyer = next(b for b in world.buyers if b.identity_id == buyer_id)
+        life = world.core.escrow.get(buyer_id, order_id)
+        if life is None:
+            if choice < 3:
+                world.pay(buyer, order_id)
+            else:
+                world.step(buyer, "cancel", buyer, order_id)
+        elif life.stage is Stage.PAID:
+            [lambda: world.ship(buyer, order_id), lambda: world.ship(buyer, order_id),
+             lambda: world.step(buyer, "cancel", buyer, order_id),
+             lambda: world.tick(1)][choice]()  # fmt: skip
+        elif life.capture_asked and not life.captured and life.stage is Stage.SHIPPED:
+            world.capture(buyer, order_id)
+
+    @rule(advance_ms=st.sampled_from([1_000, 20_000, WINDOW_MS]))
+    def time_passes(self, advance_ms: int) -> None:
+        self.world.tick(advance_ms)
+
+    def _group(self, group_id: str) -> Group:
+        group = self.world.core.groups.get(group_id)
+        assert group is not None
+        return group
+
+    @invariant()
+    def promises_hold(self) -> None:
+        core = self.world.core
+        sale = core.sales.get("s1")
+        assert sale is not None
+        assert sale.units_held + sale.units_sold <= sale.spec.units_offered
+        assert core.funds.problems() == []
+        for group_id in self.groups:
+            group = self._group(group_id)
+            assert core.groups.places_taken(group) <= 3
+            paid = core.groups.paid_members(group)
+            if group.outcome is Outcome.SUCCEEDED:
+                assert group.price_cents == (800 if len(paid) >= 3 else PRICE) or len(paid) < 2
+            for buyer_id, order_id in paid:
+                life = core.escrow.get(buyer_id, order_id)
+                assert life is not None
+                if group.outcome is Outcome.SUCCEEDED:
+                    assert life.amount_cents == life.quantity * group.price_cents
+                assert group.outcome is not Outcome.FAILED
+            if group.outcome is not Outcome.OPEN:
+                assert core.groups.held_members(group) == []
+
+    def teardown(self) -> None:
+        world = self.world
+        replayed = world.check_replay()
+        for group_id in self.groups:
+            live, again = self._group(group_id), replayed.groups.get(group_id)
+            assert again is not None
+            assert (again.outcome, again.price_cents, again.members) == (
+                live.outcome, live.price_cents, live.members,
+            )  # fmt: skip
+
+
+TestGroupLives = GroupLives.TestCase
+TestGroupLives.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
