@@ -45,6 +45,7 @@ from typing import Any, Final
 
 import orjson
 
+from livecommerce.commerce.auctions import AuctionCommand, PlaceBid, StartAuction
 from livecommerce.commerce.catalog import AddStock, ListProduct
 from livecommerce.commerce.core import Command
 from livecommerce.commerce.escrow import OrderStep, ProviderResult, RunPayouts
@@ -100,6 +101,9 @@ COMMAND_TYPES: Final[dict[str, type[Command]]] = {
         TraceCommand,
         OfferGroup,
         GroupStep,
+        StartAuction,
+        PlaceBid,
+        AuctionCommand,
     )
 }
 

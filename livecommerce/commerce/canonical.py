@@ -41,6 +41,7 @@ DOMAIN_PAYOUTS: Final = "livecommerce/payouts/v1"
 DOMAIN_REVIEW: Final = "livecommerce/review/v1"
 DOMAIN_TRACE: Final = "livecommerce/trace/v1"
 DOMAIN_GROUP: Final = "livecommerce/group/v1"
+DOMAIN_BID: Final = "livecommerce/bid/v1"
 
 _KEY = re.compile(r"[a-z0-9_]{1,64}")
 # Keys already found to be [a-z0-9_] names: signed payloads use a few dozen, so each is

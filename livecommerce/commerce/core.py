@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from livecommerce.commerce.auctions import AuctionBook, AuctionCommand, PlaceBid, StartAuction
 from livecommerce.commerce.catalog import AddStock, Catalog, ListProduct
 from livecommerce.commerce.escrow import (
     EscrowBook,
@@ -67,6 +68,9 @@ Command = (
     | TraceCommand
     | OfferGroup
     | GroupStep
+    | StartAuction
+    | PlaceBid
+    | AuctionCommand
 )
 
 
@@ -108,6 +112,7 @@ class CommerceCore:
         self.polls = PollBook()
         self.trace = TraceBook(self.identities, self.catalog, self.escrow.get)
         self.groups = GroupBook(self.identities, self.sales, self.orders, self.escrow)
+        self.auctions = AuctionBook(self.identities, self.catalog, self.sales, self.orders)
         # False only to replay the server's own ledger: the signed steps in it were
         # checked when they were taken (a third party's audit checks them again).
         self.verify_signatures = verify_signatures
@@ -129,6 +134,7 @@ class CommerceCore:
             events.extend(self.expire_transfer(expired, now_ms))
         events.extend(self.escrow.tick(now_ms))
         events.extend(self.groups.tick(now_ms))
+        events.extend(self.auctions.tick(now_ms))
         return events
 
     def expire_transfer(self, expired: Event, now_ms: int) -> list[Event]:
@@ -159,6 +165,16 @@ class CommerceCore:
             result = self.escrow.set_rules(command, now_ms)
         elif isinstance(command, ReviewStep):
             result = self.reviews.take(command, now_ms, self.verify_signatures)
+        elif isinstance(command, PlaceBid):
+            result = self.auctions.bid(command, now_ms, self.verify_signatures)
+        elif isinstance(command, StartAuction):
+            linked = self.rooms.merchant_of(command.room_id) if all_text(command.room_id) else None
+            if linked != command.merchant_id:
+                result = Rejected(Reason.NOT_MERCHANT, "the room is linked to another merchant")
+            else:
+                result = self.auctions.start(command, now_ms)
+        elif isinstance(command, AuctionCommand):
+            result = self.auctions.host(command, now_ms)
         elif isinstance(command, GroupStep):
             result = self.groups.take(command, now_ms, self.verify_signatures)
         elif isinstance(command, OfferGroup):

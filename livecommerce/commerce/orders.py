@@ -41,6 +41,7 @@ from livecommerce.commerce.identity import IdentityRegistry, verify_signature
 from livecommerce.commerce.reservations import ORDER_ID, ReserveResult, ReserveStatus
 from livecommerce.commerce.results import Reason, Rejected, all_integers, all_text
 from livecommerce.commerce.sales import (
+    LOT_SALE_PREFIX,
     CloseReason,
     Sale,
     SaleBook,
@@ -366,6 +367,29 @@ class OrderBook:
         )
         heapq.heappush(self._holds, (accepted.hold_expires_at_ms, *key))
 
+    def award(
+        self, sale: Sale, buyer_id: str, order_id: str, price_cents: int, digest_hex: str,
+        now_ms: int,
+    ) -> list[Event]:  # fmt: skip
+        """An auction's lot to its winner (auctions.py): one unit held for payment at the
+        winning price, as if ordered; the order's proof is the auction's bid entries."""
+        key = (buyer_id, order_id)
+        assert key not in self._orders, key
+        taken = sale.stock.reserve(buyer_id, order_id, 1, sale.spec.per_buyer_limit)
+        assert taken.accepted, taken
+        assert not taken.duplicate, taken
+        sale.units_held += 1
+        accepted = OrderAccepted(
+            order_id, sale.sale_id, buyer_id, 1, price_cents, sale.currency,
+            now_ms + sale.spec.payment_hold_ms, now_ms, digest_hex, now_ms, "",
+        )  # fmt: skip
+        self._remember(
+            key,
+            _Order(sale.sale_id, bytes.fromhex(digest_hex), accepted, OrderStatus.HELD, 1, True),
+        )
+        heapq.heappush(self._holds, (accepted.hold_expires_at_ms, *key))
+        return [accepted, stock_changed(sale, f"award:{order_id}", now_ms)]
+
     def restore_paid(self, buyer_id: str, order_id: str) -> None:
         order = self._orders[(buyer_id, order_id)]
         if order.status is OrderStatus.PAID:
@@ -449,6 +473,8 @@ class OrderBook:
         sale = self.sales.get(command.sale_id)
         if sale is None:
             return remember(Reason.UNKNOWN_SALE, "no such sale")
+        if sale.sale_id.startswith(LOT_SALE_PREFIX):
+            return remember(Reason.SALE_NOT_OPEN, "this lot is sold by auction: bid instead")
         if sale.state is not SaleState.OPEN:
             detail = f"sale is {sale.state}" + (
                 f" ({sale.close_reason})" if sale.close_reason else ""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
+from livecommerce.commerce.auctions import AuctionCommand, bid_of, start_of
 from livecommerce.commerce.catalog import InventoryChanged, Product
 from livecommerce.commerce.core import CommerceCore
 from livecommerce.commerce.escrow import (
@@ -45,6 +46,7 @@ from livecommerce.commerce.groups import (
 from livecommerce.commerce.identity import Identity
 from livecommerce.commerce.orders import OrderAccepted, OrderPaid, OrderStatus
 from livecommerce.commerce.reservations import OrderRecord, RecordStatus
+from livecommerce.commerce.results import Rejected
 from livecommerce.commerce.reviews import ReviewRefused, step_of
 from livecommerce.commerce.sales import CloseReason, ScheduleSale
 from livecommerce.commerce.trace import TraceRecorded, command_of_entry
@@ -123,6 +125,8 @@ def apply_entry(core: CommerceCore, entry: Entry) -> None:
         _apply_trace(core, entry)
     elif entry_type == "group/v1":
         _apply_group(core, entry)
+    elif entry_type == "auction/v1":
+        _apply_auction(core, entry)
     elif entry_type == "stock/v1":
         sale = core.sales.get(str(fields["sale_id"]))
         assert sale is not None, "stock entry for an unknown sale"
@@ -166,6 +170,43 @@ def _apply_group(core: CommerceCore, entry: Entry) -> None:
     (event,) = made
     if event.to_entry() != entry:
         raise ValueError(f"taken again, this group entry made {event.to_entry()}")
+
+
+def _apply_auction(core: CommerceCore, entry: Entry) -> None:
+    """An auction's start, bid, close or host command taken again at the entry's time: it
+    must make this very entry (bids' signatures checked unless the core replays its own
+    ledger; a bid after the end is refused, so is a close before it). The lot's sale and
+    the winner's order have entries of their own, which follow."""
+    _, fields = entry
+    now_ms = fields["time_ms"]
+    assert isinstance(now_ms, int)
+    action = fields["action"]
+    made: list[Event] | Rejected
+    if action == "started":
+        made = core.auctions.start(start_of(fields), now_ms, schedule_lot=False)
+    elif action == "bid":
+        made = core.auctions.bid(bid_of(fields), now_ms, core.verify_signatures, fresh=False)
+    else:
+        auction = core.auctions.get(str(fields["auction_id"]))
+        if auction is None:
+            raise ValueError("an entry of an unknown auction")
+        if action == "closed":
+            if auction.state != "open" or now_ms < auction.ends_at_ms:
+                raise ValueError("closes an auction that is not open, or before its end")
+            made = core.auctions.close(auction, now_ms, award=False)
+        else:
+            host_action = {"cancelled": "cancel", "banned": "ban", "offered": "offer_second"}
+            command = AuctionCommand(
+                host_action[str(action)],
+                auction.auction_id,
+                auction.spec.merchant_id,
+                str(fields["bidder_id"]) if action == "banned" else "",
+            )
+            made = core.auctions.host(command, now_ms, award=False)
+    if not isinstance(made, list) or not made:
+        raise ValueError(f"taken again, this auction entry is refused or repeated: {made}")
+    if made[0].to_entry() != entry:
+        raise ValueError(f"taken again, this auction entry made {made[0].to_entry()}")
 
 
 def replay(entries: Iterable[Entry], external_stock: bool = False) -> CommerceCore:

@@ -68,6 +68,15 @@ class Reason(StrEnum):
     GROUP_CLOSED = "group_closed"
     GROUP_NEEDED = "group_needed"
     GROUP_OPEN = "group_open"
+    # Auctions (auctions.py).
+    AUCTION_EXISTS = "auction_exists"
+    UNKNOWN_AUCTION = "unknown_auction"
+    AUCTION_CLOSED = "auction_closed"
+    AUCTION_OPEN = "auction_open"
+    HAS_BIDS = "has_bids"
+    BID_TOO_LOW = "bid_too_low"
+    BANNED = "banned"
+    NO_SECOND_BIDDER = "no_second_bidder"
     # Traceability (trace.py).
     UNKNOWN_UNIT = "unknown_unit"
     UNKNOWN_LOT = "unknown_lot"

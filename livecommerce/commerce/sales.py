@@ -26,6 +26,8 @@ from livecommerce.commerce.reservations import SaleStock
 from livecommerce.commerce.results import Reason, Rejected, all_text
 
 SALE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# An auction's lot is a sale of its own (auctions.py), never orderable with `order/v1`.
+LOT_SALE_PREFIX: Final = "auction-"
 ROOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SALE_UNITS_MAX: Final = 1_000_000
 PER_BUYER_LIMIT_MAX: Final = 100

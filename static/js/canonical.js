@@ -9,6 +9,7 @@ export const DOMAIN_LISTING = "livecommerce/listing/v1";
 export const DOMAIN_STOCK = "livecommerce/stock/v1";
 export const DOMAIN_ORDER_STEP = "livecommerce/order-step/v1";
 export const DOMAIN_GROUP = "livecommerce/group/v1";
+export const DOMAIN_BID = "livecommerce/bid/v1";
 
 export function canonical(value) {
   if (Array.isArray(value)) return "[" + value.map(canonical).join(",") + "]";

