@@ -159,7 +159,19 @@ class Pay(_Client, tag="pay/v1", frozen=True):
     card: CardDetails | None = None
 
 
-OrderMessage = PlaceOrder | Pay
+class Bid(_Client, tag="bid/v1", frozen=True):
+    """A signed bid (docs/commerce.md, "Auctions"); `max_cents` 0 bids no more than
+    `amount_cents`, above it the server bids for the bidder up to it."""
+
+    auction_id: ShortText
+    bidder_id: ShortText
+    amount_cents: int
+    max_cents: int
+    time_ms: int
+    signature: ShortText
+
+
+OrderMessage = PlaceOrder | Pay | Bid
 
 HostCommand = (
     HostPin
@@ -286,6 +298,14 @@ class SaleChanged(_Event, tag="sale/v1", frozen=True):
     sale: dict[str, Any]
 
 
+class AuctionChanged(_Event, tag="auction/v1", frozen=True):
+    """An auction started, took a bid, closed (winner and price), was cancelled, or its
+    lot was offered to the second bidder: the auction as pages show it
+    (pipeline/auctions.py `auction_view`)."""
+
+    auction: dict[str, Any]
+
+
 class PollChanged(_Event, tag="poll/v1", frozen=True):
     """A poll opened (`closed` false, counts zero) or closed (`closed` true, the final
     `counts` and `closed_at_ms`): poll_id, kind, question, options, opened_at_ms,
@@ -320,6 +340,7 @@ RoomEvent = (
     | SlowModeChanged
     | SaleChanged
     | PollChanged
+    | AuctionChanged
     | ViewerMuted
     | ViewerBanned
     | ViewerUnbanned
@@ -392,6 +413,7 @@ class Snapshot(msgspec.Struct, tag_field="type", tag="snapshot/v1", frozen=True)
     stock: dict[str, int]
     sale: dict[str, Any] | None
     poll: dict[str, Any] | None = None  # the room's newest poll, with its counts now
+    auction: dict[str, Any] | None = None  # the room's newest auction, as last changed
 
 
 class State(msgspec.Struct, tag_field="type", tag="state/v1", frozen=True, omit_defaults=True):
@@ -435,6 +457,22 @@ class OrderResult(
     hold_expires_at_ms: int = 0
     order_status: str = ""  # held, paid, expired or rejected
     repeated: bool = False
+
+
+class BidResult(
+    msgspec.Struct, tag_field="type", tag="bid.result/v1", frozen=True, omit_defaults=True
+):
+    """The answer to `bid/v1`: `accepted` once the bid is durable in the ledger, with the
+    auction's leader, price and end after it; or `rejected` with the core's `reason`."""
+
+    auction_id: str
+    status: str  # "accepted" or "rejected"
+    reason: str = ""
+    detail: str = ""
+    ledger_index: int = -1
+    leader_id: str = ""
+    price_cents: int = 0
+    ends_at_ms: int = 0
 
 
 class OrderReceipt(msgspec.Struct, tag_field="type", tag="receipt/v1", frozen=True):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from livecommerce.api import (
+    auctions,
     catalog,
     groups,
     identities,
@@ -33,5 +34,6 @@ def routes() -> list[BaseRoute]:
         *operating.routes(),
         *reviews.routes(),
         *groups.routes(),
+        *auctions.routes(),
         *trace.routes(),
     ]

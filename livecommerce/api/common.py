@@ -64,6 +64,8 @@ STATUS_OF_REASON = {
     Reason.UNKNOWN_LOT: 404,
     Reason.ROLE_NOT_ALLOWED: 403,
     Reason.UNKNOWN_GROUP: 404,
+    Reason.UNKNOWN_AUCTION: 404,
+    Reason.BANNED: 403,
     Reason.NO_GROUP_OFFER: 404,
     Reason.CAPACITY: 503,
     Reason.STOCK_UNAVAILABLE: 503,

@@ -26,6 +26,7 @@ from starlette.responses import Response
 from livecommerce import __version__
 from livecommerce import protocol as m
 from livecommerce.api import (
+    auctions,
     catalog,
     common,
     groups,
@@ -505,6 +506,75 @@ OPERATIONS: tuple[Operation, ...] = (
             503: RETRY,
         },
         tag="groups",
+    ),
+    Operation(
+        "POST",
+        "/api/rooms/{room_id}/auctions",
+        "auction one unit of the linked merchant's product: starting price, duration, "
+        "extend or sudden death, increments by band",
+        _host_answers(
+            s201=Answer("the auction, on the ledger at `ledger_index`", JSON_OBJECT),
+            s400=Answer("invalid_request or bad_field"),
+            s409=Answer("room_not_linked, not_merchant, auction_exists, insufficient_stock"),
+            s413=TOO_LARGE,
+        ),
+        request=json_of(auctions.StartAuctionBody),
+        security="host",
+        tag="auctions",
+    ),
+    Operation(
+        "GET",
+        "/api/rooms/{room_id}/auctions",
+        "the room's newest auctions (at most 20), newest first",
+        {200: Answer("auctions", JSON_OBJECT), 400: Answer("bad_field"), 503: RETRY},
+        tag="auctions",
+    ),
+    Operation(
+        "POST",
+        "/api/rooms/{room_id}/auctions/{auction_id}/{action}",
+        "cancel (before any bid), ban a bidder (`bidder_id`), or offer_second (the winner "
+        "did not pay in time)",
+        _host_answers(
+            s200=Answer("the auction", JSON_OBJECT),
+            s400=Answer("invalid_request or bad_field"),
+            s409=Answer("has_bids, auction_closed, auction_open, wrong_stage, no_second_bidder"),
+            s413=TOO_LARGE,
+        ),
+        request=json_of(auctions.HostActionBody),
+        security="host",
+        path_patterns={"action": "^(cancel|ban|offer_second)$"},
+        tag="auctions",
+    ),
+    Operation(
+        "POST",
+        "/api/auctions/{auction_id}/bids",
+        "a signed bid (with an optional proxy maximum); also `bid/v1` on the room socket",
+        {
+            201: Answer(
+                "accepted: durable at `ledger_index`, the leader, price and end", JSON_OBJECT
+            ),
+            400: Answer("invalid_request, bad_field or bad_amount"),
+            401: Answer("bad_signature"),
+            403: Answer("banned"),
+            404: Answer("unknown_auction or unknown_identity"),
+            409: Answer("bid_too_low, auction_closed, stale"),
+            413: TOO_LARGE,
+            503: Answer("capacity or unavailable: retry"),
+        },
+        request=json_of(auctions.BidBody),
+        tag="auctions",
+    ),
+    Operation(
+        "GET",
+        "/api/auctions/{auction_id}",
+        "one auction: state, leader and name, price, the lowest next bid, the end",
+        {
+            200: Answer("the auction", JSON_OBJECT),
+            400: Answer("bad_field"),
+            404: Answer("unknown_auction"),
+            503: RETRY,
+        },
+        tag="auctions",
     ),
     Operation(
         "GET",

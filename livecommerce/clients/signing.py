@@ -8,6 +8,7 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
+from livecommerce.commerce.auctions import PlaceBid
 from livecommerce.commerce.canonical import (
     DOMAIN_LISTING,
     DOMAIN_PAYOUTS,
@@ -125,6 +126,16 @@ class KeyPair:
         unsigned = ReviewStep(action, buyer_id, order_id, self.identity_id, time_ms, **fields)
         body = unsigned.signed_fields()
         del body["order_id"]
+        body["signature"] = self.sign(unsigned.signing_bytes())
+        return body
+
+    def bid(
+        self, auction_id: str, amount_cents: int, time_ms: int, max_cents: int = 0
+    ) -> dict[str, Any]:
+        """The fields of `bid/v1` (add "type" for the socket; POST /api/auctions/{id}/bids
+        takes them without `auction_id`): docs/commerce.md, "Auctions"."""
+        unsigned = PlaceBid(auction_id, self.identity_id, amount_cents, max_cents, time_ms)
+        body = unsigned.signed_fields()
         body["signature"] = self.sign(unsigned.signing_bytes())
         return body
 

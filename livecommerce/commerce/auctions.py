@@ -254,6 +254,14 @@ class AuctionChanged(Event):
 AUCTION_EVENTS: Final = (AuctionStarted, BidTaken, AuctionChanged)
 
 
+def auction_id_of(event: AuctionStarted | BidTaken | AuctionChanged) -> str:
+    if isinstance(event, AuctionStarted):
+        return event.auction.auction_id
+    if isinstance(event, BidTaken):
+        return event.bid.auction_id
+    return event.auction_id
+
+
 class AuctionBook:
     def __init__(
         self,

@@ -454,7 +454,7 @@ class Hub:
                     replica.shares_delta += 1
             case m.Ping():
                 connection.send(m.Pong(id=message.id, ts_ms=now_ms))
-            case m.PlaceOrder() | m.Pay():
+            case m.PlaceOrder() | m.Pay() | m.Bid():
                 if self.order_handler is None:
                     connection.error("unavailable", "this server takes no orders")
                 else:
@@ -641,6 +641,9 @@ class Hub:
 
     async def publish_sale(self, room_id: str, sale: dict[str, Any]) -> int:
         return await self.publish(room_id, m.SaleChanged(sale=sale, ts_ms=self.clock_ms()))
+
+    async def publish_auction(self, room_id: str, auction: dict[str, Any]) -> int:
+        return await self.publish(room_id, m.AuctionChanged(auction=auction, ts_ms=self.clock_ms()))
 
     async def set_stock(self, room_id: str, product_id: str, remaining: int) -> None:
         """Record a product's units left; viewers get it with the next state flush."""

@@ -80,6 +80,7 @@ class Room:
         self.sale: dict[str, Any] | None = None
         # The newest poll (open or closed) and the answers counted so far (the broker's).
         self.poll: dict[str, Any] | None = None
+        self.auction: dict[str, Any] | None = None  # the newest auction's last change
         self.poll_counts: tuple[str, list[int]] | None = None
         # The public events after `history_after`, as sent on the wire, for resuming clients.
         self._history: deque[tuple[int, bytes]] = deque()
@@ -113,6 +114,8 @@ class Room:
                 self.slow_mode_ms = event.interval_ms
             case m.SaleChanged():
                 self.sale = event.sale
+            case m.AuctionChanged():
+                self.auction = event.auction
             case m.PollChanged():
                 self.poll = event.poll
                 if event.poll.get("closed"):
@@ -298,6 +301,7 @@ class Room:
             stock=dict(self.stock),
             sale=self.sale,
             poll=self.poll_view(),
+            auction=self.auction,
         )
 
     def full_state(self, now_ms: int) -> m.State:

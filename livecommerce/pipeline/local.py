@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from ledger.log import describe_failure
 from livecommerce import protocol as m
+from livecommerce.commerce.auctions import AUCTION_EVENTS, auction_id_of
 from livecommerce.commerce.core import CommerceCore
 from livecommerce.commerce.escrow import ProviderCall
 from livecommerce.commerce.events import Event
@@ -45,6 +46,7 @@ from livecommerce.commerce.recommend import Signal
 from livecommerce.commerce.replay import apply_entry, finish
 from livecommerce.commerce.results import Reason, Rejected
 from livecommerce.commerce.sales import (
+    LOT_SALE_PREFIX,
     Sale,
     SaleClosed,
     SaleOpened,
@@ -60,6 +62,7 @@ from livecommerce.pipeline.answers import (
     order_result,
     sale_view,
 )
+from livecommerce.pipeline.auctions import auction_view, auctions_view
 from livecommerce.pipeline.forgetting import ClosedSales
 from livecommerce.pipeline.groups import groups_view
 from livecommerce.pipeline.pipeline import (
@@ -121,6 +124,7 @@ class Viewers(Protocol):
     async def room_open(self, room_id: str) -> bool: ...
     async def publish_sale(self, room_id: str, sale: dict[str, Any]) -> int: ...
     async def set_stock(self, room_id: str, product_id: str, remaining: int) -> None: ...
+    async def publish_auction(self, room_id: str, auction: dict[str, Any]) -> int: ...
 
 
 EncodeEntry = Callable[[str, dict[str, object]], bytes]
@@ -379,7 +383,9 @@ class LocalLedger:
                     self._index_of[(event.buyer_id, event.order_id)] = index
                 elif isinstance(event, OrderPaid):
                     self._paid_index_of[(event.buyer_id, event.order_id)] = index
-                if isinstance(event, SaleScheduled | SaleOpened | SaleClosed | StockChanged):
+                if isinstance(
+                    event, (SaleScheduled, SaleOpened, SaleClosed, StockChanged, *AUCTION_EVENTS)
+                ):
                     changed.append(event)
                 if isinstance(event, SaleClosed):
                     self.closed.closed(event.sale_id, event.time_ms)
@@ -504,6 +510,9 @@ class LocalLedger:
     async def groups(self, what: str, key: str, now_ms: int) -> dict[str, Any] | None:
         return groups_view(self.core, what, key, now_ms)
 
+    async def auctions(self, what: str, key: str, now_ms: int) -> dict[str, Any] | None:
+        return auctions_view(self.core, what, key, now_ms)
+
     # What viewers see: sale events (numbered) and stock (coalesced by the hub)
 
     async def _effects_forever(self) -> None:
@@ -516,18 +525,27 @@ class LocalLedger:
 
     async def _publish(self, events: list[Event]) -> None:
         stock: dict[str, StockChanged] = {}
+        auctions: dict[str, int] = {}  # auction id -> time of its last change here
         for event in events:
             if isinstance(event, StockChanged):
-                stock[event.sale_id] = event
+                if not event.sale_id.startswith(LOT_SALE_PREFIX):
+                    stock[event.sale_id] = event
+                continue
+            if isinstance(event, AUCTION_EVENTS):
+                auctions[auction_id_of(event)] = event.time_ms
                 continue
             assert isinstance(event, SaleScheduled | SaleOpened | SaleClosed)
             sale_id = event.spec.sale_id if isinstance(event, SaleScheduled) else event.sale_id
+            if sale_id.startswith(LOT_SALE_PREFIX):
+                continue  # an auction's lot: its auction says what happens
             sale = self.core.sales.get(sale_id)
             assert sale is not None
             if await self.viewers.room_open(sale.spec.room_id):
                 view = sale_view(sale, self.core.catalog)
                 view["change"] = type(event).__name__.removeprefix("Sale").lower()
                 await self.viewers.publish_sale(sale.spec.room_id, view)
+        for auction_id, time_ms in auctions.items():  # once per batch: the newest state
+            await self._publish_auction(auction_id, time_ms)
         for changed in stock.values():
             sale = self.core.sales.get(changed.sale_id)
             assert sale is not None
@@ -535,6 +553,13 @@ class LocalLedger:
                 await self.viewers.set_stock(
                     changed.room_id, sale.spec.product_id, changed.units_remaining
                 )
+
+    async def _publish_auction(self, auction_id: str, time_ms: int) -> None:
+        auction = self.core.auctions.get(auction_id)
+        if auction is None or not await self.viewers.room_open(auction.spec.room_id):
+            return
+        view = auction_view(self.core, auction, time_ms)
+        await self.viewers.publish_auction(auction.spec.room_id, view)
 
     # Receipts: one task waits for the checkpoint that covers the oldest pending order,
     # then makes the receipts of all the orders it covers, a turn of them at a time (the

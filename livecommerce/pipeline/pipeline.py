@@ -393,6 +393,11 @@ class LedgerPart(Protocol):
         indexes of its order's paid and received entries (pipeline/reviews.py)."""
         ...
 
+    async def auctions(self, what: str, key: str, now_ms: int) -> dict[str, Any] | None:
+        """Auctions (pipeline/auctions.py): `what` "auction" (one) or "room" (a room's
+        newest); None when there is none."""
+        ...
+
     async def groups(self, what: str, key: str, now_ms: int) -> dict[str, Any] | None:
         """Group buying (pipeline/groups.py): `what` "sale" (a sale's offer and groups)
         or "group" (one group with its offer); None when there is none."""
@@ -707,6 +712,9 @@ class OrderPipeline:
 
     async def groups(self, what: str, key: str) -> dict[str, Any] | None:
         return await self.ledger.groups(what, key, self.clock_ms())
+
+    async def auctions(self, what: str, key: str) -> dict[str, Any] | None:
+        return await self.ledger.auctions(what, key, self.clock_ms())
 
     # The pump
 

@@ -786,6 +786,11 @@ class WriterLedger:
         view: dict[str, Any] | None = await self.query("groups", kind=what, key=key)
         return view
 
+    async def auctions(self, what: str, key: str, now_ms: int) -> dict[str, Any] | None:
+        """The writer's core runs the auctions (it sequences every bid)."""
+        view: dict[str, Any] | None = await self.query("auctions", kind=what, key=key)
+        return view
+
     async def accepted_order(self, buyer_id: str, order_id: str) -> AcceptedView | None:
         try:
             record = await self._order_record(buyer_id, order_id)

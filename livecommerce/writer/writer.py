@@ -67,6 +67,7 @@ from ledger.log import describe_failure
 from livecommerce import protocol as m
 from livecommerce import redis_keys as keys
 from livecommerce.clock import wall_clock_ms
+from livecommerce.commerce.auctions import AUCTION_EVENTS, auction_id_of
 from livecommerce.commerce.core import Command, CommandRejected, CommerceCore
 from livecommerce.commerce.escrow import ProviderCall, RunPayouts, SetRules
 from livecommerce.commerce.events import Event
@@ -81,6 +82,7 @@ from livecommerce.commerce.orders import (
 from livecommerce.commerce.recommend import Signal
 from livecommerce.commerce.replay import apply_entry, finish, order_records
 from livecommerce.commerce.sales import (
+    LOT_SALE_PREFIX,
     Sale,
     SaleClosed,
     SaleOpened,
@@ -95,6 +97,7 @@ from livecommerce.hub.redis_broker import RedisBroker
 from livecommerce.keyfiles import load_or_create_secret
 from livecommerce.payments.sandbox import TestPaymentProvider
 from livecommerce.pipeline.answers import sale_view
+from livecommerce.pipeline.auctions import auction_view, auctions_view
 from livecommerce.pipeline.forgetting import ClosedSales
 from livecommerce.pipeline.groups import groups_view
 from livecommerce.pipeline.payments import ProviderCaller
@@ -680,7 +683,7 @@ class LedgerWriter:
                     if accepted is not None:
                         status = "paid" if isinstance(event, OrderPaid) else "expired"
                         records.append((accepted, status))
-                elif isinstance(event, SaleScheduled | SaleOpened | SaleClosed):
+                elif isinstance(event, (SaleScheduled, SaleOpened, SaleClosed, *AUCTION_EVENTS)):
                     sale_events.append(event)
                 if entry_types[at] in keys.FEED_ENTRY_TYPES:
                     pipe.xadd(keys.feed_key(self._epoch), {"index": index, "entry": entries[at]})
@@ -732,8 +735,14 @@ class LedgerWriter:
             self._receipt_wake.set()
         if calls:  # asked only now: the entries that ask for them are durable
             self.caller.call_soon(calls)
+        auctions: dict[str, None] = {}
         for event in sale_events:
-            await self._publish_sale(event)
+            if isinstance(event, AUCTION_EVENTS):
+                auctions[auction_id_of(event)] = None  # once per batch: the newest state
+            else:
+                await self._publish_sale(event)
+        for auction_id in auctions:
+            await self._publish_auction(auction_id)
 
     def _answer_query(self, query: dict[str, Any]) -> Any:
         """A web process's read of the escrow (views.py), from this core."""
@@ -752,6 +761,10 @@ class LedgerWriter:
                     self.timelines,
                     str(arguments["product_id"]),
                     int(arguments["limit"]),
+                )
+            if what == "auctions":
+                return auctions_view(
+                    self.core, str(arguments["kind"]), str(arguments["key"]), self.clock_ms()
                 )
             if what == "groups":
                 return groups_view(
@@ -873,6 +886,18 @@ class LedgerWriter:
             }
         )
 
+    async def _publish_auction(self, auction_id: str) -> None:
+        """An auction's change to every screen of its room (auction/v1)."""
+        auction = self.core.auctions.get(auction_id)
+        if auction is None:
+            return
+        view = auction_view(self.core, auction, self.clock_ms())
+        message = m.AuctionChanged(auction=view, ts_ms=self.clock_ms())
+        try:
+            await self.broker.publish(auction.spec.room_id, message, m.encode_event(message))
+        except BrokerUnavailable as error:
+            log.info("auction %s: no room to tell (%s)", auction_id, error)
+
     async def _publish_sale(self, event: Event) -> None:
         sale_id = (
             event.spec.sale_id
@@ -882,6 +907,9 @@ class LedgerWriter:
         sale = self.core.sales.get(sale_id)
         if sale is None:
             return
+        if sale_id.startswith(LOT_SALE_PREFIX):  # an auction's lot: its auction says it
+            self._closed_later(event)
+            return
         view = sale_view(sale, self.core.catalog)
         view["change"] = type(event).__name__.removeprefix("Sale").lower()
         message = m.SaleChanged(sale=view, ts_ms=self.clock_ms())
@@ -889,9 +917,12 @@ class LedgerWriter:
             await self.broker.publish(sale.spec.room_id, message, m.encode_event(message))
         except BrokerUnavailable as error:
             log.info("sale %s: no room to tell (%s)", sale_id, error)
+        self._closed_later(event)
+
+    def _closed_later(self, event: Event) -> None:
         if isinstance(event, SaleClosed):
-            self._streams[sale_id] = self.clock_ms()
-            self._closed.closed(sale_id, event.time_ms)
+            self._streams[event.sale_id] = self.clock_ms()
+            self._closed.closed(event.sale_id, event.time_ms)
 
     def _forget_closed_streams(self) -> None:
         now_ms = self.clock_ms()
