@@ -13,6 +13,7 @@ import { $, ServerClock, compact, duration, h, money, randomId, toast, unitsLeft
 import { publish } from "./webrtc.js";
 import { mountTraceFlags } from "./trace-links.js";
 import { mountGroupOffer } from "./host-groups.js";
+import { HostAuction } from "./host-auction.js";
 
 const params = new URLSearchParams(location.search);
 const fragment = new URLSearchParams(location.hash.slice(1));
@@ -37,6 +38,7 @@ const state = {
   moderated: new Map(),
 };
 let room = null;
+let hostAuction = null; // host-auction.js, made once the page is wired
 let broadcast = null;
 let cameraStream = null;
 const charts = {};
@@ -168,6 +170,7 @@ mountPollForm($("poll-form"), hostCommand);
 function onMessage(message) {
   clock.observe(message.ts_ms);
   hostPoll.onMessage(message);
+  hostAuction?.onMessage(message);
   switch (message.type) {
     case "snapshot/v1":
       $("room-title").textContent = message.title;
@@ -315,6 +318,7 @@ function renderProducts() {
   select.replaceChildren(...state.products.map((p) => h("option", { value: p.product_id }, `${p.title} (${p.inventory_units} in stock)`)));
   if (chosen) select.value = chosen;
   syncSalePrice();
+  hostAuction?.fillProducts();
   $("products").replaceChildren(...state.products.map((product) => {
     const pinned = state.pinned?.product_id === product.product_id;
     return h("li", { dataset: { productId: product.product_id } },
@@ -414,6 +418,9 @@ $("sale-form").addEventListener("submit", async (event) => {
 });
 
 mountGroupOffer({ getSale: () => state.sale, api, toast, fail, cents });
+hostAuction = new HostAuction({
+  products: () => state.products, roomId: () => state.roomId, api, now: () => clock.now(), toast, fail, cents,
+});
 
 $("sale-stop").addEventListener("click", async () => {
   if (!state.sale) return;

@@ -7,6 +7,7 @@ import { createIdentity, loadIdentity, supportsEd25519 } from "./identity.js";
 import { logVerifier, verifyReceipt } from "./ledger-verify.js";
 import { startRecommendations } from "./recommend.js";
 import { GroupBuy } from "./groups.js";
+import { AuctionCard } from "./auction.js";
 import { OrdersView } from "./orders-view.js";
 import { PollCard } from "./poll.js";
 import { showRating } from "./product-rating.js";
@@ -84,6 +85,25 @@ function showCounters(message) {
 }
 
 const poll = new PollCard($("poll"), (message) => room.send(message));
+const auction = new AuctionCard({
+  element: $("auction"),
+  identity: () => identity,
+  ensureIdentity: () => ensureIdentity(),
+  send: (message) => room.send(message),
+  now: () => clock.now(),
+  toast,
+  // The lot's order (the auction's, not placed here): into My orders, to be paid.
+  addOrder: (fields) => {
+    if (orders.find(fields.order_id)) return null;
+    const order = { ...fields, status: "accepted", time_ms: clock.now(), signed: { signature: "" }, tries: 0 };
+    orders.list.push(order);
+    orders.save();
+    renderOrders();
+    setTimeout(() => { if (!order.receipt) fetchReceipt(order); }, 2500);
+    return order;
+  },
+  openPay: (order) => { $("orders-dialog").showModal(); afterSale.openPay(order); },
+});
 const groups = new GroupBuy({
   roomId,
   getSale: () => saleForPinned(),
@@ -98,6 +118,7 @@ const groups = new GroupBuy({
 function onMessage(message) {
   clock.observe(message.ts_ms);
   poll.onMessage(message);
+  auction.onMessage(message);
   switch (message.type) {
     case "snapshot/v1":
       $("title").textContent = message.title;
@@ -458,7 +479,7 @@ async function watch() {
 }
 
 // Start: the name sheet on first visit, then receipts left from an earlier visit.
-window.livecommerce = { room, view, orders, afterSale, groups, get identity() { return identity; }, get peer() { return playing?.peerConnection ?? null; } };
+window.livecommerce = { room, view, orders, afterSale, groups, auction, get identity() { return identity; }, get peer() { return playing?.peerConnection ?? null; } };
 watch();
 window.livecommerce.recommendations = startRecommendations(roomId, () => view.pinned, () => identity);
 groups.start();
