@@ -148,6 +148,15 @@ async def room_auctions(request: Request) -> Response:
     return view if isinstance(view, Response) else JSONResponse(view)
 
 
+async def room_auctions_route(request: Request) -> Response:
+    """One route for the path (so that OPTIONS and 405 name both methods)."""
+    if request.method == "POST":
+        response: Response = await start_auction(request)
+        return response
+    listed: Response = await room_auctions(request)
+    return listed
+
+
 async def _read(request: Request, what: str, key: str) -> dict[str, object] | Response:
     try:
         view = await service_of(request).auctions(what, key)
@@ -160,8 +169,7 @@ async def _read(request: Request, what: str, key: str) -> dict[str, object] | Re
 
 def routes() -> list[BaseRoute]:
     return [
-        Route("/api/rooms/{room_id}/auctions", start_auction, methods=["POST"]),
-        Route("/api/rooms/{room_id}/auctions", room_auctions, methods=["GET"]),
+        Route("/api/rooms/{room_id}/auctions", room_auctions_route, methods=["GET", "POST"]),
         Route("/api/rooms/{room_id}/auctions/{auction_id}/{action}", host_action, methods=["POST"]),
         Route("/api/auctions/{auction_id}/bids", bid, methods=["POST"]),
         Route("/api/auctions/{auction_id}", one_auction, methods=["GET"]),

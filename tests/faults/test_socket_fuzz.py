@@ -105,6 +105,11 @@ ORDER_REASONS = {
     "unavailable",
 }
 PAY_REASONS = {"unknown_order", "order_expired", "bad_token", "token_expired", "bad_field"}
+# docs/commerce.md, "Auctions": the refusals of a bid.
+BID_REASONS = {
+    "bad_field", "bad_amount", "bad_signature", "unknown_identity", "unknown_auction", "stale",
+    "bid_too_low", "auction_closed", "banned", "capacity", "busy", "unavailable",
+}  # fmt: skip
 COMMENT_CODES = {"empty_comment", "comment_too_long", "bad_name", "rate_limited", "slow_mode"}
 COMMENT_CODES |= {"blocked_word"}
 
@@ -360,6 +365,7 @@ def valid_bases(world: World) -> dict[str, Json]:
             "token": world.buyer_token,
             "shipping": {"name": "Ann"},
         },
+        "bid/v1": world.buyer.bid("fuzz-lot", 1_000, now_ms()),
     }
     assert set(bases) == set(SCHEMAS), "a client message type has no fuzz base"
     for tag, base in bases.items():
@@ -390,6 +396,20 @@ def junk_orders(world: World) -> st.SearchStrategy[Json]:
             ),
             "quantity": st.one_of(NUMBERS, st.integers(-2, 8)),
             "price_cents": st.one_of(NUMBERS, st.just(sale.price_cents)),
+            "time_ms": st.one_of(NUMBERS, st.just(now_ms())),
+            "signature": st.one_of(TEXT_200, st.from_regex(r"\A[A-Za-z0-9_-]{86}\Z")),
+        }
+    )
+
+
+def junk_bids(world: World) -> st.SearchStrategy[Json]:
+    return st.fixed_dictionaries(
+        {
+            "type": st.just("bid/v1"),
+            "auction_id": st.one_of(TEXT_200, ID_TEXT, st.just("fuzz-lot")),
+            "bidder_id": st.one_of(TEXT_200, st.just(world.buyer.identity_id)),
+            "amount_cents": st.one_of(NUMBERS, st.integers(-2, 2_000)),
+            "max_cents": st.one_of(NUMBERS, st.integers(-2, 2_000)),
             "time_ms": st.one_of(NUMBERS, st.just(now_ms())),
             "signature": st.one_of(TEXT_200, st.from_regex(r"\A[A-Za-z0-9_-]{86}\Z")),
         }
@@ -555,6 +575,12 @@ def run_fuzz(world: World, url: str) -> dict[str, int]:
         assert answer["status"] == "refused", (frame[:300], answer)
         assert answer["reason"] in PAY_REASONS, (frame[:300], answer)
 
+    def bid_rejected(answer: Json | None, frame: str) -> None:
+        assert answer is not None
+        assert answer["type"] == "bid.result/v1", (frame[:300], answer)
+        assert answer["status"] == "rejected", (frame[:300], answer)
+        assert answer["reason"] in BID_REASONS, (frame[:300], answer)
+
     try:
         for tag in TAGS:
             schema_invalid_on(plain, tag)
@@ -562,6 +588,7 @@ def run_fuzz(world: World, url: str) -> dict[str, int]:
             schema_invalid_on(host, tag)
         junk(junk_orders(world), order_rejected)
         junk(junk_payments(world), payment_refused)
+        junk(junk_bids(world), bid_rejected)
         junk(junk_comments(), lambda a, f: check_error(a, COMMENT_CODES, f))
         junk(junk_poll_answers(), lambda a, f: check_error(a, POLL_ANSWER_CODES, f))
         # Credentials on sockets of their own: five wrong ones and a socket stops trying.
