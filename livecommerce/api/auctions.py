@@ -96,10 +96,10 @@ async def start_auction(request: Request) -> Response:
 async def host_action(request: Request) -> Response:
     room_id = request.path_params["room_id"]
     await require_host(request, room_id)
+    body = await body_of(request, HostActionBody)
     action = request.path_params["action"]
     if action not in HostAction.__members__.values():
         return error(404, "not_found", "the action is cancel, ban or offer_second")
-    body = await body_of(request, HostActionBody)
     service = service_of(request)
     auction = service.core.auctions.get(request.path_params["auction_id"])
     merchant_id = service.core.rooms.merchant_of(room_id)
